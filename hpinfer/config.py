@@ -1,0 +1,138 @@
+"""The ``hpi_config`` schema (typed, strict) and the precedence rules that merge its levels.
+
+Configuration is resolved once, at the edge (API, CLI, pipeline YAML), into these objects;
+everything further in receives plain, validated values.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Dict, List, Literal, Mapping, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+
+from .errors import ConfigError
+
+Precision = Literal["fp32", "fp16", "bf16", "int8"]
+BACKEND_NAMES = ("onnxruntime", "openvino", "torch", "tensorrt")
+
+
+class BackendConfig(BaseModel):
+    """Settings every engine understands; an engine ignores none silently (it rejects what it can't do)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    cpu_num_threads: Optional[int] = Field(default=None, ge=1, le=1024)
+    precision: Precision = "fp32"
+    # {input_name: [[min...], [opt...], [max...]]}, as in PaddleX/TensorRT.
+    dynamic_shapes: Optional[Dict[str, List[List[int]]]] = None
+
+    @field_validator("dynamic_shapes")
+    @classmethod
+    def _check_shapes(cls, value):
+        if value is None:
+            return value
+        for name, triple in value.items():
+            if len(triple) != 3:
+                raise ValueError(f"{name}: give exactly three shapes [min, opt, max], got {len(triple)}")
+            lo, opt, hi = triple
+            if not (len(lo) == len(opt) == len(hi)):
+                raise ValueError(f"{name}: min/opt/max must have the same rank")
+            if any(d < 1 for d in lo) or not all(a <= b <= c for a, b, c in zip(lo, opt, hi)):
+                raise ValueError(f"{name}: need 1 <= min <= opt <= max in every dimension, got {triple}")
+        return value
+
+
+class HPIConfig(BaseModel):
+    """High-performance inference settings for one model (PaddleX's ``hpi_config``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    auto_config: bool = True
+    backend: Optional[str] = None
+    backend_config: BackendConfig = BackendConfig()
+
+    @field_validator("backend")
+    @classmethod
+    def _known_backend(cls, value):
+        if value is not None and value not in BACKEND_NAMES:
+            raise ValueError(f"unknown backend {value!r}; known backends: {', '.join(BACKEND_NAMES)}")
+        return value
+
+    @model_validator(mode="after")
+    def _manual_needs_backend(self, info: ValidationInfo):
+        partial = bool(info.context and info.context.get("partial"))
+        if not partial and not self.auto_config and self.backend is None:
+            raise ValueError(
+                "auto_config is false (manual mode) but no backend is set; "
+                'add e.g. "backend": "onnxruntime", or set "auto_config": true'
+            )
+        return self
+
+
+def _format_validation_error(where: str, err: ValidationError) -> str:
+    parts = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"])
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key (allowed: auto_config, backend, backend_config{cpu_num_threads, precision, dynamic_shapes})"
+        parts.append(f"{where}.{loc}: {msg}" if loc else f"{where}: {msg}")
+    return "; ".join(parts)
+
+
+def parse_hpi_config(
+    value: "HPIConfig | Mapping[str, Any] | str | None", where: str = "hpi_config", partial: bool = False
+) -> HPIConfig:
+    """Accept a dict, a JSON string or an HPIConfig; raise ConfigError with every problem listed.
+
+    ``partial`` validates one level of a multi-level config, whose cross-field rules
+    (manual mode needs a backend) only apply after merging.
+    """
+    if isinstance(value, HPIConfig):
+        return value
+    if value is None:
+        return HPIConfig()
+    if isinstance(value, str):
+        value = parse_json_object(value, where)
+    try:
+        return HPIConfig.model_validate(dict(value), context={"partial": partial})
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(where, err)) from None
+    except TypeError:
+        raise ConfigError(f"{where} must be a mapping, got {type(value).__name__}") from None
+
+
+def parse_json_object(text: str, where: str) -> Dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"{where} is not valid JSON ({err.msg} at column {err.colno}): {text!r}") from None
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where} must be a JSON object like '{{\"backend\": \"openvino\"}}', got {text!r}")
+    return value
+
+
+def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> Dict[str, Any]:
+    """Override wins key by key; nested mappings merge rather than replace."""
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def hpi_as_dict(value: "HPIConfig | Mapping[str, Any] | str | None", where: str) -> Dict[str, Any]:
+    """Only the keys a level actually sets, so that merging keeps lower levels' other keys."""
+    if value is None:
+        return {}
+    if isinstance(value, HPIConfig):
+        return value.model_dump(exclude_unset=True)
+    if isinstance(value, str):
+        value = parse_json_object(value, where)
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{where} must be a mapping, got {type(value).__name__}")
+    parse_hpi_config(value, where, partial=True)  # validate each level on its own, so errors name the level
+    return dict(value)

@@ -1,0 +1,1 @@
+"""Inference engines, the rules that pick one, and (later) the model cache."""

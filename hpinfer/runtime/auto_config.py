@@ -1,0 +1,115 @@
+"""Which engine runs a model: the rule table (safe mode), user overrides, and manual mode.
+
+Safe mode (``auto_config: true``) walks the rule for the device and takes the first engine that
+is installed and can run the model at the requested precision; a backend the user names is
+accepted only if it passes the same checks, otherwise the error lists what would work.
+Manual mode (``auto_config: false``) does what the user says.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import List, Optional, Tuple
+
+from ..config import HPIConfig, BackendConfig
+from ..device import Device
+from ..errors import EngineUnavailableError
+from .engines import ENGINES
+
+log = logging.getLogger("hpinfer.runtime")
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    device_kind: str
+    preference: Tuple[str, ...]
+    why: str
+
+
+# Measured, not guessed: see benchmarks/RESULTS.md. First installed, capable engine wins.
+RULES: Tuple[Rule, ...] = (
+    Rule(
+        "cpu-default",
+        "cpu",
+        ("openvino", "onnxruntime"),
+        "OpenVINO runs the PP-OCR models 1.5-2.1x faster than ONNX Runtime on x86 CPUs with identical outputs",
+    ),
+    Rule(
+        "gpu-default",
+        "gpu",
+        ("tensorrt", "onnxruntime", "torch"),
+        "TensorRT builds the fastest NVIDIA engines; ONNX Runtime CUDA and the torch path are fallbacks",
+    ),
+)
+
+
+@dataclass(frozen=True)
+class EngineChoice:
+    backend: str
+    config: BackendConfig
+    reason: str
+
+
+def _rule_for(device: Device) -> Rule:
+    return next(r for r in RULES if r.device_kind == device.kind)
+
+
+def why_not(backend: str, device: Device, precision: str) -> Optional[str]:
+    """None if ``backend`` can run here at ``precision``, else the reason."""
+    engine = ENGINES.get(backend)
+    if engine is None:
+        return f"the {backend} engine is not part of this hpinfer version"
+    if not engine.is_installed():
+        return f"{engine.pip_name} is not installed (pip install {engine.pip_name})"
+    return engine.unsupported_reason(device, precision)
+
+
+def _workable(device: Device, precision: str) -> List[str]:
+    return [b for b in _rule_for(device).preference if why_not(b, device, precision) is None]
+
+
+def choose_engine(model_name: str, device: Device, use_hpip: bool, hpi: HPIConfig) -> EngineChoice:
+    if not use_hpip:
+        reason = why_not("onnxruntime", device, "fp32")
+        if reason:
+            raise EngineUnavailableError(
+                f"{model_name}: standard inference (use_hpip off) uses onnxruntime, but {reason}; "
+                f"try use_hpip=True"
+            )
+        return EngineChoice("onnxruntime", BackendConfig(), "use_hpip is off: standard inference")
+
+    precision = hpi.backend_config.precision
+    if not hpi.auto_config:
+        engine = ENGINES.get(hpi.backend)
+        if engine is None or not engine.is_installed():
+            raise EngineUnavailableError(
+                f"{model_name}: manual mode asks for {hpi.backend}, but {why_not(hpi.backend, device, precision)}"
+            )
+        return EngineChoice(hpi.backend, hpi.backend_config, "manual mode (auto_config: false): the user's choice")
+
+    if hpi.backend is not None:
+        reason = why_not(hpi.backend, device, precision)
+        if reason:
+            options = _workable(device, precision)
+            hint = f"engines that would work: {', '.join(options)}" if options else "no engine can do this here"
+            raise EngineUnavailableError(
+                f"{model_name}: backend {hpi.backend!r} at {precision} on {device} rejected by safe mode: "
+                f"{reason}; {hint} (or set auto_config: false to force it)"
+            )
+        return EngineChoice(hpi.backend, hpi.backend_config, f"user override {hpi.backend!r} passed safe-mode checks")
+
+    rule = _rule_for(device)
+    skipped = []
+    for backend in rule.preference:
+        reason = why_not(backend, device, precision)
+        if reason is None:
+            note = f"rule {rule.name}: {rule.why}"
+            if skipped:
+                note += f" (skipped: {'; '.join(skipped)})"
+            return EngineChoice(backend, hpi.backend_config, note)
+        skipped.append(f"{backend}: {reason}")
+    raise EngineUnavailableError(
+        f"{model_name}: no engine can run on {device} at {precision}: {'; '.join(skipped)}"
+    )
