@@ -50,6 +50,7 @@ class EngineChoice:
     backend: str
     config: BackendConfig
     reason: str
+    may_fall_back: bool = False  # only a rule's pick may be replaced if it fails to load; never the user's
 
 
 def _rule_for(device: Device) -> Rule:
@@ -108,8 +109,19 @@ def choose_engine(model_name: str, device: Device, use_hpip: bool, hpi: HPIConfi
             note = f"rule {rule.name}: {rule.why}"
             if skipped:
                 note += f" (skipped: {'; '.join(skipped)})"
-            return EngineChoice(backend, hpi.backend_config, note)
+            return EngineChoice(backend, hpi.backend_config, note, may_fall_back=True)
         skipped.append(f"{backend}: {reason}")
     raise EngineUnavailableError(
         f"{model_name}: no engine can run on {device} at {precision}: {'; '.join(skipped)}"
     )
+
+
+def fallbacks(choice: EngineChoice, device: Device) -> List[EngineChoice]:
+    """The rule's later engines that can also run here, for when the chosen one fails to load."""
+    preference = _rule_for(device).preference
+    later = preference[preference.index(choice.backend) + 1 :] if choice.backend in preference else ()
+    return [
+        EngineChoice(b, choice.config, f"fallback after {choice.backend} failed")
+        for b in later
+        if why_not(b, device, choice.config.precision) is None
+    ]

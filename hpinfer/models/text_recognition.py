@@ -1,0 +1,113 @@
+"""Text line recognition with CTC models (PP-OCRv4/v5/v6 rec).
+
+Crops are sorted by aspect ratio and batched, so each batch pads to a similar width; every crop is
+resized to height 48 keeping its aspect ratio, right-padded with zeros to the batch's widest ratio,
+and the per-step argmax is collapsed (repeats, then blanks) into text with a mean-probability score.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import cv2
+import numpy as np
+from pydantic import Field
+
+from ..errors import ModelNotFoundError
+from ..visualize import draw_ocr
+from .base import Params, Predictor
+from .registry import ModelSpec
+
+
+class RecParams(Params):
+    image_shape: Tuple[int, int, int] = (3, 48, 320)  # C, H, and the minimum padded width
+    batch_size: int = Field(6, ge=1, le=1024)
+
+
+def load_characters(spec: ModelSpec) -> List[str]:
+    """The model's alphabet with CTC's blank at index 0 and a space appended, as PaddleOCR trains it."""
+    if spec.character_dict is not None:
+        chars = spec.character_dict.read_text(encoding="utf-8").splitlines()
+    else:
+        chars = _characters_from_onnx(spec.model_file)
+        if chars is None:
+            raise ModelNotFoundError(
+                f"{spec.name}: {spec.model_file.name} has no 'character' metadata; "
+                f"name a dictionary file with character_dict in hpinfer.yaml"
+            )
+    return ["blank", *chars, " "]
+
+
+def _characters_from_onnx(path: Path) -> Optional[List[str]]:
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    for prop in model.metadata_props:
+        if prop.key == "character":
+            return prop.value.splitlines()
+    return None
+
+
+def resize_norm(crop: np.ndarray, height: int, width: int) -> np.ndarray:
+    """One crop → 3 x height x width float32 in [-1, 1], aspect kept, zero right padding."""
+    h, w = crop.shape[:2]
+    resized_w = min(width, int(math.ceil(height * w / float(h))))
+    resized = cv2.resize(crop, (resized_w, height)).astype(np.float32)
+    out = np.zeros((3, height, width), dtype=np.float32)
+    out[:, :, :resized_w] = resized.transpose(2, 0, 1) * (2.0 / 255.0) - 1.0
+    return out
+
+
+def batches_by_ratio(crops: Sequence[np.ndarray], batch_size: int) -> List[np.ndarray]:
+    """Index batches of crops sorted by width/height, so padding within a batch is small."""
+    ratios = np.array([c.shape[1] / float(c.shape[0]) for c in crops])
+    order = np.argsort(ratios, kind="quicksort")
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def ctc_decode(probs: np.ndarray, characters: Sequence[str]) -> List[Tuple[str, float]]:
+    """Greedy CTC: per step argmax; drop repeats and blanks; score = mean kept probability (0 if none)."""
+    indices = probs.argmax(axis=2)
+    maxima = probs.max(axis=2)
+    keep = np.ones_like(indices, dtype=bool)
+    keep[:, 1:] = indices[:, 1:] != indices[:, :-1]
+    keep &= indices != 0
+    results = []
+    for row_idx, row_keep, row_prob in zip(indices, keep, maxima):
+        kept = row_idx[row_keep]
+        text = "".join(characters[i] for i in kept)
+        score = float(np.mean(row_prob[row_keep])) if kept.size else 0.0
+        results.append((text, score))
+    return results
+
+
+class TextRecognizer(Predictor):
+    task = "text_recognition"
+    params_type = RecParams
+
+    def __init__(self, spec: ModelSpec, *args: Any, **kwargs: Any):
+        super().__init__(spec, *args, **kwargs)
+        self.characters = load_characters(spec)
+
+    def recognize(self, crops: Sequence[np.ndarray], params: Optional[RecParams] = None) -> List[Tuple[str, float]]:
+        p = params or self.params
+        _, height, min_width = p.image_shape
+        results: List[Tuple[str, float]] = [("", 0.0)] * len(crops)
+        for batch in batches_by_ratio(crops, p.batch_size):
+            max_ratio = max(min_width / height, *(crops[i].shape[1] / float(crops[i].shape[0]) for i in batch))
+            width = int(height * max_ratio)
+            tensor = np.stack([resize_norm(crops[i], height, width) for i in batch])
+            probs = self.session.run_one(tensor)[0]
+            for i, decoded in zip(batch, ctc_decode(probs, self.characters)):
+                results[i] = decoded
+        return results
+
+    def predict_image(self, image: np.ndarray, params: RecParams) -> Dict[str, Any]:
+        (text, score), = self.recognize([image], params)
+        return {"rec_text": text, "rec_score": score}
+
+    def visualize(self, result) -> np.ndarray:
+        h, w = result.image.shape[:2]
+        return draw_ocr(result.image, [[[0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1]]], [result["rec_text"]])

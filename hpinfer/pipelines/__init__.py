@@ -1,0 +1,36 @@
+"""Pipelines compose predictors; ``create_pipeline`` builds one from a bundled name or a YAML file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, Mapping, Optional, Type
+
+from ..config import HPIConfig
+from ..device import Device
+from ..errors import ConfigError
+from .config import PipelineSettings, bundled_pipelines, resolve_pipeline
+from .ocr import OCRPipeline
+
+PIPELINES: Dict[str, Type] = {"OCR": OCRPipeline}
+
+
+def create_pipeline(
+    pipeline: "str | Path",
+    device: "str | Device | None" = None,
+    use_hpip: Optional[bool] = None,
+    hpi_config: "HPIConfig | Mapping[str, Any] | str | None" = None,
+    **options: Any,
+):
+    """``pipeline``: a bundled name (``hpinfer.pipelines.bundled_pipelines()``) or a pipeline YAML path.
+
+    ``use_hpip``/``hpi_config`` override the file's top level; a sub-module's own values still win.
+    Other keyword arguments override the file's pipeline options (e.g. ``use_textline_orientation``).
+    """
+    settings = resolve_pipeline(pipeline, use_hpip=use_hpip, hpi_config=hpi_config)
+    cls = PIPELINES.get(settings.pipeline_name)
+    if cls is None:
+        raise ConfigError(f"{settings.source}: pipeline_name {settings.pipeline_name!r} is not one of {', '.join(PIPELINES)}")
+    return cls(settings, device=device, **options)
+
+
+__all__ = ["PIPELINES", "PipelineSettings", "bundled_pipelines", "create_pipeline", "resolve_pipeline"]

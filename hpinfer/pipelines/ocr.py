@@ -1,0 +1,182 @@
+"""The OCR pipeline: detect text lines, turn upside-down lines upright, recognise each line."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Iterator, List, Literal, Optional, Tuple
+
+import cv2
+import numpy as np
+from pydantic import Field, field_validator
+
+from ..device import Device
+from ..errors import ConfigError
+from ..io import iter_inputs
+from ..models import create_model
+from ..models.base import Params, validate_params
+from ..models.text_detection import TextDetector
+from ..models.text_recognition import TextRecognizer
+from ..models.textline_orientation import TextLineOrientationClassifier
+from ..results import Result
+from ..visualize import draw_ocr
+from .config import PipelineSettings
+
+
+class OCROptions(Params):
+    use_textline_orientation: bool = True
+    text_rec_score_thresh: float = Field(0.5, ge=0, le=1)
+    max_side_len: int = Field(2000, ge=32)
+    min_side_len: int = Field(30, ge=1)
+    min_height: int = Field(30, ge=1)
+    width_height_ratio: float = 8  # -1 pads only images lower than min_height
+
+    @field_validator("width_height_ratio")
+    @classmethod
+    def _positive_or_off(cls, value: float) -> float:
+        if value <= 0 and value != -1:
+            raise ValueError("must be > 0, or -1 to pad only by min_height")
+        return value
+    # Per-call detection overrides (PaddleX names); None keeps the TextDetection sub-module's value.
+    text_det_limit_side_len: Optional[int] = Field(None, ge=32)
+    text_det_limit_type: Optional[Literal["min", "max"]] = None
+    text_det_thresh: Optional[float] = Field(None, ge=0, le=1)
+    text_det_box_thresh: Optional[float] = Field(None, ge=0, le=1)
+    text_det_unclip_ratio: Optional[float] = Field(None, gt=0)
+
+
+def _resize_to_32(image: np.ndarray, ratio: float) -> Tuple[np.ndarray, float, float]:
+    h, w = image.shape[:2]
+    new_h = max(32, int(round(int(h * ratio) / 32) * 32))
+    new_w = max(32, int(round(int(w * ratio) / 32) * 32))
+    return cv2.resize(image, (new_w, new_h)), h / new_h, w / new_w
+
+
+def fit_side_bounds(image: np.ndarray, min_side: int, max_side: int) -> Tuple[np.ndarray, float, float]:
+    """Shrink a huge image / grow a tiny one (sides to multiples of 32); returns the scale back to the input."""
+    ratio_h = ratio_w = 1.0
+    h, w = image.shape[:2]
+    if max(h, w) > max_side:
+        image, ratio_h, ratio_w = _resize_to_32(image, max_side / max(h, w))
+    h, w = image.shape[:2]
+    if min(h, w) < min_side:
+        image, ratio_h, ratio_w = _resize_to_32(image, min_side / min(h, w))
+    return image, ratio_h, ratio_w
+
+
+def pad_flat_image(image: np.ndarray, min_height: int, width_height_ratio: float) -> Tuple[np.ndarray, int]:
+    """Black bands above and below a very flat image, so DB sees text lines with context; returns the band height."""
+    h, w = image.shape[:2]
+    too_flat = width_height_ratio != -1 and w / h > width_height_ratio
+    if h > min_height and not too_flat:
+        return image, 0
+    pad = int(abs(max(int(w / width_height_ratio), min_height) * 2 - h) / 2)
+    return cv2.copyMakeBorder(image, pad, pad, 0, 0, cv2.BORDER_CONSTANT, value=(0, 0, 0)), pad
+
+
+def crop_quad(image: np.ndarray, quad: np.ndarray) -> np.ndarray:
+    """Perspective-rectify a quadrilateral; tall results are turned 90° so text runs left to right."""
+    width = int(max(np.linalg.norm(quad[0] - quad[1]), np.linalg.norm(quad[2] - quad[3])))
+    height = int(max(np.linalg.norm(quad[0] - quad[3]), np.linalg.norm(quad[1] - quad[2])))
+    target = np.array([[0, 0], [width, 0], [width, height], [0, height]], dtype=np.float32)
+    matrix = cv2.getPerspectiveTransform(quad.astype(np.float32), target)
+    crop = cv2.warpPerspective(image, matrix, (width, height), borderMode=cv2.BORDER_REPLICATE, flags=cv2.INTER_CUBIC)
+    if crop.shape[0] / crop.shape[1] >= 1.5:
+        crop = np.rot90(crop)
+    return crop
+
+
+def to_input_coords(boxes: np.ndarray, pad_top: int, ratio_h: float, ratio_w: float, h: int, w: int) -> np.ndarray:
+    out = boxes.astype(np.float64).copy()
+    out[..., 1] -= pad_top
+    out[..., 0] *= ratio_w
+    out[..., 1] *= ratio_h
+    out[..., 0] = np.clip(out[..., 0], 0, w)
+    out[..., 1] = np.clip(out[..., 1], 0, h)
+    return np.round(out).astype(np.int32)
+
+
+class OCRPipeline:
+    def __init__(self, settings: PipelineSettings, device: "str | Device | None" = None, **options: Any):
+        self.settings = settings
+        self.options = validate_params(OCROptions, {**settings.options, **options}, f"pipeline {settings.source}")
+        self.device = Device.parse(device)
+        self.text_det: TextDetector = self._module("TextDetection", TextDetector)
+        self.text_rec: TextRecognizer = self._module("TextRecognition", TextRecognizer)
+        # Loaded only when switched on here, as in PaddleX: a later predict() can't switch it on.
+        self.textline_cls: Optional[TextLineOrientationClassifier] = None
+        if self.options.use_textline_orientation:
+            self.textline_cls = self._module("TextLineOrientation", TextLineOrientationClassifier)
+
+    def _module(self, key: str, expected: type):
+        module = self.settings.modules.get(key)
+        if module is None:
+            raise ConfigError(f"{self.settings.source}: SubModules.{key} is missing")
+        predictor = create_model(
+            module.model_name, module.model_dir, device=self.device,
+            use_hpip=module.use_hpip, hpi_config=module.hpi_config, **module.params,
+        )
+        if not isinstance(predictor, expected):
+            raise ConfigError(f"{self.settings.source}: SubModules.{key} needs a {expected.task} model, got {predictor.task}")
+        return predictor
+
+    @property
+    def predictors(self) -> List[Any]:
+        return [p for p in (self.text_det, self.textline_cls, self.text_rec) if p is not None]
+
+    def predict(self, inputs: Any, **options: Any) -> List[Result]:
+        return list(self.predict_iter(inputs, **options))
+
+    def predict_iter(self, inputs: Any, **options: Any) -> Iterator[Result]:
+        opts = self.options
+        given = {k: v for k, v in options.items() if v is not None}
+        if given:
+            opts = validate_params(OCROptions, {**opts.model_dump(), **given}, "OCR predict()")
+        if opts.use_textline_orientation and self.textline_cls is None:
+            raise ConfigError("use_textline_orientation=True needs the pipeline created with it on (the model is not loaded)")
+        det_params = self.text_det.with_overrides({
+            "limit_side_len": opts.text_det_limit_side_len, "limit_type": opts.text_det_limit_type,
+            "thresh": opts.text_det_thresh, "box_thresh": opts.text_det_box_thresh,
+            "unclip_ratio": opts.text_det_unclip_ratio,
+        })
+        for item in iter_inputs(inputs):
+            data = {"input_path": item.input_path, "page_index": item.page_index}
+            data.update(self._ocr(item.image, opts, det_params))
+            yield Result(data, item.image, _draw, "ocr_res_img")
+
+    def _ocr(self, image: np.ndarray, opts: OCROptions, det_params) -> Dict[str, Any]:
+        h, w = image.shape[:2]
+        work, ratio_h, ratio_w = fit_side_bounds(image, opts.min_side_len, opts.max_side_len)
+        work, pad_top = pad_flat_image(work, opts.min_height, opts.width_height_ratio)
+        boxes, _ = self.text_det.detect(work, det_params)
+        crops = [crop_quad(work, box) for box in boxes]
+        angles = [-1] * len(crops)
+        if opts.use_textline_orientation and crops:
+            crops, angles = self.textline_cls.upright(crops)
+        recognised = self.text_rec.recognize(crops) if crops else []
+        polys = to_input_coords(boxes, pad_top, ratio_h, ratio_w, h, w)
+        keep = [i for i, (text, score) in enumerate(recognised) if score >= opts.text_rec_score_thresh and text.strip()]
+        rec_polys = polys[keep]
+        return {
+            "model_settings": {"use_textline_orientation": opts.use_textline_orientation},
+            "text_det_params": {k: getattr(det_params, k) for k in ("limit_side_len", "limit_type", "thresh", "box_thresh", "unclip_ratio")},
+            "text_rec_score_thresh": opts.text_rec_score_thresh,
+            "dt_polys": polys,
+            "textline_orientation_angles": angles,
+            "rec_texts": [recognised[i][0] for i in keep],
+            "rec_scores": [recognised[i][1] for i in keep],
+            "rec_polys": rec_polys,
+            "rec_boxes": np.concatenate([rec_polys.min(axis=1), rec_polys.max(axis=1)], axis=1) if keep else np.zeros((0, 4), np.int32),
+        }
+
+    def close(self) -> None:
+        for predictor in self.predictors:
+            predictor.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _draw(result: Result) -> np.ndarray:
+    return draw_ocr(result.image, result["rec_polys"], result["rec_texts"])
