@@ -17,6 +17,8 @@ import cv2
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from .io.images import to_bgr
+
 log = logging.getLogger("hpinfer")
 
 # CJK-capable fonts first (Debian/Ubuntu package paths), then DejaVu, which at least covers Latin.
@@ -96,14 +98,6 @@ def _colour(i: int) -> tuple[int, int, int]:
     return int(b * 255), int(g * 255), int(r * 255)
 
 
-def _as_bgr(image: np.ndarray) -> np.ndarray:
-    """3-channel BGR (callers draw on copies); gray (HxW, HxWx1) and BGRA inputs are accepted too."""
-    image = np.asarray(image, dtype=np.uint8)
-    if image.ndim == 2 or image.shape[2] == 1:
-        return cv2.cvtColor(image.reshape(image.shape[:2]), cv2.COLOR_GRAY2BGR)
-    return np.ascontiguousarray(image[:, :, :3])
-
-
 def _points(poly: object) -> np.ndarray:
     """Nx2 float points; a polygon with NaN/inf has none, and wild coordinates are clipped so int32 casts hold."""
     p = np.asarray(poly, dtype=np.float64).reshape(-1, 2)
@@ -116,7 +110,7 @@ def _thickness(image: np.ndarray) -> int:
 
 def draw_polygons(image_bgr: np.ndarray, polys: Sequence[object], labels: Optional[Sequence[str]] = None) -> np.ndarray:
     """The image with each polygon filled semi-transparently and outlined in its own colour, plus optional labels."""
-    image = _as_bgr(image_bgr)
+    image = to_bgr(image_bgr)
     overlay = image.copy()
     pts = [np.round(_points(p)).astype(np.int32) for p in polys]
     for i, p in enumerate(pts):

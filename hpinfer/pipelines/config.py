@@ -49,10 +49,12 @@ def load_pipeline_file(pipeline: "str | Path") -> Tuple[Dict[str, Any], str]:
     """A bundled pipeline name or a path to a YAML file → its mapping and where it came from."""
     text = str(pipeline)
     path = Path(text)
+    source = text
     if path.suffix.lower() in (".yaml", ".yml") or path.exists():
         if not path.is_file():
             raise ConfigError(f"pipeline file {path} does not exist")
     else:
+        source = f"pipeline {text}"
         path = BUNDLED_DIR / f"{text}.yaml"
         if not path.is_file():
             raise ConfigError(
@@ -61,10 +63,10 @@ def load_pipeline_file(pipeline: "str | Path") -> Tuple[Dict[str, Any], str]:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:
-        raise ConfigError(f"pipeline file {path} is not valid YAML: {err}".splitlines()[0]) from None
+        raise ConfigError(f"{source} is not valid YAML: {err}".splitlines()[0]) from None
     if not isinstance(data, dict):
-        raise ConfigError(f"pipeline file {path} must hold a mapping with pipeline_name and SubModules")
-    return data, str(path)
+        raise ConfigError(f"{source} must hold a mapping with pipeline_name and SubModules")
+    return data, source
 
 
 def resolve_pipeline(

