@@ -76,18 +76,18 @@ def choose_engine(model_name: str, device: Device, use_hpip: bool, hpi: HPIConfi
         reason = why_not("onnxruntime", device, "fp32")
         if reason:
             raise EngineUnavailableError(
-                f"{model_name}: standard inference (use_hpip off) uses onnxruntime, but {reason}; "
-                f"try use_hpip=True"
+                f"{model_name}: standard inference (use_hpip off) runs on onnxruntime, but {reason}; "
+                f"use device cpu, or turn on use_hpip (--use_hpip) to let hpinfer pick an engine"
             )
         return EngineChoice("onnxruntime", BackendConfig(), "use_hpip is off: standard inference")
 
     precision = hpi.backend_config.precision
     if not hpi.auto_config:
-        engine = ENGINES.get(hpi.backend)
-        if engine is None or not engine.is_installed():
-            raise EngineUnavailableError(
-                f"{model_name}: manual mode asks for {hpi.backend}, but {why_not(hpi.backend, device, precision)}"
-            )
+        # Manual mode skips the rule table, never the engine's abilities: an engine asked for
+        # something it can't do would silently do something else (CPU instead of GPU, fp32 instead of fp16).
+        reason = why_not(hpi.backend, device, precision)
+        if reason:
+            raise EngineUnavailableError(f"{model_name}: manual mode asks for {hpi.backend} at {precision} on {device}, but {reason}")
         return EngineChoice(hpi.backend, hpi.backend_config, "manual mode (auto_config: false): the user's choice")
 
     if hpi.backend is not None:
@@ -97,7 +97,7 @@ def choose_engine(model_name: str, device: Device, use_hpip: bool, hpi: HPIConfi
             hint = f"engines that would work: {', '.join(options)}" if options else "no engine can do this here"
             raise EngineUnavailableError(
                 f"{model_name}: backend {hpi.backend!r} at {precision} on {device} rejected by safe mode: "
-                f"{reason}; {hint} (or set auto_config: false to force it)"
+                f"{reason}; {hint}"
             )
         return EngineChoice(hpi.backend, hpi.backend_config, f"user override {hpi.backend!r} passed safe-mode checks")
 

@@ -1,0 +1,274 @@
+"""The ``hpinfer`` command line as a user runs it: a real subprocess, real models, real files."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import List
+
+import pytest
+from PIL import Image
+
+from hpinfer.models import BUILT_IN
+from hpinfer.pipelines import bundled_pipelines
+from hpinfer.runtime.engines.onnxruntime import OnnxRuntimeEngine
+
+SINGLE_LINE_TEXT = "在中国作家协会第三届儿童文学"
+HEADER = re.compile(r"^(?P<where>\S.*): (?P<count>\d+) text line\(s\)$", re.MULTILINE)
+
+
+def run_cli(*args: str, cwd: Path = None) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "HPINFER_DEBUG"}
+    return subprocess.run(
+        [sys.executable, "-m", "hpinfer.cli", *map(str, args)],
+        capture_output=True, text=True, encoding="utf-8", timeout=120, cwd=cwd, env=env,
+    )
+
+
+def ok(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    assert "Traceback" not in proc.stderr
+    return proc
+
+
+def headers(stdout: str) -> List[tuple]:
+    return [(m["where"], int(m["count"])) for m in HEADER.finditer(stdout)]
+
+
+def assert_user_error(proc: subprocess.CompletedProcess, *expected: str) -> str:
+    """Exit != 0, exactly one 'error:' line on stderr, nothing else but log lines, no traceback."""
+    assert proc.returncode != 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    assert "Traceback" not in proc.stderr + proc.stdout
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("error:")]
+    stray = [line for line in lines if not line.startswith(("error:", "INFO", "WARNING"))]
+    assert len(errors) == 1 and not stray, proc.stderr
+    for text in expected:
+        assert text in errors[0], errors[0]
+    return errors[0]
+
+
+def image_width(path: Path) -> int:
+    with Image.open(path) as image:
+        return image.width
+
+
+# --- OCR on one image, with saved results ---------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def paragraph_run(tmp_path_factory, shared_images):
+    out = tmp_path_factory.mktemp("paragraph") / "out"
+    proc = run_cli("predict", "--pipeline", "OCR", "--input", shared_images / "paragraph_en.jpg", "--save_path", out)
+    return ok(proc), out
+
+
+def test_ocr_prints_the_recognised_lines(paragraph_run, shared_images):
+    proc, _ = paragraph_run
+    found = headers(proc.stdout)
+    assert len(found) == 1
+    where, count = found[0]
+    assert where == str(shared_images / "paragraph_en.jpg")
+    assert count >= 3
+    text_lines = [line for line in proc.stdout.splitlines() if line.startswith("  ")]
+    assert len(text_lines) == count
+    assert "MovieShots" in proc.stdout and "Dataset" in proc.stdout
+    assert re.search(r"^  0\.\d{3}  \S", proc.stdout, re.MULTILINE)  # score then text
+    assert "engine onnxruntime on cpu (use_hpip is off: standard inference)" in proc.stderr
+
+
+def test_save_path_writes_json_and_side_by_side_image(paragraph_run, shared_images):
+    proc, out = paragraph_run
+    assert sorted(p.name for p in out.iterdir()) == ["paragraph_en_ocr_res_img.png", "paragraph_en_res.json"]
+    res = json.loads((out / "paragraph_en_res.json").read_text(encoding="utf-8"))["res"]
+    assert any("MovieShots" in text for text in res["rec_texts"])
+    assert len(res["rec_texts"]) == len(res["rec_scores"]) == len(res["rec_polys"]) == headers(proc.stdout)[0][1]
+    assert res["input_path"] == str(shared_images / "paragraph_en.jpg")
+    with Image.open(out / "paragraph_en_ocr_res_img.png") as drawn:
+        drawn.load()
+        with Image.open(shared_images / "paragraph_en.jpg") as original:
+            assert drawn.size == (2 * original.width, original.height)
+    assert "saved 1 result(s) to" in proc.stderr
+
+
+def test_directory_input_processes_every_image(tmp_path, shared_images):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for name in ("single_line.jpg", "tiny.png"):
+        shutil.copy(shared_images / name, folder / name)
+    (folder / "notes.txt").write_text("not an image")  # unsupported files in a folder are skipped
+    proc = ok(run_cli("predict", "--pipeline", "OCR", "--input", folder))
+    assert headers(proc.stdout) == [(str(folder / "single_line.jpg"), 1), (str(folder / "tiny.png"), 0)]
+    assert SINGLE_LINE_TEXT in proc.stdout
+
+
+# --- PDFs ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def three_page_pdf(tmp_path_factory, shared_images) -> Path:
+    pages = [Image.open(shared_images / name).convert("RGB") for name in ("single_line.jpg", "paragraph_en.jpg", "tiny.png")]
+    path = tmp_path_factory.mktemp("pdf") / "doc.pdf"
+    pages[0].save(path, "PDF", save_all=True, append_images=pages[1:])
+    return path
+
+
+def test_pdf_gives_one_result_per_page(three_page_pdf):
+    proc = ok(run_cli("predict", "--pipeline", "OCR", "--input", three_page_pdf))
+    found = headers(proc.stdout)
+    assert [where for where, _ in found] == [f"{three_page_pdf} [page {n}]" for n in (1, 2, 3)]
+    assert found[0][1] == 1 and found[1][1] >= 3 and found[2][1] == 0
+    page_1, page_2 = proc.stdout.split("[page 2]")[0], proc.stdout.split("[page 2]")[1].split("[page 3]")[0]
+    assert SINGLE_LINE_TEXT in page_1
+    assert "Dataset" in page_2 and "shots" in page_2
+
+
+def test_pdf_page_range(three_page_pdf, tmp_path):
+    out = tmp_path / "out"
+    proc = ok(run_cli("predict", "--pipeline", "OCR", "--input", three_page_pdf, "--page_range", "2-3", "--save_path", out))
+    found = headers(proc.stdout)
+    assert [where for where, _ in found] == [f"{three_page_pdf} [page 2]", f"{three_page_pdf} [page 3]"]
+    assert SINGLE_LINE_TEXT not in proc.stdout
+    assert "Dataset" in proc.stdout  # really page 2, not page 1 relabelled
+    # Saved names carry the 0-based page index, as PaddleX names them.
+    assert sorted(p.name for p in out.glob("*.json")) == ["doc_1_res.json", "doc_2_res.json"]
+    assert json.loads((out / "doc_1_res.json").read_text(encoding="utf-8"))["res"]["page_index"] == 1
+
+
+# --- engines ------------------------------------------------------------------------------------------
+
+
+def test_use_hpip_logs_the_openvino_choice(shared_images):
+    proc = ok(run_cli("predict", "--pipeline", "OCR", "--input", shared_images / "single_line.jpg", "--use_hpip"))
+    assert SINGLE_LINE_TEXT in proc.stdout
+    for model in ("PP-OCRv4_mobile_det", "PP-OCRv4_mobile_rec", "ch_ppocr_mobile_v2.0_cls"):
+        assert re.search(rf"^INFO hpinfer\.runtime: {re.escape(model)}: engine openvino on cpu \(rule cpu-default: ",
+                         proc.stderr, re.MULTILINE), proc.stderr
+
+
+def test_hpi_config_backend_override(shared_images):
+    proc = ok(run_cli("predict", "--pipeline", "OCR", "--input", shared_images / "single_line.jpg",
+                      "--use_hpip", "--hpi_config", '{"backend": "onnxruntime"}'))
+    assert SINGLE_LINE_TEXT in proc.stdout
+    assert proc.stderr.count("engine onnxruntime on cpu (user override 'onnxruntime' passed safe-mode checks)") == 3
+    assert "engine openvino" not in proc.stderr
+
+
+def test_single_model_prints_json(shared_images):
+    proc = ok(run_cli("predict", "--model", "PP-OCRv4_mobile_det", "--input", shared_images / "single_line.jpg"))
+    first, _, rest = proc.stdout.partition("\n")
+    assert first == f"{shared_images / 'single_line.jpg'}:"
+    res = json.loads(rest)["res"]
+    assert res["model_name"] == "PP-OCRv4_mobile_det"
+    assert len(res["dt_polys"]) >= 1
+    assert all(len(poly) == 4 and all(len(point) == 2 for point in poly) for poly in res["dt_polys"])
+    assert len(res["dt_scores"]) == len(res["dt_polys"])
+
+
+def test_extra_pipeline_options_reach_the_pipeline(shared_images, tmp_path):
+    out = tmp_path / "out"
+    proc = ok(run_cli("predict", "--pipeline", "OCR", "--input", shared_images / "single_line.jpg", "--save_path", out,
+                      "--use_textline_orientation", "False", "--text_det_box_thresh", "0.6"))
+    assert SINGLE_LINE_TEXT in proc.stdout
+    res = json.loads((out / "single_line_res.json").read_text(encoding="utf-8"))["res"]
+    assert res["model_settings"] == {"use_textline_orientation": False}
+    assert res["text_det_params"]["box_thresh"] == 0.6
+    assert res["textline_orientation_angles"] == [-1] * len(res["dt_polys"])
+    assert "ch_ppocr_mobile_v2.0_cls" not in proc.stderr  # switched off: not even loaded
+
+
+@pytest.mark.parametrize("name", ["tiny.png", "empty_black.jpg"])
+def test_images_without_text(shared_images, name):
+    proc = ok(run_cli("predict", "--pipeline", "OCR", "--input", shared_images / name))
+    assert headers(proc.stdout) == [(str(shared_images / name), 0)]
+    assert proc.stdout.strip().endswith("0 text line(s)")
+
+
+# --- listings -----------------------------------------------------------------------------------------
+
+
+def test_models_lists_every_built_in_model():
+    proc = ok(run_cli("models"))
+    lines = proc.stdout.splitlines()
+    assert sorted(line.split()[0] for line in lines) == sorted(BUILT_IN)
+    for line in lines:
+        name, task = line.split()[:2]
+        assert task == BUILT_IN[name].task
+        assert BUILT_IN[name].pip in line
+    assert any(line.startswith("PP-OCRv4_mobile_det") and line.endswith("installed") for line in lines)
+
+
+def test_pipelines_lists_the_bundled_pipelines():
+    proc = ok(run_cli("pipelines"))
+    assert proc.stdout.split() == list(bundled_pipelines())
+    assert "OCR" in proc.stdout.split()
+
+
+def test_listing_rejects_extra_arguments():
+    assert_user_error(run_cli("models", "--foo", "1"), "unexpected arguments: --foo 1")
+
+
+# --- bad inputs: one clear line, a non-zero exit, no traceback ----------------------------------------
+
+
+def _bad_case(case: str, tmp: Path, images: Path) -> tuple:
+    """(arguments, texts the error line must contain) for one kind of user mistake."""
+    tiny = images / "tiny.png"
+    if case == "missing_file":
+        return ["--pipeline", "OCR", "--input", tmp / "nope.jpg"], [f"{tmp / 'nope.jpg'}: does not exist"]
+    if case == "corrupt_image":
+        data = (images / "paragraph_en.jpg").read_bytes()
+        (tmp / "cut.jpg").write_bytes(data[: len(data) // 3])
+        return ["--pipeline", "OCR", "--input", tmp / "cut.jpg"], ["cut.jpg: corrupt or truncated image"]
+    if case == "empty_file":
+        (tmp / "empty.jpg").write_bytes(b"")
+        return ["--pipeline", "OCR", "--input", tmp / "empty.jpg"], ["empty.jpg: file is empty"]
+    if case == "unsupported_type":
+        (tmp / "notes.txt").write_text("hello")
+        return ["--pipeline", "OCR", "--input", tmp / "notes.txt"], ["notes.txt: unsupported file type '.txt'"]
+    if case == "bad_json":
+        return ["--pipeline", "OCR", "--input", tiny, "--hpi_config", '{"backend": openvino}'], ["--hpi_config is not valid JSON"]
+    if case == "unknown_hpi_key":
+        return ["--pipeline", "OCR", "--input", tiny, "--hpi_config", '{"backend": "openvino", "threads": 2}'], \
+            ["threads: unknown key"]
+    if case == "unknown_model":
+        return ["--model", "PP-OCRv9_det", "--input", tiny], ["unknown model 'PP-OCRv9_det'", "PP-OCRv4_mobile_det"]
+    if case == "unknown_pipeline":
+        return ["--pipeline", "NoSuchPipeline", "--input", tiny], ["unknown pipeline 'NoSuchPipeline'", "OCR"]
+    if case == "unknown_option":
+        return ["--pipeline", "OCR", "--input", tiny, "--text_det_thres", "0.3"], ["text_det_thres: unknown parameter", "text_det_thresh"]
+    if case == "invalid_yaml":
+        (tmp / "broken.yaml").write_text("pipeline_name: OCR\nSubModules: [TextDetection:\n")
+        return ["--pipeline", tmp / "broken.yaml", "--input", tiny], ["broken.yaml is not valid YAML"]
+    if case == "bad_page_range":
+        return ["--pipeline", "OCR", "--input", tiny, "--page_range", "3-1"], ["page_range"]
+    if case == "gpu_without_cuda":
+        return ["--pipeline", "OCR", "--input", tiny, "--device", "gpu:0"], ["no CUDA provider"]
+    if case == "gpu_without_cuda_hpip":
+        return ["--pipeline", "OCR", "--input", tiny, "--device", "gpu:0", "--use_hpip"], ["no engine can run on gpu:0"]
+    raise AssertionError(case)
+
+
+HAS_CUDA = "CUDAExecutionProvider" in OnnxRuntimeEngine._providers()
+GPU_CASES = {"gpu_without_cuda", "gpu_without_cuda_hpip"}
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "missing_file", "corrupt_image", "empty_file", "unsupported_type", "bad_json", "unknown_hpi_key",
+        "unknown_model", "unknown_pipeline", "unknown_option", "invalid_yaml", "bad_page_range",
+        *(pytest.param(c, marks=pytest.mark.skipif(HAS_CUDA, reason="this machine has CUDA")) for c in sorted(GPU_CASES)),
+    ],
+)
+def test_user_mistakes_give_one_error_line(case, tmp_path, shared_images):
+    args, expected = _bad_case(case, tmp_path, shared_images)
+    proc = run_cli("predict", *args)
+    assert_user_error(proc, *expected)
+    assert proc.returncode == 2  # the documented exit code for errors a user can fix
+    assert "text line(s)" not in proc.stdout
