@@ -108,36 +108,47 @@ def _thickness(image: np.ndarray) -> int:
     return max(1, round(min(image.shape[:2]) / 400))
 
 
-def draw_polygons(image_bgr: np.ndarray, polys: Sequence[object], labels: Optional[Sequence[str]] = None) -> np.ndarray:
-    """The image with each polygon filled semi-transparently and outlined in its own colour, plus optional labels."""
+def draw_polygons(
+    image_bgr: np.ndarray,
+    polys: Sequence[object],
+    labels: Optional[Sequence[str]] = None,
+    colours: Optional[Sequence[int]] = None,
+) -> np.ndarray:
+    """The image with each polygon filled semi-transparently and outlined in its own colour, plus optional labels.
+
+    ``colours`` picks each polygon's palette entry (e.g. its class id, so a class keeps one colour);
+    by default polygon i gets entry i.
+    """
     image = to_bgr(image_bgr)
     overlay = image.copy()
     pts = [np.round(_points(p)).astype(np.int32) for p in polys]
-    for i, p in enumerate(pts):
+    palette = [_colour(c) for c in (range(len(pts)) if colours is None else colours)]
+    if len(palette) != len(pts):
+        raise ValueError(f"{len(pts)} polygons but {len(palette)} colours")
+    for p, colour in zip(pts, palette):
         if len(p):
-            cv2.fillPoly(overlay, [p], _colour(i))
+            cv2.fillPoly(overlay, [p], colour)
     out = cv2.addWeighted(overlay, _FILL_ALPHA, image, 1 - _FILL_ALPHA, 0)
-    for i, p in enumerate(pts):
+    for p, colour in zip(pts, palette):
         if len(p):
-            cv2.polylines(out, [p], True, _colour(i), _thickness(out), cv2.LINE_AA)
+            cv2.polylines(out, [p], True, colour, _thickness(out), cv2.LINE_AA)
     if labels:
-        out = _draw_labels(out, pts, labels)
+        out = _draw_labels(out, pts, labels, palette)
     return out
 
 
-def _draw_labels(image: np.ndarray, pts: list[np.ndarray], labels: Sequence[str]) -> np.ndarray:
+def _draw_labels(image: np.ndarray, pts: list[np.ndarray], labels: Sequence[str], palette: list) -> np.ndarray:
     """White text on a tag of the polygon's colour, just above its top-left corner (inside if at the top edge)."""
     font = _font(find_font(), int(np.clip(min(image.shape[:2]) // 12, 10, 20)))
     pil = Image.fromarray(image[:, :, ::-1])
     draw = ImageDraw.Draw(pil)
-    for i, (p, label) in enumerate(zip(pts, labels, strict=True)):
+    for p, label, (b, g, r) in zip(pts, labels, palette, strict=True):
         text = _clean(label, font)
         if not len(p) or not text.strip():
             continue
         x, y = (int(v) for v in p.min(axis=0))
         *_, right, bottom = draw.textbbox((0, 0), text, font=font)
         y = y - bottom - 2 if y - bottom - 2 >= 0 else y
-        b, g, r = _colour(i)
         draw.rectangle((x, y, x + right + 2, y + bottom + 2), fill=(r, g, b))
         draw.text((x + 1, y + 1), text, font=font, fill=(255, 255, 255))
     return np.ascontiguousarray(np.asarray(pil)[:, :, ::-1])

