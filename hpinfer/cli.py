@@ -1,4 +1,5 @@
-"""``hpinfer`` command line: ``predict`` for pipelines or single models, ``models``/``pipelines`` to list.
+"""``hpinfer`` command line: ``predict`` for pipelines or single models, ``bench`` to time them,
+``models``/``pipelines`` to list.
 
 Errors a user can fix (bad input, unknown model, invalid config) print one line and exit 2.
 Options the parser does not know (``--text_det_thresh 0.4``) go to the pipeline or model as
@@ -18,6 +19,8 @@ import yaml
 
 from .config import parse_json_object
 from .errors import ConfigError, HpinferError
+from .runtime import commands as runtime_commands
+from .serving import cli as serving_cli
 
 log = logging.getLogger("hpinfer")
 
@@ -64,8 +67,31 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--save_path", default=None, help="folder for result JSON and visualisation images")
     predict.add_argument("--page_range", default=None, help="PDF pages, 1-based: 3 or 2-5")
 
+    bench = commands.add_parser(
+        "bench", parents=[common], help="time a pipeline or model: per-stage times, latency, throughput, memory",
+        epilog="Inputs are decoded once before timing; latency is per call of --batch_size images. A pipeline with "
+        "predict_batch (OCR) processes a call's images together; a single model takes them one after another, so "
+        "there --batch_size changes how latency is counted, not the work. "
+        "Other --name value options are passed to the pipeline (or, for a model, to predict).",
+    )
+    target = bench.add_mutually_exclusive_group(required=True)
+    target.add_argument("--pipeline", help="bundled pipeline name or a pipeline YAML path")
+    target.add_argument("--model", help="a built-in model name")
+    target.add_argument("--model_dir", help="your own model directory")
+    bench.add_argument("--input", required=True, help="image file, directory or PDF")
+    bench.add_argument("--warmup", type=int, default=1, help="untimed passes over the inputs first (default 1)")
+    bench.add_argument("--iters", type=int, default=3, help="timed passes over the inputs (default 3)")
+    bench.add_argument("--batch_size", type=int, default=1, help="images per predict call (default 1)")
+    bench.add_argument("--device", default=None, help="cpu (default) or gpu:N")
+    bench.add_argument("--use_hpip", action="store_true", default=None, help="high-performance inference: pick the best engine")
+    bench.add_argument("--hpi_config", default=None, help='JSON, e.g. \'{"backend": "openvino"}\'')
+    bench.add_argument("--page_range", default=None, help="PDF pages, 1-based: 3 or 2-5")
+    bench.add_argument("--json", default=None, metavar="PATH", help="also write the report as JSON")
+
     commands.add_parser("models", parents=[common], help="list built-in models and where they come from")
     commands.add_parser("pipelines", parents=[common], help="list bundled pipelines")
+    runtime_commands.add_commands(commands, common)
+    serving_cli.add_commands(commands, common)
     return parser
 
 
@@ -96,6 +122,37 @@ def _predict(args: argparse.Namespace, options: Dict[str, Any]) -> int:
     progress.close()
     if args.save_path:
         log.info("saved %d result(s) to %s", count, args.save_path)
+    return 0
+
+
+def _bench(args: argparse.Namespace, options: Dict[str, Any]) -> int:
+    import json
+
+    from .bench import benchmark, check_counts
+    from .io.inputs import count_inputs, parse_page_range
+    from .models import create_model
+    from .pipelines import create_pipeline
+
+    hpi = parse_json_object(args.hpi_config, "--hpi_config") if args.hpi_config else None
+    page_range = parse_page_range(args.page_range) if args.page_range else None
+    check_counts(args.warmup, args.iters, args.batch_size)
+    count_inputs(args.input, page_range)  # fails fast on a missing or unreadable input, before loading models
+    if args.pipeline:
+        runner = create_pipeline(args.pipeline, device=args.device, use_hpip=args.use_hpip, hpi_config=hpi, **options)
+        call_options: Dict[str, Any] = {}
+    else:
+        runner = create_model(args.model, args.model_dir, device=args.device, use_hpip=bool(args.use_hpip), hpi_config=hpi)
+        call_options = options
+    report = benchmark(
+        runner, args.input, warmup=args.warmup, iters=args.iters, batch_size=args.batch_size,
+        page_range=page_range, **call_options,
+    )
+    print(report.format())
+    if args.json:
+        try:
+            Path(args.json).write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
+        except OSError as err:
+            raise ConfigError(f"--json {args.json}: cannot write ({err.strerror or err})") from None
     return 0
 
 
@@ -143,8 +200,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         if args.command == "predict":
             return _predict(args, _extra_options(unknown))
+        if args.command == "bench":
+            return _bench(args, _extra_options(unknown))
         if unknown:
             raise ConfigError(f"unexpected arguments: {' '.join(unknown)}")
+        if args.command in runtime_commands.COMMANDS:
+            return runtime_commands.run(args)
+        if args.command in serving_cli.COMMANDS:
+            return serving_cli.run(args)
         return _list_models() if args.command == "models" else _list_pipelines()
     except HpinferError as err:
         print(f"error: {err}", file=sys.stderr)

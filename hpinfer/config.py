@@ -7,7 +7,7 @@ everything further in receives plain, validated values.
 from __future__ import annotations
 
 import json
-from typing import Any, Dict, List, Literal, Mapping, Optional
+from typing import Any, Dict, List, Literal, Mapping, Optional, Tuple
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
@@ -15,6 +15,20 @@ from .errors import ConfigError
 
 Precision = Literal["fp32", "fp16", "bf16", "int8"]
 BACKEND_NAMES = ("onnxruntime", "openvino", "torch", "tensorrt")
+
+
+class CalibrationConfig(BaseModel):
+    """How an int8 model is calibrated. Every field changes the quantized model, so all are in its cache key."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    method: Literal["minmax", "entropy", "percentile"] = "minmax"
+    # A folder (or file) of images or PDFs like the ones you will run; None: examples/ plus generated text pages.
+    data: Optional[str] = None
+    num_samples: int = Field(default=100, ge=2, le=1000)  # calibration inputs; every 5th is held back for the guard
+    keep_first_last: bool = True  # the layers nearest the inputs and outputs are the most sensitive: keep them float
+    exclude_nodes: Tuple[str, ...] = ()  # more nodes to keep float, by ONNX node name
+    exclude_op_types: Tuple[str, ...] = ()  # more op types to keep float, e.g. ["Softmax"]
 
 
 class BackendConfig(BaseModel):
@@ -26,6 +40,10 @@ class BackendConfig(BaseModel):
     precision: Precision = "fp32"
     # {input_name: [[min...], [opt...], [max...]]}, as in PaddleX/TensorRT.
     dynamic_shapes: Optional[Dict[str, List[List[int]]]] = None
+    calibration: CalibrationConfig = CalibrationConfig()
+    # Largest accepted drift of a reduced precision from fp32 on held-back inputs, in the task's own metric
+    # (detection 1 - box F1 x mean IoU, recognition CER, classification 1 - top-1 agreement); None: the task's default.
+    accuracy_tolerance: Optional[float] = Field(default=None, ge=0, le=1)
 
     @field_validator("dynamic_shapes")
     @classmethod
@@ -70,13 +88,19 @@ class HPIConfig(BaseModel):
         return self
 
 
+_ALLOWED_KEYS = (
+    "auto_config, backend, backend_config{cpu_num_threads, precision, dynamic_shapes, accuracy_tolerance, "
+    "calibration{method, data, num_samples, keep_first_last, exclude_nodes, exclude_op_types}}"
+)
+
+
 def _format_validation_error(where: str, err: ValidationError) -> str:
     parts = []
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"])
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
-            msg = "unknown key (allowed: auto_config, backend, backend_config{cpu_num_threads, precision, dynamic_shapes})"
+            msg = f"unknown key (allowed: {_ALLOWED_KEYS})"
         parts.append(f"{where}.{loc}: {msg}" if loc else f"{where}: {msg}")
     return "; ".join(parts)
 

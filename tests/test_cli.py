@@ -176,7 +176,7 @@ def test_extra_pipeline_options_reach_the_pipeline(shared_images, tmp_path):
                       "--use_textline_orientation", "False", "--text_det_box_thresh", "0.6"))
     assert SINGLE_LINE_TEXT in proc.stdout
     res = json.loads((out / "single_line_res.json").read_text(encoding="utf-8"))["res"]
-    assert res["model_settings"] == {"use_textline_orientation": False}
+    assert res["model_settings"] == {"use_doc_orientation_classify": False, "use_textline_orientation": False}
     assert res["text_det_params"]["box_thresh"] == 0.6
     assert res["textline_orientation_angles"] == [-1] * len(res["dt_polys"])
     assert "ch_ppocr_mobile_v2.0_cls" not in proc.stderr  # switched off: not even loaded

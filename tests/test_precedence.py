@@ -20,7 +20,7 @@ from hpinfer.errors import ConfigError
 from hpinfer.pipelines import resolve_pipeline
 from hpinfer.pipelines.config import BUNDLED_DIR
 
-MODULES = ("TextDetection", "TextLineOrientation", "TextRecognition")
+MODULES = ("DocOrientationClassify", "TextDetection", "TextLineOrientation", "TextRecognition")
 SINGLE_LINE_TEXT = "在中国作家协会第三届儿童文学"
 
 
@@ -272,7 +272,7 @@ def test_manual_mode_error_names_the_module_left_without_backend(tmp_path):
     with pytest.raises(ConfigError) as info:
         resolve_pipeline(path)
     message = str(info.value)
-    assert "SubModules.TextLineOrientation" in message and "no backend is set" in message
+    assert "SubModules.DocOrientationClassify" in message and "no backend is set" in message
     assert "SubModules.TextDetection" not in message
 
 

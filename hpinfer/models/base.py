@@ -2,6 +2,11 @@
 
 A predictor is ``preprocess → session.run → postprocess``; the task modules keep those three as
 plain functions and subclass ``Predictor`` only to wire them together.
+
+Timing: ``predictor.timer`` is its session's ``StageTimer`` (off unless a benchmark switches it on).
+The session records each engine run as "infer"; a predictor may mark ``with self.timer.stage("pre")``
+and ``"post"``; whoever calls the predictor marks the whole call as "call" (``predict_iter`` does;
+the OCR pipeline does for its sub-modules). ``hpinfer.bench`` turns those spans into per-stage times.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from ..device import Device
 from ..errors import ConfigError
 from ..io import iter_inputs
 from ..results import Result
+from ..runtime.engines.base import StageTimer
 from ..runtime.loader import open_session
 from .registry import ModelSpec
 
@@ -63,6 +69,11 @@ class Predictor:
     def name(self) -> str:
         return self.spec.name
 
+    @property
+    def timer(self) -> StageTimer:
+        """Shared with the session, so "infer" spans and the predictor's own stages land together."""
+        return self.session.timer
+
     def with_overrides(self, overrides: Mapping[str, Any]) -> Params:
         """Per-call parameters: the model's, with this call's non-None values on top."""
         given = {k: v for k, v in overrides.items() if v is not None}
@@ -77,7 +88,8 @@ class Predictor:
         params = self.with_overrides(overrides)
         for item in iter_inputs(inputs):
             data = {"input_path": item.input_path, "page_index": item.page_index, "model_name": self.name}
-            data.update(self.predict_image(item.image, params))
+            with self.timer.stage("call"):
+                data.update(self.predict_image(item.image, params))
             yield Result(data, item.image, self.visualize, self.task + "_res_img")
 
     def predict_image(self, image: np.ndarray, params: Params) -> Dict[str, Any]:

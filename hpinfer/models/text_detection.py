@@ -1,12 +1,14 @@
-"""Text detection with DB (differentiable binarisation) models: PP-OCRv4/v5/v6 det.
+"""Text detection with DB (differentiable binarisation) models: PP-OCRv4/v5/v6 det, PP-OCRv4 seal det.
 
 resize (limit_side_len / limit_type, multiples of 32) → normalise → probability map →
 threshold → contours → min-area quadrilaterals scored on the map → unclip → reading order.
+``box_type: poly`` (seal text, which curves) keeps each contour's simplified outline instead of its
+min-area quadrilateral, as PaddleOCR's DBPostProcess does, and orders the polygons top to bottom.
 """
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Literal, Optional, Tuple
+from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
@@ -29,7 +31,11 @@ class DetParams(Params):
     score_mode: Literal["fast", "slow"] = "fast"
     mean: Tuple[float, float, float] = (0.5, 0.5, 0.5)
     std: Tuple[float, float, float] = (0.5, 0.5, 0.5)
+    box_type: Literal["quad", "poly"] = "quad"  # poly: curved outlines (seal text), N x 2 points each
 
+
+# quad: an N x 4 x 2 array; poly: one P x 2 array per text, P >= 4 varying
+Boxes = Union[np.ndarray, List[np.ndarray]]
 
 MIN_BOX_SIDE = 3  # DB's min_size: shorter sides below this are noise
 
@@ -89,15 +95,20 @@ def _score_box(prob: np.ndarray, points: np.ndarray) -> float:
     return cv2.mean(prob[ymin : ymax + 1, xmin : xmax + 1], mask)[0]
 
 
-def _unclip(box: np.ndarray, ratio: float) -> np.ndarray:
-    """Grow the shrunk text kernel back by area*ratio/perimeter (the DB paper's offset)."""
+def _offset_paths(box: np.ndarray, ratio: float) -> List[List[List[int]]]:
+    """Grow the shrunk text kernel back by area*ratio/perimeter (the DB paper's offset); a concave
+    outline may come back as several paths."""
     pts = np.asarray(box, dtype=np.float64)
     nxt = np.roll(pts, -1, axis=0)
     area = 0.5 * abs(float(np.sum(pts[:, 0] * nxt[:, 1] - nxt[:, 0] * pts[:, 1])))
     length = float(np.sum(np.linalg.norm(nxt - pts, axis=1)))
     offset = pyclipper.PyclipperOffset()
     offset.AddPath(box, pyclipper.JT_ROUND, pyclipper.ET_CLOSEDPOLYGON)
-    return np.array(offset.Execute(area * ratio / length)).reshape((-1, 1, 2))
+    return offset.Execute(area * ratio / length)
+
+
+def _unclip(box: np.ndarray, ratio: float) -> np.ndarray:
+    return np.array(_offset_paths(box, ratio)).reshape((-1, 1, 2))
 
 
 def _order_clockwise(pts: np.ndarray) -> np.ndarray:
@@ -108,14 +119,17 @@ def _order_clockwise(pts: np.ndarray) -> np.ndarray:
     return np.array([tl, tr, br, bl], dtype=np.float32)
 
 
-def postprocess(pred: np.ndarray, src_h: int, src_w: int, p: DetParams) -> Tuple[np.ndarray, List[float]]:
-    """Probability map (1x1xHxW) → quadrilaterals in source pixels (N x 4 x 2 float32) and scores."""
+def postprocess(pred: np.ndarray, src_h: int, src_w: int, p: DetParams) -> Tuple[Boxes, List[float]]:
+    """Probability map (1x1xHxW) → text outlines in source pixels and their scores: quadrilaterals
+    (N x 4 x 2 float32), or with ``box_type: poly`` polygons (a list of P x 2 float32)."""
     prob = pred[0, 0]
     height, width = prob.shape
     mask = (prob > p.thresh).astype(np.uint8)
     if p.use_dilation:
         mask = cv2.dilate(mask, np.ones((2, 2), dtype=np.uint8))
     contours, _ = cv2.findContours(mask * 255, cv2.RETR_LIST, cv2.CHAIN_APPROX_SIMPLE)
+    if p.box_type == "poly":
+        return _polygons(prob, contours[: p.max_candidates], src_h, src_w, p)
     boxes, scores = [], []
     for contour in contours[: p.max_candidates]:
         points, short_side = _mini_box(contour)
@@ -141,6 +155,34 @@ def postprocess(pred: np.ndarray, src_h: int, src_w: int, p: DetParams) -> Tuple
     return sort_boxes(np.stack(boxes), scores)
 
 
+def _polygons(
+    prob: np.ndarray, contours: Sequence[np.ndarray], src_h: int, src_w: int, p: DetParams
+) -> Tuple[List[np.ndarray], List[float]]:
+    """Each contour simplified (tolerance 0.2% of its length), scored, unclipped whole, scaled and clipped
+    to the image (PaddleOCR's polygons_from_bitmap plus its detector's clip), ordered by top edge."""
+    height, width = prob.shape
+    polys, scores = [], []
+    for contour in contours:
+        points = cv2.approxPolyDP(contour, 0.002 * cv2.arcLength(contour, True), True).reshape(-1, 2)
+        if len(points) < 4:
+            continue
+        score = _score_box(prob, points)
+        if score < p.box_thresh:
+            continue
+        paths = _offset_paths(points, p.unclip_ratio)
+        if len(paths) != 1:
+            continue
+        poly = np.array(paths[0], dtype=np.float64)
+        if _mini_box(poly.reshape(-1, 1, 2).astype(np.float32))[1] < MIN_BOX_SIDE + 2:
+            continue
+        poly[:, 0] = np.clip(np.round(poly[:, 0] / width * src_w), 0, src_w - 1)
+        poly[:, 1] = np.clip(np.round(poly[:, 1] / height * src_h), 0, src_h - 1)
+        polys.append(poly.astype(np.float32))
+        scores.append(float(score))
+    order = sorted(range(len(polys)), key=lambda i: polys[i][:, 1].min())
+    return [polys[i] for i in order], [scores[i] for i in order]
+
+
 def sort_boxes(boxes: np.ndarray, scores: List[float], same_line_px: float = 10) -> Tuple[np.ndarray, List[float]]:
     """Reading order: top to bottom, and left to right among boxes whose tops are within ``same_line_px``."""
     order = sorted(range(len(boxes)), key=lambda i: (boxes[i][0][1], boxes[i][0][0]))
@@ -158,17 +200,18 @@ class TextDetector(Predictor):
     task = "text_detection"
     params_type = DetParams
 
-    def detect(self, image: np.ndarray, params: Optional[DetParams] = None) -> Tuple[np.ndarray, List[float]]:
+    def detect(self, image: np.ndarray, params: Optional[DetParams] = None) -> Tuple[Boxes, List[float]]:
         p = params or self.params
         batch = preprocess(image, p)
         if batch is None:
-            return np.zeros((0, 4, 2), dtype=np.float32), []
+            return (np.zeros((0, 4, 2), dtype=np.float32) if p.box_type == "quad" else []), []
         pred = self.session.run_one(batch)[0]
         return postprocess(pred, image.shape[0], image.shape[1], p)
 
     def predict_image(self, image: np.ndarray, params: DetParams) -> Dict[str, Any]:
         boxes, scores = self.detect(image, params)
-        return {"dt_polys": boxes.astype(np.int32), "dt_scores": scores}
+        polys = boxes.astype(np.int32) if params.box_type == "quad" else [b.astype(np.int32) for b in boxes]
+        return {"dt_polys": polys, "dt_scores": scores}
 
     def visualize(self, result) -> np.ndarray:
         return draw_polygons(result.image, result["dt_polys"], [f"{s:.2f}" for s in result["dt_scores"]])

@@ -1,8 +1,14 @@
-"""The OCR pipeline: detect text lines, turn upside-down lines upright, recognise each line."""
+"""The OCR pipeline: detect text lines, turn upside-down lines upright, recognise each line.
+
+Timing hooks (no-ops unless ``hpinfer.bench`` enables them): each sub-module call is a "call" span on
+that predictor's timer, and the pipeline's own work is "pre" (bounds, padding), "crop" and "post"
+(coordinates, filtering) on ``self.timer``.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Dict, Iterator, List, Literal, Optional, Tuple
+from dataclasses import dataclass
+from typing import Any, Dict, Iterator, List, Literal, Mapping, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -10,18 +16,21 @@ from pydantic import Field, field_validator
 
 from ..device import Device
 from ..errors import ConfigError
-from ..io import iter_inputs
-from ..models import create_model
+from ..io import InputItem, iter_inputs, to_bgr
 from ..models.base import Params, validate_params
-from ..models.text_detection import TextDetector
+from ..models.text_detection import DetParams, TextDetector
 from ..models.text_recognition import TextRecognizer
 from ..models.textline_orientation import TextLineOrientationClassifier
 from ..results import Result
+from ..runtime.engines.base import StageTimer
 from ..visualize import draw_ocr
 from .config import PipelineSettings
+from .doc_preprocessor import DocPreprocessor
+from .sub_modules import create_sub_module
 
 
 class OCROptions(Params):
+    use_doc_orientation_classify: bool = False  # turn whole pages upright first (needs DocOrientationClassify)
     use_textline_orientation: bool = True
     text_rec_score_thresh: float = Field(0.5, ge=0, le=1)
     max_side_len: int = Field(2000, ge=32)
@@ -94,42 +103,70 @@ def to_input_coords(boxes: np.ndarray, pad_top: int, ratio_h: float, ratio_w: fl
     return np.round(out).astype(np.int32)
 
 
+@dataclass(frozen=True)
+class _DetectedPage:
+    """One image between detection and recognition: its line polygons (input pixels) and line crops."""
+
+    polys: np.ndarray
+    crops: List[np.ndarray]
+
+
 class OCRPipeline:
     def __init__(self, settings: PipelineSettings, device: "str | Device | None" = None, **options: Any):
         self.settings = settings
         self.options = validate_params(OCROptions, {**settings.options, **options}, settings.source)
         self.device = Device.parse(device)
-        self.text_det: TextDetector = self._module("TextDetection", TextDetector)
-        self.text_rec: TextRecognizer = self._module("TextRecognition", TextRecognizer)
-        # Loaded only when switched on here, as in PaddleX: a later predict() can't switch it on.
+        self.timer = StageTimer()  # the pipeline's own stages; sub-modules time on their predictors' timers
+        self.text_det: TextDetector = create_sub_module(settings, "TextDetection", TextDetector.task, self.device)
+        self.text_rec: TextRecognizer = create_sub_module(settings, "TextRecognition", TextRecognizer.task, self.device)
+        # Optional models load only when switched on here, as in PaddleX: a later predict() can't switch them on.
+        self.doc_preprocessor: Optional[DocPreprocessor] = None
+        if self.options.use_doc_orientation_classify:
+            doc_settings = PipelineSettings(
+                "doc_preprocessor", settings.source, {},
+                {k: v for k, v in settings.modules.items() if k == "DocOrientationClassify"},
+            )
+            self.doc_preprocessor = DocPreprocessor(doc_settings, self.device)
         self.textline_cls: Optional[TextLineOrientationClassifier] = None
         if self.options.use_textline_orientation:
-            self.textline_cls = self._module("TextLineOrientation", TextLineOrientationClassifier)
-
-    def _module(self, key: str, expected: type):
-        module = self.settings.modules.get(key)
-        if module is None:
-            raise ConfigError(f"{self.settings.source}: SubModules.{key} is missing")
-        predictor = create_model(
-            module.model_name, module.model_dir, device=self.device,
-            use_hpip=module.use_hpip, hpi_config=module.hpi_config, **module.params,
-        )
-        if not isinstance(predictor, expected):
-            raise ConfigError(f"{self.settings.source}: SubModules.{key} needs a {expected.task} model, got {predictor.task}")
-        return predictor
+            self.textline_cls = create_sub_module(
+                settings, "TextLineOrientation", TextLineOrientationClassifier.task, self.device
+            )
 
     @property
     def predictors(self) -> List[Any]:
-        return [p for p in (self.text_det, self.textline_cls, self.text_rec) if p is not None]
+        return list(self.sub_modules.values())
+
+    @property
+    def sub_modules(self) -> Dict[str, Any]:
+        """Loaded sub-modules by their SubModules key, in processing order."""
+        modules = dict(self.doc_preprocessor.sub_modules) if self.doc_preprocessor else {}
+        modules.update(TextDetection=self.text_det, TextLineOrientation=self.textline_cls, TextRecognition=self.text_rec)
+        return {key: p for key, p in modules.items() if p is not None}
 
     def predict(self, inputs: Any, **options: Any) -> List[Result]:
         return list(self.predict_iter(inputs, **options))
 
     def predict_iter(self, inputs: Any, **options: Any) -> Iterator[Result]:
+        opts, det_params = self._call_options(options)
+        for item in iter_inputs(inputs):
+            yield from self._run([item], opts, det_params)
+
+    def predict_batch(self, images: Sequence[np.ndarray], **options: Any) -> List[Result]:
+        """Several decoded images at once: detection per image, then every text line of every image
+        through the classifier and recogniser together (what a server batching requests wants).
+        Each line is padded as it would be alone with its own image, so the results equal ``predict``'s."""
+        opts, det_params = self._call_options(options)
+        items = [InputItem(to_bgr(image, f"image {i}"), None, None) for i, image in enumerate(images)]
+        return self._run(items, opts, det_params)
+
+    def _call_options(self, options: Mapping[str, Any]) -> Tuple[OCROptions, DetParams]:
         opts = self.options
         given = {k: v for k, v in options.items() if v is not None}
         if given:
             opts = validate_params(OCROptions, {**opts.model_dump(), **given}, "OCR predict()")
+        if opts.use_doc_orientation_classify and self.doc_preprocessor is None:
+            raise ConfigError("use_doc_orientation_classify=True needs the pipeline created with it on (the model is not loaded)")
         if opts.use_textline_orientation and self.textline_cls is None:
             raise ConfigError("use_textline_orientation=True needs the pipeline created with it on (the model is not loaded)")
         det_params = self.text_det.with_overrides({
@@ -137,35 +174,70 @@ class OCRPipeline:
             "thresh": opts.text_det_thresh, "box_thresh": opts.text_det_box_thresh,
             "unclip_ratio": opts.text_det_unclip_ratio,
         })
-        for item in iter_inputs(inputs):
-            data = {"input_path": item.input_path, "page_index": item.page_index}
-            data.update(self._ocr(item.image, opts, det_params))
-            yield Result(data, item.image, _draw, "ocr_res_img")
+        return opts, det_params
 
-    def _ocr(self, image: np.ndarray, opts: OCROptions, det_params) -> Dict[str, Any]:
-        h, w = image.shape[:2]
-        work, ratio_h, ratio_w = fit_side_bounds(image, opts.min_side_len, opts.max_side_len)
-        work, pad_top = pad_flat_image(work, opts.min_height, opts.width_height_ratio)
-        boxes, _ = self.text_det.detect(work, det_params)
-        crops = [crop_quad(work, box) for box in boxes]
+    def _run(self, items: Sequence[InputItem], opts: OCROptions, det_params: DetParams) -> List[Result]:
+        doc_results: List[Dict[str, Any]] = [{} for _ in items]
+        if opts.use_doc_orientation_classify:
+            upright_items = []
+            for i, item in enumerate(items):
+                image, doc_res = self.doc_preprocessor.process(item.image, True)
+                doc_results[i] = {"doc_preprocessor_res": doc_res}
+                upright_items.append(InputItem(image, item.input_path, item.page_index))
+            items = upright_items  # boxes are in the upright page's pixels, so results show that page
+        pages = [self._detect(item.image, opts, det_params) for item in items]
+        crops = [crop for page in pages for crop in page.crops]
+        groups = [index for index, page in enumerate(pages) for _ in page.crops]
+        angles, recognised = self._recognise(crops, groups, opts)
+        results, start = [], 0
+        for item, page, doc_res in zip(items, pages, doc_results):
+            end = start + len(page.crops)
+            data = {"input_path": item.input_path, "page_index": item.page_index, **doc_res}
+            data.update(self._assemble(page, angles[start:end], recognised[start:end], opts, det_params))
+            results.append(Result(data, item.image, _draw, "ocr_res_img"))
+            start = end
+        return results
+
+    def _detect(self, image: np.ndarray, opts: OCROptions, det_params: DetParams) -> "_DetectedPage":
+        with self.timer.stage("pre"):
+            work, ratio_h, ratio_w = fit_side_bounds(image, opts.min_side_len, opts.max_side_len)
+            work, pad_top = pad_flat_image(work, opts.min_height, opts.width_height_ratio)
+        with self.text_det.timer.stage("call"):
+            boxes, _ = self.text_det.detect(work, det_params)
+        with self.timer.stage("crop"):
+            crops = [crop_quad(work, box) for box in boxes]
+        with self.timer.stage("post"):
+            polys = to_input_coords(boxes, pad_top, ratio_h, ratio_w, image.shape[0], image.shape[1])
+        return _DetectedPage(polys, crops)
+
+    def _recognise(self, crops: List[np.ndarray], groups: List[int], opts: OCROptions) -> Tuple[List[int], List[Tuple[str, float]]]:
         angles = [-1] * len(crops)
-        if opts.use_textline_orientation and crops:
-            crops, angles = self.textline_cls.upright(crops)
-        recognised = self.text_rec.recognize(crops) if crops else []
-        polys = to_input_coords(boxes, pad_top, ratio_h, ratio_w, h, w)
-        keep = [i for i, (text, score) in enumerate(recognised) if score >= opts.text_rec_score_thresh and text.strip()]
-        rec_polys = polys[keep]
-        return {
-            "model_settings": {"use_textline_orientation": opts.use_textline_orientation},
-            "text_det_params": {k: getattr(det_params, k) for k in ("limit_side_len", "limit_type", "thresh", "box_thresh", "unclip_ratio")},
-            "text_rec_score_thresh": opts.text_rec_score_thresh,
-            "dt_polys": polys,
-            "textline_orientation_angles": angles,
-            "rec_texts": [recognised[i][0] for i in keep],
-            "rec_scores": [recognised[i][1] for i in keep],
-            "rec_polys": rec_polys,
-            "rec_boxes": np.concatenate([rec_polys.min(axis=1), rec_polys.max(axis=1)], axis=1) if keep else np.zeros((0, 4), np.int32),
-        }
+        if not crops:
+            return angles, []
+        if opts.use_textline_orientation:
+            with self.textline_cls.timer.stage("call"):
+                crops, angles = self.textline_cls.upright(crops)
+        with self.text_rec.timer.stage("call"):
+            return angles, self.text_rec.recognize(crops, groups=groups)
+
+    def _assemble(self, page: "_DetectedPage", angles, recognised, opts: OCROptions, det_params: DetParams) -> Dict[str, Any]:
+        with self.timer.stage("post"):
+            keep = [i for i, (text, score) in enumerate(recognised) if score >= opts.text_rec_score_thresh and text.strip()]
+            rec_polys = page.polys[keep]
+            return {
+                "model_settings": {
+                    "use_doc_orientation_classify": opts.use_doc_orientation_classify,
+                    "use_textline_orientation": opts.use_textline_orientation,
+                },
+                "text_det_params": {k: getattr(det_params, k) for k in ("limit_side_len", "limit_type", "thresh", "box_thresh", "unclip_ratio")},
+                "text_rec_score_thresh": opts.text_rec_score_thresh,
+                "dt_polys": page.polys,
+                "textline_orientation_angles": list(angles),
+                "rec_texts": [recognised[i][0] for i in keep],
+                "rec_scores": [recognised[i][1] for i in keep],
+                "rec_polys": rec_polys,
+                "rec_boxes": np.concatenate([rec_polys.min(axis=1), rec_polys.max(axis=1)], axis=1) if keep else np.zeros((0, 4), np.int32),
+            }
 
     def close(self) -> None:
         for predictor in self.predictors:

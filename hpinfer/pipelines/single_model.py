@@ -3,13 +3,15 @@ handle a lone model exactly like a composed pipeline: same YAML, same use_hpip/h
 
 from __future__ import annotations
 
-from typing import Any, Iterator, List
+from typing import Any, Iterator, List, Sequence
+
+import numpy as np
 
 from ..device import Device
 from ..errors import ConfigError
-from ..models import create_model
 from ..results import Result
 from .config import PipelineSettings
+from .sub_modules import create_sub_module
 
 
 class SingleModelPipeline:
@@ -24,15 +26,9 @@ class SingleModelPipeline:
                 f"{where}: unknown pipeline options {sorted(settings.options)}; "
                 f"model parameters belong in the SubModules entry"
             )
-        ((key, module),) = settings.modules.items()
-        self.predictor = create_model(
-            module.model_name, module.model_dir, device=device,
-            use_hpip=module.use_hpip, hpi_config=module.hpi_config, **{**module.params, **options},
-        )
-        if self.predictor.task != settings.pipeline_name:
-            raise ConfigError(
-                f"{where}: SubModules.{key} needs a {settings.pipeline_name} model, got {self.predictor.task}"
-            )
+        self.settings = settings
+        (key,) = settings.modules
+        self.predictor = create_sub_module(settings, key, settings.pipeline_name, device, **options)
 
     @property
     def predictors(self) -> List[Any]:
@@ -44,6 +40,10 @@ class SingleModelPipeline:
     def predict_iter(self, inputs: Any, **options: Any) -> Iterator[Result]:
         """Per-call options override the model's parameters, e.g. ``threshold=0.3`` or ``topk=2``."""
         return self.predictor.predict_iter(inputs, **options)
+
+    def predict_batch(self, images: Sequence[np.ndarray], **options: Any) -> List[Result]:
+        """Several decoded images (a server's batch of requests); one model call per image for now."""
+        return self.predictor.predict(list(images), **options)
 
     def close(self) -> None:
         self.predictor.close()

@@ -4,6 +4,9 @@ Safe mode (``auto_config: true``) walks the rule for the device and takes the fi
 is installed and can run the model at the requested precision; a backend the user names is
 accepted only if it passes the same checks, otherwise the error lists what would work.
 Manual mode (``auto_config: false``) does what the user says.
+
+In safe mode a reduced precision must also pass the accuracy guard (see ``loader``); ``precision_ladder``
+lists where it falls back to: the same engine at each higher precision it can run, ending at fp32.
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ class EngineChoice:
     config: BackendConfig
     reason: str
     may_fall_back: bool = False  # only a rule's pick may be replaced if it fails to load; never the user's
+    guarded: bool = False  # safe mode: a reduced precision that drifts too far from fp32 is refused
 
 
 def _rule_for(device: Device) -> Rule:
@@ -99,7 +103,9 @@ def choose_engine(model_name: str, device: Device, use_hpip: bool, hpi: HPIConfi
                 f"{model_name}: backend {hpi.backend!r} at {precision} on {device} rejected by safe mode: "
                 f"{reason}; {hint}"
             )
-        return EngineChoice(hpi.backend, hpi.backend_config, f"user override {hpi.backend!r} passed safe-mode checks")
+        return EngineChoice(
+            hpi.backend, hpi.backend_config, f"user override {hpi.backend!r} passed safe-mode checks", guarded=True
+        )
 
     rule = _rule_for(device)
     skipped = []
@@ -109,7 +115,7 @@ def choose_engine(model_name: str, device: Device, use_hpip: bool, hpi: HPIConfi
             note = f"rule {rule.name}: {rule.why}"
             if skipped:
                 note += f" (skipped: {'; '.join(skipped)})"
-            return EngineChoice(backend, hpi.backend_config, note, may_fall_back=True)
+            return EngineChoice(backend, hpi.backend_config, note, may_fall_back=True, guarded=True)
         skipped.append(f"{backend}: {reason}")
     raise EngineUnavailableError(
         f"{model_name}: no engine can run on {device} at {precision}: {'; '.join(skipped)}"
@@ -121,7 +127,22 @@ def fallbacks(choice: EngineChoice, device: Device) -> List[EngineChoice]:
     preference = _rule_for(device).preference
     later = preference[preference.index(choice.backend) + 1 :] if choice.backend in preference else ()
     return [
-        EngineChoice(b, choice.config, f"fallback after {choice.backend} failed")
+        EngineChoice(b, choice.config, f"fallback after {choice.backend} failed", guarded=choice.guarded)
         for b in later
         if why_not(b, device, choice.config.precision) is None
+    ]
+
+
+# Least to most precise: a precision the guard refuses falls back to the next one; fp32 is the reference.
+PRECISION_ORDER = ("int8", "bf16", "fp16", "fp32")
+
+
+def precision_ladder(choice: EngineChoice, device: Device) -> List[BackendConfig]:
+    """The choice's config, then (safe mode only) the same at each higher precision its engine can run here."""
+    asked = choice.config.precision
+    if not choice.guarded or asked not in PRECISION_ORDER:
+        return [choice.config]
+    higher = PRECISION_ORDER[PRECISION_ORDER.index(asked) + 1 :]
+    return [choice.config] + [
+        choice.config.model_copy(update={"precision": p}) for p in higher if why_not(choice.backend, device, p) is None
     ]

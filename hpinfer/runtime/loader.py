@@ -1,4 +1,10 @@
-"""Open an engine session for one model: choose the engine, log why, load it, fall back if safe mode may."""
+"""Open an engine session for one model: choose the engine, log why, build or reuse its cached artifact,
+check a reduced precision's accuracy, and fall back where safe mode may.
+
+Fallbacks, in safe mode only: a reduced precision whose drift from fp32 exceeds the model's tolerance is
+refused and the same engine is tried at the next higher precision; an engine that fails to load the model
+is replaced by the rule's next engine. Standard inference (``use_hpip`` off) loads the model file directly.
+"""
 
 from __future__ import annotations
 
@@ -6,35 +12,103 @@ import logging
 import re
 import time
 from pathlib import Path
+from typing import List, Optional
 
-from ..config import HPIConfig
+from ..config import BackendConfig, HPIConfig
 from ..device import Device
 from ..errors import EngineUnavailableError, HpinferError
-from .auto_config import EngineChoice, choose_engine, fallbacks
+from .accuracy import DEFAULT_TOLERANCE, Drift
+from .auto_config import EngineChoice, choose_engine, fallbacks, precision_ladder
+from .builder import Artifact, build_engine
+from .calibration import ModelTask
 from .engines import ENGINES, EngineSession
 
 log = logging.getLogger("hpinfer.runtime")
 
 
-def open_session(model_name: str, model_path: Path, device: Device, use_hpip: bool, hpi: HPIConfig) -> EngineSession:
+def open_session(
+    model_name: str, model_path: Path, device: Device, use_hpip: bool, hpi: HPIConfig, task: Optional[ModelTask] = None
+) -> EngineSession:
+    """``task`` (the model's task and processing parameters) makes calibration inputs and the accuracy guard
+    possible; without it, a built-in model's defaults are used."""
     choice = choose_engine(model_name, device, use_hpip, hpi)
-    candidates = [choice]
-    if choice.may_fall_back:
-        candidates += fallbacks(choice, device)
-    failures = []
-    for candidate in candidates:
-        try:
-            session = _load(model_name, model_path, device, candidate)
-        except HpinferError:
-            raise
-        except Exception as err:  # an engine failing on a model is a fact to log, then try the next one
-            failures.append(f"{candidate.backend}: {_one_line(err)}")
-            log.warning("%s: engine %s failed to load (%s)", model_name, candidate.backend, failures[-1])
-            continue
-        if failures:
-            log.info("%s: fell back to %s after: %s", model_name, candidate.backend, "; ".join(failures))
+    if not use_hpip:
+        start = time.perf_counter()
+        session = ENGINES[choice.backend].load(model_path, choice.config, device)
+        _log_loaded(model_name, device, choice, session, time.perf_counter() - start, "")
         return session
+    task = task or builtin_task(model_name, model_path)
+    candidates = [choice] + (fallbacks(choice, device) if choice.may_fall_back else [])
+    failures: List[str] = []
+    for candidate in candidates:
+        for config in precision_ladder(candidate, device):
+            start = time.perf_counter()
+            try:
+                artifact = build_engine(model_name, model_path, candidate.backend, config, device, task)
+                refusal = _refusal(candidate, config, artifact.drift, task)
+                session = None if refusal else artifact.open(model_path, device)
+            except HpinferError:
+                raise
+            except Exception as err:  # an engine failing on a model is a fact to log, then try the next one
+                failures.append(f"{candidate.backend}: {_one_line(err)}")
+                log.warning("%s: engine %s failed to load (%s)", model_name, candidate.backend, failures[-1])
+                break
+            if session is None:
+                log.warning("%s: %s on %s refused by the accuracy guard: %s", model_name, config.precision, candidate.backend, refusal)
+                continue
+            if failures:
+                log.info("%s: fell back to %s after: %s", model_name, candidate.backend, "; ".join(failures))
+            _log_loaded(model_name, device, candidate, session, time.perf_counter() - start, _cache_note(artifact))
+            return session
     raise EngineUnavailableError(f"{model_name}: no engine could load {model_path.name}: {'; '.join(failures)}")
+
+
+def builtin_task(model_name: str, model_path: Path) -> Optional[ModelTask]:
+    """The task and default parameters of a built-in model, for callers that do not pass ``task``."""
+    from ..errors import ModelNotFoundError
+    from ..models import BUILT_IN, PREDICTORS, resolve_model
+
+    if model_name not in BUILT_IN:
+        return None
+    try:
+        spec = resolve_model(model_name)
+    except ModelNotFoundError:
+        return None
+    if spec.model_file.resolve() != model_path.resolve():
+        return None
+    return ModelTask(spec.task, PREDICTORS[spec.task].params_type.model_validate(dict(spec.params)))
+
+
+def tolerance(config: BackendConfig, task: Optional[ModelTask]) -> Optional[float]:
+    if config.accuracy_tolerance is not None:
+        return config.accuracy_tolerance
+    return DEFAULT_TOLERANCE.get(task.task) if task is not None else None
+
+
+def _refusal(choice: EngineChoice, config: BackendConfig, drift: Optional[Drift], task: Optional[ModelTask]) -> Optional[str]:
+    """Why safe mode refuses this precision, or None. Manual mode only reports a drift over the tolerance."""
+    limit = tolerance(config, task)
+    if config.precision == "fp32" or drift is None or limit is None or drift.value <= limit:
+        return None
+    reason = f"{drift} exceeds the tolerance {limit}"
+    if not choice.guarded:
+        log.warning("%s at %s: %s (manual mode: used anyway)", choice.backend, config.precision, reason)
+        return None
+    return reason
+
+
+def _cache_note(artifact: Artifact) -> str:
+    entry = artifact.entry
+    how = f"built in {entry.seconds:.2f}s" if entry.built else "from cache"
+    drift = f", drift {artifact.drift}" if artifact.drift else ""
+    return f" ({how}: {entry.path}{drift})"
+
+
+def _log_loaded(model_name: str, device: Device, choice: EngineChoice, session: EngineSession, seconds: float, note: str) -> None:
+    log.info(
+        "%s: engine %s on %s (%s) [%s], loaded in %.2fs%s",
+        model_name, choice.backend, device, choice.reason, session.settings, seconds, note,
+    )
 
 
 _SOURCE_LOCATION = re.compile(r"(Exception from|failed at) \S+\.(cpp|cc|h|hpp):\d+")
@@ -47,13 +121,3 @@ def _one_line(err: Exception) -> str:
         text = text.split("Summary:", 1)[1]
     lines = [line.strip(" -") for line in text.splitlines() if line.strip() and not _SOURCE_LOCATION.search(line)]
     return f"{type(err).__name__}: {'; '.join(lines)[:400]}"
-
-
-def _load(model_name: str, model_path: Path, device: Device, choice: EngineChoice) -> EngineSession:
-    start = time.perf_counter()
-    session = ENGINES[choice.backend].load(model_path, choice.config, device)
-    log.info(
-        "%s: engine %s on %s (%s) [%s], loaded in %.2fs",
-        model_name, choice.backend, device, choice.reason, session.settings, time.perf_counter() - start,
-    )
-    return session

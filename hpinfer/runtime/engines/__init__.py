@@ -7,10 +7,14 @@ from typing import Dict, Type
 from .base import Engine, EngineSession, TensorInfo
 from .onnxruntime import OnnxRuntimeEngine
 from .openvino import OpenVINOEngine
+from .tensorrt import TensorRTEngine
+from .torch_engine import TorchEngine
 
 ENGINES: Dict[str, Type[Engine]] = {
     OnnxRuntimeEngine.name: OnnxRuntimeEngine,
     OpenVINOEngine.name: OpenVINOEngine,
+    TorchEngine.name: TorchEngine,
+    TensorRTEngine.name: TensorRTEngine,
 }
 
 __all__ = ["ENGINES", "Engine", "EngineSession", "TensorInfo"]

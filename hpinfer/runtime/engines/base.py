@@ -3,22 +3,31 @@
 An ``Engine`` knows whether it can serve a device/precision and loads a model file into an
 ``EngineSession``; the session runs batches of numpy arrays. Heavy libraries are imported only
 inside ``load`` so that a missing engine never breaks the others.
+
+Every session carries a ``StageTimer`` (off by default) that records each ``run`` as an "infer"
+span; predictors share it for their own stages, and ``hpinfer.bench`` switches it on.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import importlib.util
+import shutil
+import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, List, Mapping, Optional, Tuple
+from typing import TYPE_CHECKING, ClassVar, List, Mapping, Optional, Tuple
 
 import numpy as np
 
 from ...config import BackendConfig
 from ...device import Device
-from ...errors import ConfigError, InputError
+from ...errors import InputError
+
+if TYPE_CHECKING:
+    from ..shapes import ShapeBounds
 
 
 @dataclass(frozen=True)
@@ -26,6 +35,47 @@ class TensorInfo:
     name: str
     shape: Tuple[Optional[int], ...]  # None marks a dynamic dimension
     dtype: str
+
+
+Span = Tuple[str, float, float]  # stage name, start, end (time.perf_counter seconds)
+
+_NO_SPAN = contextlib.nullcontext()
+
+
+class _Span:
+    __slots__ = ("_spans", "_name", "_start")
+
+    def __init__(self, spans: List[Span], name: str):
+        self._spans, self._name = spans, name
+
+    def __enter__(self) -> None:
+        self._start = time.perf_counter()
+
+    def __exit__(self, *exc) -> None:
+        self._spans.append((self._name, self._start, time.perf_counter()))
+
+
+class StageTimer:
+    """Named time spans (``with timer.stage("pre"): ...``), recorded only while ``enabled``.
+
+    Off, ``stage`` hands back one shared do-nothing context: an attribute test per span, nothing
+    allocated. On, each span appends ``(name, start, end)`` to ``spans`` (list appends are atomic,
+    so threads may share a timer); the reader takes them with ``drain``.
+    """
+
+    __slots__ = ("enabled", "spans")
+
+    def __init__(self) -> None:
+        self.enabled = False
+        self.spans: List[Span] = []
+
+    def stage(self, name: str):
+        return _Span(self.spans, name) if self.enabled else _NO_SPAN
+
+    def drain(self) -> List[Span]:
+        """The spans recorded so far, oldest first; the timer starts a fresh list."""
+        spans, self.spans = self.spans, []
+        return spans
 
 
 class EngineSession(ABC):
@@ -37,16 +87,24 @@ class EngineSession(ABC):
         self.inputs = inputs
         self.outputs = outputs
         self.settings = settings  # human-readable summary for logs and bench reports
+        self.timer = StageTimer()  # each run is an "infer" span while a benchmark enables it
+        self.shape_bounds: Optional["ShapeBounds"] = None  # dynamic_shapes, enforced on every run
+        self.artifact: Optional[Path] = None  # the model cache entry it was opened from, if any
         self._input_names = frozenset(t.name for t in inputs)
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> List[np.ndarray]:
         if feeds.keys() != self._input_names:
             raise InputError(f"model expects inputs {sorted(self._input_names)}, got {sorted(feeds)}")
-        return self._run(feeds)
+        with self.timer.stage("infer"):
+            return self._run_bounded(feeds)
 
     def run_one(self, array: np.ndarray) -> List[np.ndarray]:
         """Shortcut for the common single-input model."""
-        return self._run({self.inputs[0].name: array})
+        with self.timer.stage("infer"):
+            return self._run_bounded({self.inputs[0].name: array})
+
+    def _run_bounded(self, feeds: Mapping[str, np.ndarray]) -> List[np.ndarray]:
+        return self._run(feeds) if self.shape_bounds is None else self.shape_bounds.run(feeds, self._run)
 
     @abstractmethod
     def _run(self, feeds: Mapping[str, np.ndarray]) -> List[np.ndarray]: ...
@@ -65,6 +123,9 @@ class Engine(ABC):
     name: ClassVar[str]
     module: ClassVar[str]  # importable module that must be present
     pip_name: ClassVar[str]  # what to pip install
+    # What an int8 model for this engine quantizes: these op types (None: all ONNX Runtime can) less the float ones.
+    int8_op_types: ClassVar[Optional[Tuple[str, ...]]] = None
+    int8_float_op_types: ClassVar[Tuple[str, ...]] = ()
 
     @classmethod
     def is_installed(cls) -> bool:
@@ -84,20 +145,15 @@ class Engine(ABC):
 
     @classmethod
     @abstractmethod
-    def load(cls, model_path: Path, config: BackendConfig, device: Device) -> EngineSession: ...
+    def load(cls, model_path: Path, config: BackendConfig, device: Device) -> EngineSession:
+        """Load a model file directly, without the model cache (standard inference)."""
 
+    @classmethod
+    def build(cls, model_path: Path, config: BackendConfig, device: Device, out_dir: Path) -> None:
+        """Write into ``out_dir`` what ``open`` needs; the loader caches it. Default: the model file itself."""
+        shutil.copyfile(model_path, out_dir / "model.onnx")
 
-def check_dynamic_shapes(config: BackendConfig, inputs: List[TensorInfo], model_path: Path) -> None:
-    """dynamic_shapes must name real inputs with the right rank."""
-    if not config.dynamic_shapes:
-        return
-    by_name = {t.name: t for t in inputs}
-    for name, (lo, _, _) in config.dynamic_shapes.items():
-        if name not in by_name:
-            raise ConfigError(
-                f"dynamic_shapes names input {name!r}, but {model_path.name} has inputs {sorted(by_name)}"
-            )
-        if len(lo) != len(by_name[name].shape):
-            raise ConfigError(
-                f"dynamic_shapes[{name!r}] has rank {len(lo)}, but the model input has rank {len(by_name[name].shape)}"
-            )
+    @classmethod
+    def open(cls, artifact_dir: Path, config: BackendConfig, device: Device) -> EngineSession:
+        """A session from what ``build`` wrote."""
+        return cls.load(artifact_dir / "model.onnx", config, device)

@@ -1,4 +1,9 @@
-"""ONNX Runtime: the standard engine (CPU; CUDA when onnxruntime-gpu is installed)."""
+"""ONNX Runtime: the standard engine (CPU; CUDA when onnxruntime-gpu is installed).
+
+Its cached artifact is the graph ONNX Runtime optimized for this machine (``optimized_model_filepath``), so a
+warm start skips graph optimization; int8 runs a static QDQ model (``hpinfer.runtime.quantize``), which ONNX
+Runtime fuses into integer kernels.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,7 @@ import numpy as np
 from ...config import BackendConfig
 from ...device import Device
 from ..hardware import cpu_count
-from .base import Engine, EngineSession, TensorInfo, check_dynamic_shapes
+from .base import Engine, EngineSession, TensorInfo
 
 log = logging.getLogger(__name__)
 
@@ -20,6 +25,9 @@ _ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(
 
 def _shape(dims) -> tuple:
     return tuple(d if isinstance(d, int) and d > 0 else None for d in dims)
+
+
+OPTIMIZED_MODEL = "model.optimized.onnx"
 
 
 class OnnxRuntimeSession(EngineSession):
@@ -46,6 +54,9 @@ class OnnxRuntimeEngine(Engine):
     name = "onnxruntime"
     module = "onnxruntime"
     pip_name = "onnxruntime"
+    # Other ops quantized too, so QDQ fuses into integer kernels; but int8 elementwise Mul/Add raised PP-OCRv4
+    # rec's held-back CER from 0.02 to 0.11 (benchmarks/RESULTS.md).
+    int8_float_op_types = ("Mul", "Add")
 
     @classmethod
     def _providers(cls) -> List[str]:
@@ -57,12 +68,28 @@ class OnnxRuntimeEngine(Engine):
     def unsupported_reason(cls, device: Device, precision: str) -> Optional[str]:
         if device.is_gpu and "CUDAExecutionProvider" not in cls._providers():
             return "this onnxruntime build has no CUDA provider (install onnxruntime-gpu)"
-        if precision != "fp32":
-            return f"precision {precision} is not supported by onnxruntime here (fp32 only)"
+        if precision == "int8" and device.is_gpu:
+            return "int8 on onnxruntime is CPU-only here (static QDQ quantization)"
+        if precision not in ("fp32", "int8"):
+            return f"precision {precision} is not supported by onnxruntime here (fp32 and int8 only)"
         return None
 
     @classmethod
     def load(cls, model_path: Path, config: BackendConfig, device: Device) -> EngineSession:
+        return cls._session(model_path, config, device, optimize=True)
+
+    @classmethod
+    def build(cls, model_path: Path, config: BackendConfig, device: Device, out_dir: Path) -> None:
+        cls._session(model_path, config, device, optimize=True, save_to=out_dir / OPTIMIZED_MODEL).close()
+
+    @classmethod
+    def open(cls, artifact_dir: Path, config: BackendConfig, device: Device) -> EngineSession:
+        return cls._session(artifact_dir / OPTIMIZED_MODEL, config, device, optimize=False)
+
+    @classmethod
+    def _session(
+        cls, model_path: Path, config: BackendConfig, device: Device, optimize: bool, save_to: Optional[Path] = None
+    ) -> "OnnxRuntimeSession":
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -70,14 +97,20 @@ class OnnxRuntimeEngine(Engine):
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # A saved optimized graph is already optimized (for this machine: the cache key holds its CPU).
+        options.graph_optimization_level = (
+            ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        )
+        if save_to is not None:
+            options.optimized_model_filepath = str(save_to)
         options.log_severity_level = 3
         if device.is_gpu:
             providers = [("CUDAExecutionProvider", {"device_id": device.index}), "CPUExecutionProvider"]
         else:
             providers = ["CPUExecutionProvider"]
         session = ort.InferenceSession(str(model_path), sess_options=options, providers=providers)
-        settings = f"onnxruntime {ort.__version__} {'CUDA' if device.is_gpu else 'CPU'} threads={threads}"
-        result = OnnxRuntimeSession(session, settings)
-        check_dynamic_shapes(config, result.inputs, model_path)
-        return result
+        settings = (
+            f"onnxruntime {ort.__version__} {'CUDA' if device.is_gpu else 'CPU'} threads={threads} "
+            f"precision={config.precision}"
+        )
+        return OnnxRuntimeSession(session, settings)

@@ -1,4 +1,9 @@
-"""OpenVINO on Intel/AMD/Arm CPUs: measured 1.5-2.1x faster than ONNX Runtime on PP-OCR here."""
+"""OpenVINO on Intel/AMD/Arm CPUs: measured 1.5-2.1x faster than ONNX Runtime on PP-OCR here.
+
+Its cached artifact is the model as OpenVINO IR (reshaped to the ``dynamic_shapes`` bounds, int8 already
+converted from QDQ) plus OpenVINO's own compiled-blob cache (``CACHE_DIR``) beside it, so a warm start
+imports the compiled model instead of converting and compiling it.
+"""
 
 from __future__ import annotations
 
@@ -11,10 +16,13 @@ import numpy as np
 from ...config import BackendConfig
 from ...device import Device
 from ..hardware import cpu_count, cpu_has_fast_bf16, cpu_has_fast_fp16
-from .base import Engine, EngineSession, TensorInfo, check_dynamic_shapes
+from ..shapes import ShapeBounds
+from .base import Engine, EngineSession, TensorInfo
 
-# OpenVINO's own names for inference precision hints.
-_PRECISION_HINT = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
+# OpenVINO's own names for inference precision hints; an int8 model keeps its float parts in f32.
+_PRECISION_HINT = {"fp32": "f32", "bf16": "bf16", "fp16": "f16", "int8": "f32"}
+IR_MODEL = "model.xml"
+BLOB_CACHE = "ov_cache"
 
 
 def _tensor_info(port) -> TensorInfo:
@@ -51,6 +59,9 @@ class OpenVINOEngine(Engine):
     name = "openvino"
     module = "openvino"
     pip_name = "openvino"
+    # Measured on PP-OCRv4 det (benchmarks/RESULTS.md): fastest with only Conv/MatMul quantized; quantizing
+    # every op, ONNX Runtime's way, made it slower than fp32.
+    int8_op_types = ("Conv", "MatMul")
 
     @classmethod
     def unsupported_reason(cls, device: Device, precision: str) -> Optional[str]:
@@ -60,16 +71,49 @@ class OpenVINOEngine(Engine):
             return "bf16 needs a CPU with AVX512-BF16 or AMX"
         if precision == "fp16" and not cpu_has_fast_fp16():
             return "fp16 needs a CPU with AVX512-FP16 (or an Arm CPU)"
-        if precision == "int8":
-            return "int8 on openvino needs a quantized model (not available yet)"
         return None
 
     @classmethod
     def load(cls, model_path: Path, config: BackendConfig, device: Device) -> EngineSession:
         import openvino as ov
 
+        return cls._compile(ov.Core(), cls._prepare(model_path, config), config)
+
+    @classmethod
+    def build(cls, model_path: Path, config: BackendConfig, device: Device, out_dir: Path) -> None:
+        import openvino as ov
+
+        ov.save_model(cls._prepare(model_path, config), str(out_dir / IR_MODEL), compress_to_fp16=False)
+        cls.open(out_dir, config, device).close()  # compiling once fills OpenVINO's blob cache
+
+    @classmethod
+    def open(cls, artifact_dir: Path, config: BackendConfig, device: Device) -> EngineSession:
+        import openvino as ov
+
         core = ov.Core()
-        model = core.read_model(str(model_path))
+        core.set_property({"CACHE_DIR": str(artifact_dir / BLOB_CACHE)})
+        # A model object, not its path: OpenVINO then keys its blob on the content, and the blob compiled in
+        # the build's staging folder is found again after the folder is renamed into place.
+        return cls._compile(core, core.read_model(str(artifact_dir / IR_MODEL)), config)
+
+    @staticmethod
+    def _prepare(model_path: Path, config: BackendConfig):
+        """Read the model and apply the dynamic_shapes bounds, so OpenVINO compiles for that range only."""
+        import openvino as ov
+
+        model = ov.Core().read_model(str(model_path))
+        bounds = ShapeBounds.from_config(config, [_tensor_info(p) for p in model.inputs], model_path)
+        if bounds is not None:
+            model.reshape({
+                name: ov.PartialShape([ov.Dimension(lo, hi) for lo, hi in zip(b.min, b.max)])
+                for name, b in bounds.inputs.items()
+            })
+        return model
+
+    @staticmethod
+    def _compile(core, model, config: BackendConfig) -> "OpenVINOSession":
+        import openvino as ov
+
         threads = config.cpu_num_threads or cpu_count()
         properties = {
             "INFERENCE_NUM_THREADS": threads,
@@ -79,6 +123,4 @@ class OpenVINOEngine(Engine):
         }
         compiled = core.compile_model(model, "CPU", properties)
         settings = f"openvino {ov.__version__} CPU threads={threads} precision={config.precision}"
-        session = OpenVINOSession(compiled, settings, pool_size=2)
-        check_dynamic_shapes(config, session.inputs, model_path)
-        return session
+        return OpenVINOSession(compiled, settings, pool_size=2)

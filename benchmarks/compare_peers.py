@@ -1,0 +1,441 @@
+"""Our OCR pipeline against its peers, same models on both sides, same images, one process.
+
+    python benchmarks/compare_peers.py [--iters 3] [--images DIR] [--pages 3] [--json out.json]
+
+Configurations, grouped by model set (every ratio compares a set with itself):
+
+- PP-OCRv4 mobile det + rec, ch_ppocr_mobile_v2.0 cls (the files shipped in rapidocr_onnxruntime 1.4.4):
+  ours ``OCR`` (default: ONNX Runtime; ``use_hpip``: auto → OpenVINO fp32; OpenVINO bf16 where the CPU
+  has it), ``rapidocr_onnxruntime`` 1.4.4, and ``rapidocr`` 3.10 on OpenVINO pointed at the same files
+  (``Det/Cls/Rec.model_path``), once as it comes and once with fp32 forced.
+- PP-OCRv6 small det + rec, same cls (the files shipped in rapidocr 3.10): ours ``OCR_PP-OCRv6_small``
+  the same three ways, ``rapidocr`` 3.10 as it comes (ONNX Runtime), and ``rapidocr`` on OpenVINO.
+
+Threads are equalised: every engine on both sides gets ``cpu_count`` intra-op threads (all usable cores).
+OpenVINO's CPU plugin picks bf16 by itself on CPUs with AVX512-BF16/AMX unless told otherwise; rapidocr
+does not tell it, so "as it comes" may be bf16: the precision each engine really compiled with is
+read back and printed. "fp32 forced" adds ``INFERENCE_PRECISION_HINT=f32`` to rapidocr's OpenVINO
+CPU properties (a patch of its ``CPUConfig`` made here, for the comparison only).
+
+Inputs: every image in ``--images`` (default ``../shared/data/images``) plus ``--pages`` synthetic full
+pages (A4 at 150 dpi, 1240x1754, shared images tiled on white), written to a temporary folder and
+decoded like any input. Every engine sees the same decoded BGR pixels.
+
+Method: one model set at a time, its configurations loaded together and each warmed up with one
+untimed pass over the images (whose texts are the ones compared); then ``--iters`` rounds. In a round
+every image goes through every configuration before the next image (who goes first rotates), so
+load from other processes on a shared machine falls on all of them alike; each configuration gets
+one pass per round: images/s, mean and p90 latency per image. The table shows the median over rounds;
+each ratio is the median of the per-round ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import cv2
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_IMAGES = Path(__file__).resolve().parents[2] / "shared/data/images"
+PAGE_SIZE = (1754, 1240)  # A4 portrait at 150 dpi (h, w)
+
+V4 = "PP-OCRv4 mobile"
+V6 = "PP-OCRv6 small"
+
+
+Runner = Callable[[np.ndarray], List[str]]  # BGR image -> recognised texts
+
+
+@dataclass
+class Config:
+    name: str
+    models: str  # V4 or V6
+    side: str  # "ours" or "peer"
+    load: Callable[[], Tuple[Runner, str]]  # -> runner, engine and settings as read back from its sessions
+    sorted_compare: bool = False  # peer orders lines differently: compare texts sorted
+    engine: str = ""
+    texts: Dict[str, List[str]] = field(default_factory=dict)
+    passes: List[Dict[str, float]] = field(default_factory=list)  # per round: ips, mean_ms, p90_ms
+
+
+# --------------------------------------------------------------------------------------------- inputs
+
+
+def load_inputs(images_dir: Path, pages: int, workdir: Path) -> List[Tuple[str, np.ndarray]]:
+    from hpinfer.io import iter_inputs
+
+    singles = [(Path(item.input_path).name, item.image) for item in iter_inputs(str(images_dir))]
+    out = list(singles)
+    for index in range(pages):
+        path = workdir / f"page_{index + 1}.png"
+        cv2.imwrite(str(path), compose_page([img for _, img in singles], index))
+        out.append((path.name, next(iter(iter_inputs(str(path)))).image))
+    return out
+
+
+def compose_page(images: List[np.ndarray], index: int, margin: int = 70, gap: int = 40) -> np.ndarray:
+    """A white A4 page with the shared images (those with some content, each at most 700 px tall and
+    as wide as the text column) laid out in rows, starting at a different image on each page."""
+    height, width = PAGE_SIZE
+    page = np.full((height, width, 3), 255, np.uint8)
+    usable = [img for img in images if min(img.shape[:2]) >= 32 and img.std() > 10]
+    x, y, row_h = margin, margin, 0
+    for k in range(len(usable)):
+        img = usable[(index * 3 + k) % len(usable)]
+        scale = min(1.0, (width - 2 * margin) / img.shape[1], 700 / img.shape[0])
+        if scale < 1.0:
+            img = cv2.resize(img, (int(img.shape[1] * scale), int(img.shape[0] * scale)), interpolation=cv2.INTER_AREA)
+        h, w = img.shape[:2]
+        if x + w > width - margin:
+            x, y, row_h = margin, y + row_h + gap, 0
+        if y + h > height - margin:
+            continue
+        page[y : y + h, x : x + w] = img
+        x, row_h = x + w + gap, max(row_h, h)
+    return page
+
+
+# ---------------------------------------------------------------------------------------- configurations
+
+
+def _version(package: str) -> str:
+    import importlib.metadata
+
+    return importlib.metadata.version(package)
+
+
+def threads() -> int:
+    from hpinfer.runtime.hardware import cpu_count
+
+    return cpu_count()
+
+
+def ours(pipeline: str, models: str, label: str, **kwargs: Any) -> Config:
+    def load() -> Tuple[Runner, str]:
+        import hpinfer
+
+        pipe = hpinfer.create_pipeline(pipeline, **kwargs)
+        # "openvino 2026.4.1-22982-e213a147257-releases/2026/4 CPU ..." -> "openvino 2026.4.1 CPU ..."
+        settings = [" ".join(w.split("-")[0] for w in p.session.settings.split()) for p in pipe.predictors]
+        return (lambda img: pipe.predict(img)[0]["rec_texts"]), _one_or_all(settings)
+
+    return Config(f"ours {label}", models, "ours", load)
+
+
+def _ov_settings(request) -> str:
+    """What the compiled model really runs with (OpenVINO picks bf16 itself on CPUs that have it)."""
+    compiled = request.get_compiled_model()
+    return f"threads={compiled.get_property('INFERENCE_NUM_THREADS')} precision={compiled.get_property('INFERENCE_PRECISION_HINT').get_type_name()}"
+
+
+def _one_or_all(settings: List[str]) -> str:
+    return settings[0] if len(set(settings)) == 1 else "; ".join(settings)
+
+
+def rapidocr_onnxruntime_v4() -> Config:
+    return Config("rapidocr_onnxruntime 1.4.4", V4, "peer", _load_rapidocr_onnxruntime)
+
+
+def _load_rapidocr_onnxruntime() -> Tuple[Runner, str]:
+    from rapidocr_onnxruntime import RapidOCR
+
+    n = threads()
+    engine = RapidOCR(intra_op_num_threads=n, inter_op_num_threads=1)
+    sessions = [engine.text_det.infer, engine.text_cls.infer, engine.text_rec.session]
+    opts = [s.session.get_session_options() for s in sessions]
+    settings = _one_or_all([f"threads={o.intra_op_num_threads}" for o in opts])
+
+    def run(img: np.ndarray) -> List[str]:
+        lines, _ = engine(img)
+        return [line[1] for line in lines or []]
+
+    return run, f"onnxruntime {_version('onnxruntime')} CPU {settings}"
+
+
+@contextlib.contextmanager
+def _openvino_fp32():
+    from rapidocr.inference_engine.openvino import device_config
+
+    original = device_config.CPUConfig.get_config
+
+    def get_config(self):
+        return {**original(self), "INFERENCE_PRECISION_HINT": "f32"}
+
+    device_config.CPUConfig.get_config = get_config
+    try:
+        yield
+    finally:
+        device_config.CPUConfig.get_config = original
+
+
+def rapidocr3(models: str, engine_type: str, fp32: bool = False) -> Config:
+    label = "rapidocr 3.10 " + ("openvino" + (" fp32 forced" if fp32 else " as it comes") if engine_type == "openvino" else "onnxruntime")
+    if models == V4:
+        label += " (v4 files)"
+    return Config(label, models, "peer", lambda: _load_rapidocr3(models, engine_type, fp32), sorted_compare=True)
+
+
+def _load_rapidocr3(models: str, engine_type: str, fp32: bool) -> Tuple[Runner, str]:
+    from rapidocr import EngineType, RapidOCR
+
+    n = threads()
+    params: Dict[str, Any] = {
+        "Global.log_level": "error",
+        "EngineConfig.onnxruntime.intra_op_num_threads": n,
+        "EngineConfig.onnxruntime.inter_op_num_threads": 1,
+        "EngineConfig.openvino.inference_num_threads": n,
+    }
+    kind = EngineType.OPENVINO if engine_type == "openvino" else EngineType.ONNXRUNTIME
+    for module in ("Det", "Cls", "Rec"):
+        params[f"{module}.engine_type"] = kind
+    if models == V4:
+        import rapidocr_onnxruntime
+
+        files = Path(rapidocr_onnxruntime.__file__).parent / "models"
+        params["Det.model_path"] = str(files / "ch_PP-OCRv4_det_infer.onnx")
+        params["Cls.model_path"] = str(files / "ch_ppocr_mobile_v2.0_cls_infer.onnx")
+        params["Rec.model_path"] = str(files / "ch_PP-OCRv4_rec_infer.onnx")
+    elif engine_type == "openvino":  # its OpenVINO defaults are other files (downloaded); use the shipped ONNX
+        import rapidocr
+
+        files = Path(rapidocr.__file__).parent / "models"
+        params["Det.model_path"] = str(files / "PP-OCRv6_det_small.onnx")
+        params["Cls.model_path"] = str(files / "ch_ppocr_mobile_v2.0_cls_mobile.onnx")
+        params["Rec.model_path"] = str(files / "PP-OCRv6_rec_small.onnx")
+    with _openvino_fp32() if fp32 else contextlib.nullcontext():
+        engine = RapidOCR(params=params)
+        # Models load lazily on first use: load them now, inside the patch.
+        modules = [engine._load_det_model(), engine._load_cls_model(), engine._load_rec_model()]
+    if engine_type == "openvino":
+        settings = _one_or_all([_ov_settings(m.session.session) for m in modules])
+    else:
+        settings = _one_or_all([f"threads={m.session.session.get_session_options().intra_op_num_threads}" for m in modules])
+
+    def run(img: np.ndarray) -> List[str]:
+        res = engine(img)
+        return list(res.txts) if getattr(res, "txts", None) is not None else []
+
+    return run, f"{engine_type} {_version(engine_type)} CPU {settings}"
+
+
+def build_configs(only: Optional[str]) -> List[Config]:
+    from hpinfer.runtime.hardware import cpu_has_fast_bf16
+
+    bf16 = {"backend": "openvino", "backend_config": {"precision": "bf16"}}
+    sets = {
+        V4: [
+            lambda: ours("OCR", V4, "default (onnxruntime)"),
+            lambda: ours("OCR", V4, "use_hpip (auto)", use_hpip=True),
+            *([lambda: ours("OCR", V4, "use_hpip openvino bf16", use_hpip=True, hpi_config=bf16)] if cpu_has_fast_bf16() else []),
+            rapidocr_onnxruntime_v4,
+            lambda: rapidocr3(V4, "openvino"),
+            lambda: rapidocr3(V4, "openvino", fp32=True),
+        ],
+        V6: [
+            lambda: ours("OCR_PP-OCRv6_small", V6, "default (onnxruntime)"),
+            lambda: ours("OCR_PP-OCRv6_small", V6, "use_hpip (auto)", use_hpip=True),
+            *([lambda: ours("OCR_PP-OCRv6_small", V6, "use_hpip openvino bf16", use_hpip=True, hpi_config=bf16)] if cpu_has_fast_bf16() else []),
+            lambda: rapidocr3(V6, "onnxruntime"),
+            lambda: rapidocr3(V6, "openvino"),
+            lambda: rapidocr3(V6, "openvino", fp32=True),
+        ],
+    }
+    return [factory() for models, factories in sets.items() if not only or only == models.split()[0] for factory in factories]
+
+
+# ------------------------------------------------------------------------------------------- measuring
+
+
+def one_pass(run: Runner, config: Config, images: List[Tuple[str, np.ndarray]]) -> None:
+    """Untimed: warms the engine up; the first pass's texts are the ones compared."""
+    for name, image in images:
+        texts = run(image)
+        config.texts.setdefault(name, texts)
+
+
+def _stats(latencies: List[float]) -> Dict[str, float]:
+    ms = np.asarray(latencies) * 1000.0
+    return {"ips": len(ms) / (ms.sum() / 1000.0), "mean_ms": float(ms.mean()), "p90_ms": float(np.percentile(ms, 90))}
+
+
+def measure(configs: List[Config], images: List[Tuple[str, np.ndarray]], iters: int) -> List[Tuple[float, ...]]:
+    """One model set in memory at a time (all twelve configurations at once need >13 GB: the engines keep
+    buffers sized for the largest detection input). Within a round, every image goes through every
+    configuration of the set before the next image (rotating who goes first), so a burst of load on this
+    shared machine hits all of them alike; a round gives each configuration one pass over the images."""
+    loads = []
+    for models in dict.fromkeys(c.models for c in configs):
+        group = [c for c in configs if c.models == models]
+        runs = []
+        for config in group:
+            run, config.engine = config.load()
+            one_pass(run, config, images)
+            runs.append(run)
+            print(f"{config.name} [{models}]: {config.engine}", file=sys.stderr)
+        for round_index in range(iters):
+            start = time.perf_counter()
+            latencies: List[List[float]] = [[] for _ in group]
+            for image_index, (_, image) in enumerate(images):
+                shift = (round_index + image_index) % len(group)
+                for k in list(range(shift, len(group))) + list(range(shift)):
+                    t0 = time.perf_counter()
+                    runs[k](image)
+                    latencies[k].append(time.perf_counter() - t0)
+            for config, lat in zip(group, latencies):
+                config.passes.append(_stats(lat))
+            loads.append(os.getloadavg())
+            print(f"{models} round {round_index + 1}/{iters}: {time.perf_counter() - start:.0f} s, "
+                  f"load average {loads[-1][0]:.2f}", file=sys.stderr)
+        del runs
+        gc.collect()
+    return loads
+
+
+def median_of(config: Config, key: str) -> float:
+    return statistics.median(p[key] for p in config.passes)
+
+
+def lines_differing(ours_cfg: Config, peer: Config) -> Tuple[int, int]:
+    """How many of the peer's text lines ours lacks (as multisets, order ignored), and the peer's total."""
+    missing = total = 0
+    for name, peer_texts in peer.texts.items():
+        missing += sum((Counter(peer_texts) - Counter(ours_cfg.texts[name])).values())
+        total += len(peer_texts)
+    return missing, total
+
+
+def compare_texts(ours_cfg: Config, peer: Config) -> List[str]:
+    """Images whose texts differ, each with a short description."""
+    diffs = []
+    for name, peer_texts in peer.texts.items():
+        got = ours_cfg.texts[name]
+        a, b = (sorted(got), sorted(peer_texts)) if peer.sorted_compare else (got, peer_texts)
+        if a != b:
+            only_ours = [t for t in a if t not in b][:2]
+            only_peer = [t for t in b if t not in a][:2]
+            diffs.append(f"{name}: {len(got)} vs {len(peer_texts)} lines; ours {only_ours} / peer {only_peer}")
+    return diffs
+
+
+def pairs(configs: List[Config]) -> List[Dict[str, Any]]:
+    rows = []
+    for a in configs:
+        for b in configs:
+            if a.side != "ours" or b.side != "peer" or a.models != b.models:
+                continue
+            rounds = list(zip(a.passes, b.passes))
+            rows.append({
+                "models": a.models, "ours": a.name, "peer": b.name,
+                "throughput_ratio": statistics.median(x["ips"] / y["ips"] for x, y in rounds),
+                "latency_ratio": statistics.median(x["mean_ms"] / y["mean_ms"] for x, y in rounds),
+                "p90_ratio": statistics.median(x["p90_ms"] / y["p90_ms"] for x, y in rounds),
+                "text_mismatches": compare_texts(a, b),
+                "lines_differing": lines_differing(a, b),
+            })
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------- report
+
+
+def versions() -> Dict[str, str]:
+    import importlib.metadata
+    import subprocess
+
+    out = {"python": platform.python_version()}
+    for package in ("hpinfer", "onnxruntime", "openvino", "rapidocr", "rapidocr_onnxruntime", "numpy", "opencv-python-headless"):
+        try:
+            out[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            out[package] = "not installed"
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+        out["hpinfer commit"] = commit + (" (+ uncommitted changes)" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    return out
+
+
+def table(configs: List[Config], rows: List[Dict[str, Any]], images: List[Tuple[str, np.ndarray]], iters: int) -> str:
+    from hpinfer.runtime.hardware import cpu_count, cpu_name
+
+    out = [
+        f"{len(images)} images ({', '.join(n for n, _ in images)}), {iters} timed rounds after 1 warm-up pass; "
+        f"{cpu_name()}, {cpu_count()} cores; every engine {threads()} intra-op threads",
+        "",
+        f"| model set | configuration | engine (as loaded) | images/s | mean ms | p90 ms |",
+        "| --- | --- | --- | ---: | ---: | ---: |",
+    ]
+    for c in configs:
+        out.append(f"| {c.models} | {c.name} | {c.engine} | {median_of(c, 'ips'):.2f} | {median_of(c, 'mean_ms'):.0f} | {median_of(c, 'p90_ms'):.0f} |")
+    out += [
+        "",
+        "| model set | ours | peer | throughput ours/peer | mean latency ours/peer | p90 latency ours/peer | texts |",
+        "| --- | --- | --- | ---: | ---: | ---: | --- |",
+    ]
+    for r in rows:
+        missing, total = r["lines_differing"]
+        texts = "identical" if not r["text_mismatches"] else (
+            f"{len(r['text_mismatches'])} image(s) differ ({missing} of {total} lines)" if missing else
+            f"{len(r['text_mismatches'])} image(s): same lines, other order")
+        out.append(f"| {r['models']} | {r['ours']} | {r['peer']} | {r['throughput_ratio']:.2f}x | {r['latency_ratio']:.2f} | {r['p90_ratio']:.2f} | {texts} |")
+    mismatched = [r for r in rows if r["text_mismatches"]]
+    if mismatched:
+        out += ["", "Text differences:"]
+        for r in mismatched:
+            out.append(f"- {r['ours']} vs {r['peer']}:")
+            out += [f"  - {d}" for d in r["text_mismatches"]]
+    return "\n".join(out)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--iters", type=int, default=3, help="timed rounds (default 3); the median is reported")
+    parser.add_argument("--images", type=Path, default=DEFAULT_IMAGES, help=f"image folder (default {DEFAULT_IMAGES})")
+    parser.add_argument("--pages", type=int, default=3, help="synthetic full pages added to the images (default 3)")
+    parser.add_argument("--only", choices=["PP-OCRv4", "PP-OCRv6"], help="one model set only")
+    parser.add_argument("--json", type=Path, help="write every number (per round) here")
+    args = parser.parse_args(argv)
+    if args.iters < 1 or args.pages < 0:
+        parser.error("--iters must be >= 1 and --pages >= 0")
+
+    import logging
+
+    logging.getLogger("hpinfer").setLevel(logging.WARNING)
+    with tempfile.TemporaryDirectory(prefix="hpinfer-pages-") as workdir:
+        images = load_inputs(args.images, args.pages, Path(workdir))
+    configs = build_configs(args.only)
+    start = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    loads = measure(configs, images, args.iters)
+    rows = pairs(configs)
+    print(f"started {start}; load average after each round: {', '.join(f'{l[0]:.2f}' for l in loads)}")
+    print(table(configs, rows, images, args.iters))
+    if args.json:
+        data = {
+            "started": start, "versions": versions(), "threads": threads(), "iters": args.iters,
+            "images": [[n, list(img.shape)] for n, img in images], "load_average_after_rounds": loads,
+            "configs": [{"name": c.name, "models": c.models, "side": c.side, "engine": c.engine, "passes": c.passes,
+                         "median": {k: median_of(c, k) for k in ("ips", "mean_ms", "p90_ms")}} for c in configs],
+            "pairs": rows,
+        }
+        args.json.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,240 @@
+"""Load test of ``hpinfer serve`` on loopback: latency and throughput with cross-request batching on and off,
+the HTTP overhead over in-process ``predict``, and an optional soak. Bounded request counts; stops by itself.
+
+    python benchmarks/serve_load.py [--pipeline OCR] [--requests 1:6,8:16,32:32] [--rounds 3] [--json out.json]
+    python benchmarks/serve_load.py --soak 600          # concurrency 16 for 10 minutes, errors and RSS growth
+
+Both configurations run as real server processes at once (``python -m hpinfer.serving serve --port 0``,
+visualize off), loaded in turn by this asyncio client process (httpx): "batching off" is
+``--max_batch_size 1`` (one request's pages per pipeline call), "on" the defaults. Each concurrency level
+runs ``--rounds`` rounds, each round measuring off then on (order swapped every round) with the same
+requests, so that drift in machine load hits both alike; the on/off ratio is the median of the
+per-round throughput ratios. Latency is per request (send → full response), pooled over rounds;
+throughput is requests / wall time. A few uncounted requests warm each level up first.
+
+HTTP overhead: requests at concurrency 1 alternate with in-process ``pipeline.predict(<same bytes>,
+same options)`` in this process (its own copy of the models), and the overhead is the median of the
+paired differences. A cheap detection setting (longest side 320) keeps the model time small next to it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import importlib.metadata
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Tuple
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+IMAGES = ["bilevel_test.png", "single_line.jpg", "exif_rotated.jpg", "wide_line.jpg", "ja_lines.jpg"]
+OVERHEAD_IMAGE = "bilevel_test.png"
+OVERHEAD_OPTIONS = {"text_det_limit_type": "max", "text_det_limit_side_len": 320}
+
+
+class Server:
+    """A ``python -m hpinfer.serving serve`` process on 127.0.0.1:<free port>, ready when entered."""
+
+    def __init__(self, pipeline: str, *extra: str):
+        self.log = tempfile.NamedTemporaryFile("w+", suffix=".log", delete=False)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "hpinfer.serving", "serve", "--pipeline", pipeline, "--host", "127.0.0.1",
+             "--port", "0", "--no_visualize", "--log_level", "INFO", *extra],
+            stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT,
+        )
+
+    def __enter__(self) -> "Server":
+        deadline = time.monotonic() + 180
+        while not (match := re.search(r"Uvicorn running on (http://\S+)", Path(self.log.name).read_text())):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"server did not start:\n{Path(self.log.name).read_text()}")
+            time.sleep(0.1)
+        self.url = match.group(1)
+        while httpx.get(f"{self.url}/health/ready").status_code != 200:
+            time.sleep(0.1)
+        return self
+
+    def rss_mb(self) -> float:
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        return int(re.search(r"VmRSS:\s+(\d+)", status).group(1)) / 1024
+
+    def __exit__(self, *exc: Any) -> None:
+        self.process.terminate()
+        self.process.wait(60)
+
+
+def bodies(images_dir: Path, names: List[str], **options: Any) -> List[Dict[str, Any]]:
+    camel = {"".join(p if i == 0 else p.title() for i, p in enumerate(k.split("_"))): v for k, v in options.items()}
+    return [{"file": base64.b64encode((images_dir / n).read_bytes()).decode(), "fileType": 1, **camel} for n in names]
+
+
+Run = Tuple[List[float], float, Dict[str, int]]  # latencies (s), wall time (s), errors by status
+
+
+async def load(url: str, payloads: List[Dict[str, Any]], concurrency: int, count: int, warm_up: int) -> Run:
+    """``count`` requests (cycling through ``payloads``) from ``concurrency`` workers, after ``warm_up`` uncounted ones."""
+    latencies: List[float] = []
+    errors: Dict[str, int] = {}
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(limits=limits, timeout=600) as client:
+        async def worker(indices: List[int], record: bool) -> None:
+            for i in indices:
+                start = time.perf_counter()
+                response = await client.post(f"{url}/ocr", json=payloads[i % len(payloads)])
+                if response.status_code != 200:
+                    errors[str(response.status_code)] = errors.get(str(response.status_code), 0) + 1
+                elif record:
+                    latencies.append(time.perf_counter() - start)
+
+        await asyncio.gather(*(worker([w], False) for w in range(warm_up)))
+        start = time.perf_counter()
+        await asyncio.gather(*(worker(list(range(w, count, concurrency)), True) for w in range(concurrency)))
+        wall = time.perf_counter() - start
+    return latencies, wall, errors
+
+
+def summarize(runs: List[Run]) -> Dict[str, Any]:
+    ordered = sorted(t for latencies, _, _ in runs for t in latencies) or [float("nan")]
+    wall = sum(w for _, w, _ in runs)
+    errors: Dict[str, int] = {}
+    for _, _, run_errors in runs:
+        for status, n in run_errors.items():
+            errors[status] = errors.get(status, 0) + n
+    return {
+        "requests": len(ordered), "errors": errors, "wall_s": round(wall, 2),
+        "throughput_rps": round(len(ordered) / wall, 3), "p50_ms": round(statistics.median(ordered) * 1000, 1),
+        "p99_ms": round(ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))] * 1000, 1),
+    }
+
+
+def compare(servers: Dict[str, "Server"], payloads: List[Dict[str, Any]], levels: List[Tuple[int, int]], rounds: int) -> Dict[str, Any]:
+    """Per level: each configuration's pooled stats and the median per-round throughput ratio on/off."""
+    out: Dict[str, Any] = {}
+    for concurrency, count in levels:
+        runs: Dict[str, List[Run]] = {label: [] for label in servers}
+        for r in range(rounds):
+            for label in (list(servers) if r % 2 == 0 else list(reversed(servers))):
+                warm_up = min(concurrency, 4) if r == 0 else 0
+                runs[label].append(asyncio.run(load(servers[label].url, payloads, concurrency, count, warm_up)))
+        ratios = [len(on[0]) / on[1] / (len(off[0]) / off[1]) for off, on in zip(runs["batching off"], runs["batching on"])]
+        out[str(concurrency)] = {
+            **{label: summarize(label_runs) for label, label_runs in runs.items()},
+            "throughput_ratio_on_off": round(statistics.median(ratios), 2),
+            "per_round_ratios": [round(x, 2) for x in ratios],
+        }
+    return out
+
+
+def http_overhead(url: str, pipeline_name: str, images_dir: Path, pairs: int) -> Dict[str, Any]:
+    """Median of paired (HTTP request − in-process predict) times, same bytes, same options."""
+    import hpinfer
+
+    data = (images_dir / OVERHEAD_IMAGE).read_bytes()
+    (payload,) = bodies(images_dir, [OVERHEAD_IMAGE], **OVERHEAD_OPTIONS)
+    http_ms, local_ms = [], []
+    with hpinfer.create_pipeline(pipeline_name) as pipeline, httpx.Client(timeout=600) as client:
+        for i in range(pairs + 3):  # the first 3 pairs warm up
+            start = time.perf_counter()
+            assert client.post(f"{url}/ocr", json=payload).status_code == 200
+            mid = time.perf_counter()
+            pipeline.predict(data, **OVERHEAD_OPTIONS)
+            end = time.perf_counter()
+            if i >= 3:
+                http_ms.append((mid - start) * 1000)
+                local_ms.append((end - mid) * 1000)
+    diffs = [h - p for h, p in zip(http_ms, local_ms)]
+    return {
+        "pairs": pairs, "http_p50_ms": round(statistics.median(http_ms), 2),
+        "in_process_p50_ms": round(statistics.median(local_ms), 2), "overhead_median_ms": round(statistics.median(diffs), 2),
+    }
+
+
+def soak(pipeline: str, images_dir: Path, seconds: float, concurrency: int = 16) -> Dict[str, Any]:
+    """Concurrency 16 for ``seconds``: errors, and RSS growth after the first sixth (warm-up, at least 30 s)."""
+    payloads = bodies(images_dir, IMAGES)
+    warm_up = max(30.0, seconds / 6)
+    samples: List[Tuple[float, float]] = []
+    with Server(pipeline) as server:
+        async def run() -> Dict[str, Any]:
+            errors: Dict[str, int] = {}
+            done = 0
+            stop = time.monotonic() + seconds
+            async with httpx.AsyncClient(timeout=600, limits=httpx.Limits(max_connections=concurrency)) as client:
+                async def worker(w: int) -> None:
+                    nonlocal done
+                    i = w
+                    while time.monotonic() < stop:
+                        try:
+                            response = await client.post(f"{server.url}/ocr", json=payloads[i % len(payloads)])
+                            key = None if response.status_code == 200 else str(response.status_code)
+                        except httpx.HTTPError as err:
+                            key = type(err).__name__
+                        if key:
+                            errors[key] = errors.get(key, 0) + 1
+                        done += 1
+                        i += concurrency
+
+                async def sampler() -> None:
+                    start = time.monotonic()
+                    while time.monotonic() < stop:
+                        samples.append((time.monotonic() - start, server.rss_mb()))
+                        await asyncio.sleep(5)
+
+                await asyncio.gather(sampler(), *(worker(w) for w in range(concurrency)))
+            return {"requests": done, "errors": errors}
+
+        outcome = asyncio.run(run())
+    after_warm = [rss for t, rss in samples if t >= warm_up]
+    base = after_warm[0]
+    return {
+        **outcome, "seconds": seconds, "concurrency": concurrency, "warm_up_s": warm_up,
+        "rss_after_warm_up_mb": round(base, 1), "rss_max_after_mb": round(max(after_warm), 1),
+        "rss_end_mb": round(after_warm[-1], 1), "rss_growth_pct": round((max(after_warm) / base - 1) * 100, 2),
+    }
+
+
+def environment() -> Dict[str, str]:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), "?")
+    versions = {p: importlib.metadata.version(p) for p in ("hpinfer", "fastapi", "uvicorn", "httpx", "onnxruntime")}
+    return {"date": time.strftime("%Y-%m-%d %H:%M"), "cpu": cpu, "cores": str(os.cpu_count()),
+            "python": platform.python_version(), **versions}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--pipeline", default="OCR")
+    parser.add_argument("--images", type=Path, default=ROOT.parent / "shared" / "data" / "images")
+    parser.add_argument("--requests", default="1:6,8:16,32:32", help="concurrency:count pairs, per round")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--overhead_pairs", type=int, default=30)
+    parser.add_argument("--soak", type=float, default=None, metavar="SECONDS", help="run only the soak, this long")
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    report: Dict[str, Any] = {"environment": environment()}
+    if args.soak:
+        report["soak"] = soak(args.pipeline, args.images, args.soak)
+    else:
+        levels = [tuple(int(x) for x in pair.split(":")) for pair in args.requests.split(",")]
+        with Server(args.pipeline, "--max_batch_size", "1") as off, Server(args.pipeline) as on:
+            report["levels"] = compare({"batching off": off, "batching on": on}, bodies(args.images, IMAGES), levels, args.rounds)
+            report["http_overhead"] = http_overhead(on.url, args.pipeline, args.images, args.overhead_pairs)
+    print(json.dumps(report, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""Markdown from layout_parsing results: one page, or a whole document written page after page.
+
+Blocks come in reading order. Titles become headings, text and captions paragraphs (a caption stays
+where the reading order puts it, next to its table or figure), and tables, figures and equations are
+cropped from the page into ``imgs/`` beside the Markdown file and linked. Page headers and footers are
+left out of the running text (they stay in the JSON). Pages are separated by a thematic break, and a page
+that failed leaves an HTML comment saying why. ``MarkdownDocument`` writes each page as it is added, so
+a long PDF never has to be held in memory.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, TextIO
+
+import cv2
+import numpy as np
+
+IMAGE_LABELS = frozenset({"figure", "table", "equation"})
+HEADING_LABELS = frozenset({"title"})
+FURNITURE_LABELS = frozenset({"header", "footer"})
+PAGE_BREAK = "\n\n---\n\n"
+IMAGE_DIR = "imgs"
+
+_SPECIAL = re.compile(r"([\\`*_\[\]<>|])")
+_MARKER = re.compile(r"^([#=+-]+)(?=\s|$)")  # would start a heading, a rule or a bullet list
+_NUMBERED = re.compile(r"^(\d+)([.)])(?=\s|$)")  # would start a numbered list
+
+
+def escape(text: str) -> str:
+    """OCR text as literal Markdown: one line, no emphasis, links, HTML, tables or lists by accident."""
+    text = _SPECIAL.sub(r"\\\1", " ".join(text.split()))
+    return _NUMBERED.sub(r"\1\\\2", _MARKER.sub(r"\\\1", text))
+
+
+def page_markdown(result: Mapping[str, Any], image_names: Mapping[int, str]) -> str:
+    """One page's Markdown; ``image_names`` maps an image block's ``order`` to its file, relative to the Markdown
+    (a block without one, e.g. of zero size, is left out)."""
+    if result.get("status") == "error":
+        where = f"{result.get('input_path') or 'input'}" + (
+            f", page {result['page_index'] + 1}" if result.get("page_index") is not None else ""
+        )
+        return f"<!-- {_comment(where)}: not processed: {_comment(result['error'])} -->"
+    parts: List[str] = []
+    for block in result["blocks"]:
+        label = block["label"]
+        if label in IMAGE_LABELS:
+            if block["order"] in image_names:
+                parts.append(f"![{label}]({image_names[block['order']]})")
+        elif label not in FURNITURE_LABELS and block["text"].strip():
+            parts.append(("## " if label in HEADING_LABELS else "") + escape(block["text"]))
+    return "\n\n".join(parts)
+
+
+def _comment(text: str) -> str:
+    """Safe inside an HTML comment, which "--" would end."""
+    return " ".join(str(text).replace("--", "- -").split())
+
+
+def crop(image: np.ndarray, box: List[int], padding: int = 0) -> np.ndarray:
+    """The box (x1, y1, x2, y2) grown by ``padding`` and clipped to the image."""
+    h, w = image.shape[:2]
+    x1, y1, x2, y2 = box
+    return image[max(0, y1 - padding) : min(h, y2 + padding), max(0, x1 - padding) : min(w, x2 + padding)]
+
+
+class MarkdownDocument:
+    """``path``.md plus its ``imgs/`` folder; ``add`` one result (page) at a time, in order, then ``close``."""
+
+    def __init__(self, path: "str | Path"):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.image_dir = self.path.parent / IMAGE_DIR
+        self.pages = 0
+        self._file: Optional[TextIO] = self.path.open("w", encoding="utf-8")
+
+    def add(self, result: Any) -> None:
+        """Write the page, and crops of its image blocks from ``result.image`` (the upright page)."""
+        if self._file is None:
+            raise ValueError(f"{self.path} is closed")
+        self.pages += 1
+        names: Dict[int, str] = {}
+        for block in result.get("blocks", []):
+            pixels = crop(result.image, block["box"]) if block["label"] in IMAGE_LABELS else None
+            if pixels is not None and pixels.size:
+                name = f"{self.path.stem}_{self.pages}_{block['order']}_{block['label']}.png"
+                self._save(pixels, self.image_dir / name)
+                names[block["order"]] = f"{IMAGE_DIR}/{name}"
+        if self.pages > 1:
+            self._file.write(PAGE_BREAK)
+        self._file.write(page_markdown(result, names))
+
+    @staticmethod
+    def _save(image: np.ndarray, target: Path) -> None:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if not cv2.imwrite(str(target), image):
+            raise OSError(f"cannot write {target}")
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.write("\n")
+            self._file.close()
+            self._file = None
+
+    def __enter__(self) -> "MarkdownDocument":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,25 @@
+"""Build a pipeline's sub-module predictor from its resolved settings, checking the model's task."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..device import Device
+from ..errors import ConfigError
+from ..models import Predictor, create_model
+from .config import PipelineSettings
+
+
+def create_sub_module(settings: PipelineSettings, key: str, task: str, device: "str | Device | None", **params: Any) -> Predictor:
+    """``SubModules.<key>``'s model on ``device``; ``params`` override the YAML's processing parameters."""
+    module = settings.modules.get(key)
+    if module is None:
+        raise ConfigError(f"{settings.source}: SubModules.{key} is missing")
+    predictor = create_model(
+        module.model_name, module.model_dir, device=device,
+        use_hpip=module.use_hpip, hpi_config=module.hpi_config, **{**module.params, **params},
+    )
+    if predictor.task != task:
+        predictor.close()
+        raise ConfigError(f"{settings.source}: SubModules.{key} needs a {task} model, got {predictor.task}")
+    return predictor

@@ -1,0 +1,132 @@
+"""Build, or find in the model cache, what one engine needs to run one model at one precision; and open it.
+
+The cache key of an engine entry holds everything that changes the artifact: the model file's hash, the
+engine and its version, the effective backend_config (threads resolved), the device and the CPU's model and
+instruction-set flags, and, for reduced precision, the calibration set and quantizer. int8 goes through a
+shared calibration entry (prepared graph + calibration table) first. A reduced-precision entry also records
+its accuracy drift from fp32 on the held-back calibration inputs; the loader decides whether to accept it
+before opening it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+from ..config import BackendConfig, CalibrationConfig
+from ..device import Device
+from ..errors import ConfigError
+from . import accuracy, quantize
+from .cache import CACHE_FORMAT, Entry, ModelCache, cache_root, file_sha256
+from .calibration import ModelTask, samples, source_digest
+from .engines import ENGINES, EngineSession
+from .hardware import cpu_count, cpu_flags, cpu_name
+from .shapes import ShapeBounds
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A valid cache entry for one engine, model, precision and machine."""
+
+    backend: str
+    config: BackendConfig
+    entry: Entry
+    drift: Optional[accuracy.Drift]  # None for fp32, or when the task has no metric
+
+    def open(self, model_path: Path, device: Device) -> EngineSession:
+        session = ENGINES[self.backend].open(self.entry.path, self.config, device)
+        session.artifact = self.entry.path
+        session.shape_bounds = ShapeBounds.from_config(self.config, session.inputs, model_path)
+        return session
+
+
+def hardware_fields(device: Device) -> Dict[str, str]:
+    flags = hashlib.sha256(" ".join(sorted(cpu_flags())).encode()).hexdigest()
+    return {"device": str(device), "cpu": cpu_name(), "cpu_flags": flags}
+
+
+def _quantizer_version() -> str:
+    return ENGINES["onnxruntime"].version() or "none"
+
+
+def calibration_fields(model_path: Path, task: ModelTask, config: CalibrationConfig) -> Dict[str, Any]:
+    return {
+        "format": CACHE_FORMAT, "model_sha256": file_sha256(model_path), "quantizer": _quantizer_version(),
+        "method": config.method, "calibration_set": source_digest(task, config),
+    }
+
+
+def engine_fields(model_path: Path, backend: str, config: BackendConfig, device: Device, task: Optional[ModelTask]) -> Dict[str, Any]:
+    effective = config.model_copy(update={"cpu_num_threads": config.cpu_num_threads or cpu_count()})
+    ignored = {"accuracy_tolerance"} | (set() if config.precision == "int8" else {"calibration"})
+    fields: Dict[str, Any] = {
+        "format": CACHE_FORMAT, "model_sha256": file_sha256(model_path), "engine": backend,
+        "engine_version": ENGINES[backend].version(), "backend_config": effective.model_dump(mode="json", exclude=ignored),
+        **hardware_fields(device),
+    }
+    if config.precision != "fp32" and task is not None:  # the drift report depends on the held-back set
+        fields["task"] = task.digest()
+        fields["calibration_set"] = source_digest(task, config.calibration)
+    if config.precision == "int8":
+        fields["quantizer"] = _quantizer_version()
+        engine = ENGINES[backend]
+        fields["quantized_op_types"] = [engine.int8_op_types, engine.int8_float_op_types]
+    return fields
+
+
+def build_engine(
+    model_name: str, model_path: Path, backend: str, config: BackendConfig, device: Device, task: Optional[ModelTask]
+) -> Artifact:
+    if config.precision == "int8" and task is None:
+        raise ConfigError(
+            f"{model_name}: int8 needs calibration inputs made with the model's own pre-processing, but its task "
+            f"is not known here; use a built-in model or create it through hpinfer.create_model"
+        )
+    engine = ENGINES[backend]
+    cache = ModelCache(cache_root(model_path))
+    fields = engine_fields(model_path, backend, config, device, task)
+
+    def build(out_dir: Path) -> Dict[str, Any]:
+        info: Dict[str, Any] = {"precision": config.precision, "engine": backend}
+        with tempfile.TemporaryDirectory(prefix="hpinfer-build-") as scratch:
+            source = model_path
+            if config.precision == "int8":
+                calibrated = _calibration_entry(cache, model_path, task, config.calibration, model_name)
+                source = Path(scratch) / "int8.onnx"
+                info["quantization"] = quantize.quantize(
+                    calibrated.path, config.calibration, engine.int8_op_types, engine.int8_float_op_types, source
+                )
+            engine.build(source, config, device, out_dir)
+        if config.precision != "fp32" and task is not None and task.task in accuracy.DRIFT:
+            with engine.open(out_dir, config, device) as session:
+                info["drift"] = measure_drift(session, model_path, task, config).as_dict()
+        return info
+
+    entry = cache.get_or_build(cache.entry_dir(model_path, backend, fields), fields, build, model_name)
+    drift = entry.info.get("drift")
+    return Artifact(backend, config, entry, accuracy.Drift(**drift) if drift else None)
+
+
+def _calibration_entry(cache: ModelCache, model_path: Path, task: ModelTask, config: CalibrationConfig, label: str) -> Entry:
+    fields = calibration_fields(model_path, task, config)
+
+    def build(out_dir: Path) -> Dict[str, Any]:
+        prepared = out_dir / quantize.PREPARED_MODEL
+        quantize.prepare(model_path, prepared)
+        return quantize.calibrate(prepared, task, config, out_dir / quantize.CALIBRATION_TABLE)
+
+    return cache.get_or_build(cache.entry_dir(model_path, "calibration", fields), fields, build, label)
+
+
+def measure_drift(session: EngineSession, model_path: Path, task: ModelTask, config: BackendConfig) -> accuracy.Drift:
+    """``session`` against fp32 ONNX Runtime on the original model, over the held-back calibration inputs."""
+    reference_engine = ENGINES["onnxruntime"]
+    reference, outputs = [], []
+    with reference_engine.load(model_path, BackendConfig(cpu_num_threads=config.cpu_num_threads), Device("cpu")) as fp32:
+        for feeds in samples(task, config.calibration, session.inputs[0].name, held_back=True):
+            reference.append(fp32.run(feeds))
+            outputs.append(session.run(feeds))
+    return accuracy.measure(task.task, task.params, reference, outputs)

@@ -1,0 +1,163 @@
+"""Cross-request dynamic batching: pages of concurrent requests that share options go through the
+pipeline's ``predict_batch`` together, one call at a time, in one inference thread off the event loop.
+
+When to run a batch: the oldest waiting page's request decides. While the inference thread is busy,
+pages simply pile up and the next batch takes up to ``max_batch_size`` of them with the same options
+as the oldest, so batching costs nothing under load. When the thread is idle the batcher waits, at
+most ``max_delay`` after the oldest page arrived, only while other admitted requests are still on
+their way (downloading, decoding: they hold a ``Ticket``) and the batch isn't full; so a lone request
+never waits. Requests are never split across option groups; a request's pages may span batches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Callable, Deque, Dict, Hashable, List, Optional, Sequence
+
+import numpy as np
+
+RunBatch = Callable[[List[np.ndarray], Dict[str, Any]], Sequence[Any]]
+OnBatch = Callable[[int, float], None]  # images in the batch, seconds it took
+
+
+@dataclass(eq=False)
+class _Page:
+    image: np.ndarray
+    key: Hashable
+    options: Dict[str, Any]
+    future: asyncio.Future
+    arrived: float = field(default_factory=time.monotonic)
+
+
+class Batcher:
+    def __init__(self, run: RunBatch, *, max_batch_size: int, max_delay_s: float, on_batch: Optional[OnBatch] = None):
+        self._run = run
+        self._max_batch_size = max_batch_size
+        self._max_delay_s = max_delay_s
+        self._on_batch = on_batch
+        self._waiting: Deque[_Page] = deque()
+        self._coming = 0  # open tickets: admitted requests that haven't submitted their pages yet
+        self._wakeup = asyncio.Event()
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="hpinfer-infer")
+        self._task: Optional[asyncio.Task] = None
+
+    @property
+    def queued(self) -> int:
+        """Pages waiting for a batch."""
+        return len(self._waiting)
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._loop(), name="hpinfer-batcher")
+
+    async def close(self) -> None:
+        """Stops taking batches; the one running finishes. Pages still waiting get an error."""
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        for page in self._waiting:
+            if not page.future.done():
+                page.future.set_exception(RuntimeError("server stopped before this request was processed"))
+        self._waiting.clear()
+        await asyncio.to_thread(self._executor.shutdown)
+
+    def ticket(self) -> "Ticket":
+        return Ticket(self)
+
+    async def _submit(self, images: List[np.ndarray], options: Dict[str, Any]) -> List[Any]:
+        loop = asyncio.get_running_loop()
+        key = tuple(sorted(options.items()))
+        pages = [_Page(image, key, options, loop.create_future()) for image in images]
+        self._waiting.extend(pages)
+        self._wakeup.set()
+        try:
+            return list(await asyncio.gather(*(page.future for page in pages)))
+        finally:  # on timeout or error, pages not yet taken are skipped (their futures are cancelled)
+            for page in pages:
+                page.future.cancel()
+
+    async def _loop(self) -> None:
+        while True:
+            self._drop_abandoned()
+            if not self._waiting:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            oldest = self._waiting[0]
+            deadline = oldest.arrived + self._max_delay_s
+            while self._coming and self._count(oldest.key) < self._max_batch_size and time.monotonic() < deadline:
+                self._wakeup.clear()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._wakeup.wait(), deadline - time.monotonic())
+            await self._execute(self._take(oldest.key))
+
+    def _drop_abandoned(self) -> None:
+        while self._waiting and self._waiting[0].future.done():
+            self._waiting.popleft()
+
+    def _count(self, key: Hashable) -> int:
+        return sum(1 for page in self._waiting if page.key == key and not page.future.done())
+
+    def _take(self, key: Hashable) -> List[_Page]:
+        batch: List[_Page] = []
+        kept: Deque[_Page] = deque()
+        for page in self._waiting:
+            if page.future.done():
+                continue
+            (batch if page.key == key and len(batch) < self._max_batch_size else kept).append(page)
+        self._waiting = kept
+        return batch
+
+    async def _execute(self, batch: List[_Page]) -> None:
+        if not batch:
+            return
+        start = time.perf_counter()
+        images = [page.image for page in batch]
+        try:
+            results = await asyncio.get_running_loop().run_in_executor(self._executor, self._run, images, batch[0].options)
+            if len(results) != len(batch):
+                raise RuntimeError(f"predict_batch returned {len(results)} results for {len(batch)} images")
+        except Exception as err:  # noqa: BLE001 - handed to the requests, which report it
+            if len(batch) > 1:  # retry page by page, so that a page that breaks the pipeline fails only its request
+                for page in batch:
+                    await self._execute([page])
+                return
+            if not batch[0].future.done():
+                batch[0].future.set_exception(err)
+        else:
+            for page, result in zip(batch, results):
+                if not page.future.done():
+                    page.future.set_result(result)
+        if self._on_batch:
+            self._on_batch(len(batch), time.perf_counter() - start)
+
+
+class Ticket:
+    """Held by a request from admission until it submits its pages, so an idle batcher knows to wait for it."""
+
+    def __init__(self, batcher: Batcher):
+        self._batcher = batcher
+        self._open = True
+        batcher._coming += 1
+
+    def _close(self) -> None:
+        if self._open:
+            self._open = False
+            self._batcher._coming -= 1
+            self._batcher._wakeup.set()
+
+    async def submit(self, images: List[np.ndarray], options: Dict[str, Any]) -> List[Any]:
+        """One result per image, in order; raises what the pipeline raised for the batch."""
+        self._close()
+        return await self._batcher._submit(images, options)
+
+    def __enter__(self) -> "Ticket":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._close()

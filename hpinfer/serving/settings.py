@@ -1,0 +1,73 @@
+"""Every server knob in one frozen object, resolved once at the edge (CLI or caller) and passed inward."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Any, Dict, Optional, Tuple
+
+from ..errors import ConfigError
+
+SETTINGS_ENV = "HPINFER_SERVE_SETTINGS"  # how worker processes (--workers > 1) receive the settings
+LOG_LEVEL_ENV = "HPINFER_SERVE_LOG_LEVEL"
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    pipeline: str = "OCR"  # bundled name or YAML path
+    device: Optional[str] = None
+    use_hpip: Optional[bool] = None
+    hpi_config: Optional[Dict[str, Any]] = None
+    # Batching: an idle batcher waits up to max_batch_delay_ms only while other requests are still being
+    # decoded; a busy one batches whatever queued meanwhile (see batcher.py).
+    max_batch_size: int = 8  # images per predict_batch call
+    max_batch_delay_ms: float = 10.0
+    max_queue: int = 64  # requests admitted (decoding, queued or running) before new ones get 503
+    request_timeout_s: float = 120.0
+    drain_timeout_s: float = 60.0  # on SIGTERM, how long in-flight requests may take before the server exits
+    max_body_mb: float = 50.0
+    max_pixels: int = 40_000_000  # per image or rendered PDF page (decompression bombs)
+    max_pdf_pages: int = 20
+    url_timeout_s: float = 15.0
+    max_download_mb: float = 50.0
+    allow_private_urls: bool = False  # SSRF guard off for private, loopback and link-local addresses
+    api_key: Optional[str] = field(default=None, repr=False)
+    cors_origins: Tuple[str, ...] = ()
+    visualize: bool = True  # PaddleX's default: result images unless the request says visualize: false
+
+    def __post_init__(self) -> None:
+        positive = {
+            "max_batch_size": self.max_batch_size, "max_queue": self.max_queue, "max_pixels": self.max_pixels,
+            "max_pdf_pages": self.max_pdf_pages, "request_timeout_s": self.request_timeout_s,
+            "max_body_mb": self.max_body_mb, "url_timeout_s": self.url_timeout_s,
+            "max_download_mb": self.max_download_mb,
+        }
+        for name, value in positive.items():
+            if not value > 0:
+                raise ConfigError(f"{name} must be > 0, got {value!r}")
+        for name in ("max_batch_delay_ms", "drain_timeout_s"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+
+    @property
+    def max_body_bytes(self) -> int:
+        return int(self.max_body_mb * 2**20)
+
+    @property
+    def max_download_bytes(self) -> int:
+        return int(self.max_download_mb * 2**20)
+
+    def load_pipeline(self) -> Any:
+        from ..pipelines import create_pipeline
+
+        return create_pipeline(self.pipeline, device=self.device, use_hpip=self.use_hpip, hpi_config=self.hpi_config)
+
+    def to_env(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_env(cls) -> "ServeSettings":
+        values = json.loads(os.environ[SETTINGS_ENV])
+        values["cors_origins"] = tuple(values["cors_origins"])
+        return cls(**values)

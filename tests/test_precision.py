@@ -1,0 +1,194 @@
+"""Reduced precision on real models and engines: int8 calibration and its cached table, per-layer exclusions,
+the accuracy guard's drift measurement, and safe mode refusing a precision that drifts too far."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from hpinfer.config import BackendConfig, CalibrationConfig, HPIConfig
+from hpinfer.device import Device
+from hpinfer.models import create_model, resolve_model
+from hpinfer.runtime import accuracy, quantize
+from hpinfer.runtime.auto_config import choose_engine, precision_ladder, why_not
+from hpinfer.runtime.cache import ENV_CACHE_DIR
+from hpinfer.runtime.hardware import cpu_has_fast_bf16
+from hpinfer.runtime.loader import builtin_task
+
+CPU = Device("cpu")
+DET = "PP-OCRv4_mobile_det"
+CLS = "ch_ppocr_mobile_v2.0_cls"
+needs_bf16 = pytest.mark.skipif(not cpu_has_fast_bf16(), reason="this CPU has no AVX512-BF16/AMX")
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    """One user cache for the module: later tests reuse the calibration earlier ones paid for."""
+    with pytest.MonkeyPatch.context() as m:
+        path = tmp_path_factory.mktemp("cache")
+        m.setenv(ENV_CACHE_DIR, str(path))
+        yield path
+
+
+def hpi(shared_images, backend, precision, auto=True, **extra):
+    calibration = {"num_samples": 5, "data": str(shared_images), **extra.pop("calibration", {})}
+    return {"auto_config": auto, "backend": backend,
+            "backend_config": {"precision": precision, "calibration": calibration, **extra}}
+
+
+def manifest(model) -> dict:
+    return json.loads((model.session.artifact / "manifest.json").read_text(encoding="utf-8"))
+
+
+def guard_warnings(caplog):
+    return [r.getMessage() for r in caplog.records if "refused by the accuracy guard" in r.getMessage()]
+
+
+@needs_bf16
+def test_int8_drift_is_measured_and_a_too_strict_tolerance_falls_back(cache_dir, shared_images, caplog):
+    caplog.set_level(logging.INFO, logger="hpinfer.runtime")
+    with create_model(DET, use_hpip=True, hpi_config=hpi(shared_images, "openvino", "int8", auto=False)) as manual:
+        assert "precision=int8" in manual.session.settings
+        drift = manifest(manual)["info"]["drift"]
+        int8_entry = manual.session.artifact
+    assert drift["metric"] == "1 - box F1 x IoU" and drift["inputs"] == 1
+    assert drift["value"] > 0  # int8 moves some boxes; if not, this test could not tell the guard works
+
+    caplog.clear()
+    strict = hpi(shared_images, "openvino", "int8", accuracy_tolerance=drift["value"] / 2)
+    with create_model(DET, use_hpip=True, hpi_config=strict) as safe:
+        chosen = safe.session.settings
+        fallback = manifest(safe)
+    refused = guard_warnings(caplog)
+    assert len(refused) >= 1 and refused[0].startswith(f"{DET}: int8 on openvino refused by the accuracy guard: 1 - box F1 x IoU")
+    assert "exceeds the tolerance" in refused[0]
+    assert "precision=int8" not in chosen
+    assert fallback["info"]["precision"] in ("bf16", "fp32")
+    assert fallback["info"].get("drift", {"value": 0})["value"] <= drift["value"] / 2
+
+    caplog.clear()  # a lenient tolerance accepts the same cached int8 engine: the tolerance is not in the key
+    with create_model(DET, use_hpip=True, hpi_config=hpi(shared_images, "openvino", "int8", accuracy_tolerance=1.0)) as ok:
+        assert ok.session.artifact == int8_entry and "precision=int8" in ok.session.settings
+    assert not guard_warnings(caplog)
+    assert any("from cache" in r.getMessage() for r in caplog.records)
+
+
+def test_the_calibration_table_is_cached_and_shared_by_engines(cache_dir, shared_images):
+    image = str(shared_images / "doc_page_zh_en.jpg")
+    with create_model(DET, use_hpip=True, hpi_config={"backend": "onnxruntime"}) as fp32:
+        reference = fp32.predict(image)[0]["dt_polys"]
+    with create_model(DET, use_hpip=True, hpi_config=hpi(shared_images, "onnxruntime", "int8", auto=False)) as int8:
+        assert "precision=int8" in int8.session.settings
+        boxes = int8.predict(image)[0]["dt_polys"]
+        model_cache = int8.session.artifact.parent
+    tables = sorted(model_cache.glob("calibration-*/calibration.json"))
+    assert len(tables) == 1  # the openvino test above calibrated already: same set, same table
+    ranges = json.loads(tables[0].read_text())
+    assert "x" in json.dumps(ranges)  # the model input's range is in the table
+    assert accuracy.box_scores([list(reference)], [list(boxes)])["f1"] >= 0.9
+
+
+@pytest.fixture(scope="module")
+def cls_calibration(cache_dir, shared_images):
+    """The calibration entry of the line orientation classifier (small inputs: fast)."""
+    with create_model(CLS, use_hpip=True, hpi_config=hpi(shared_images, "onnxruntime", "int8", auto=False)) as model:
+        drift = manifest(model)["info"]["drift"]
+        cache = model.session.artifact.parent
+    assert drift["metric"] == "1 - top-1 agreement"
+    return next(cache.glob("calibration-*"))
+
+
+def test_calibration_methods_make_different_tables(cls_calibration, shared_images, tmp_path):
+    task = builtin_task(CLS, resolve_model(CLS).model_file)
+    tables = {}
+    for method in ("minmax", "entropy", "percentile"):
+        config = CalibrationConfig(method=method, num_samples=3, data=str(shared_images))
+        facts = quantize.calibrate(cls_calibration / quantize.PREPARED_MODEL, task, config, tmp_path / f"{method}.json")
+        assert facts == {"calibration_inputs": 2, "method": method}  # the third input is held back
+        tables[method] = json.loads((tmp_path / f"{method}.json").read_text())
+    assert tables["minmax"] != tables["entropy"] != tables["percentile"] != tables["minmax"]
+
+
+def _float_compute_nodes(path: Path):
+    """Compute nodes whose weights are plain float initializers (not quantized)."""
+    model = onnx.load(str(path))
+    dequantized = {o for n in model.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    return [n for n in model.graph.node if n.op_type in quantize.COMPUTE_OPS and n.input[1] not in dequantized]
+
+
+@pytest.mark.parametrize(
+    "calibration, expect_float",
+    [
+        ({}, "first_last"),
+        ({"keep_first_last": False}, "none"),
+        ({"keep_first_last": False, "exclude_op_types": ["MatMul"]}, "matmul"),
+        ({"keep_first_last": False, "exclude_nodes": ["NODE"]}, "named"),
+    ],
+)
+def test_per_layer_exclusions_keep_layers_in_float(cls_calibration, tmp_path, calibration, expect_float):
+    prepared = onnx.load(str(cls_calibration / quantize.PREPARED_MODEL))
+    compute = [n for n in prepared.graph.node if n.op_type in quantize.COMPUTE_OPS]
+    named = compute[len(compute) // 2].name
+    calibration = {k: [named] if v == ["NODE"] else v for k, v in calibration.items()}
+    out = tmp_path / "int8.onnx"
+    quantize.quantize(cls_calibration, CalibrationConfig(**calibration), None, (), out)
+    kept = [n.name for n in _float_compute_nodes(out)]
+    expected = {
+        "first_last": [compute[0].name, compute[-1].name],
+        "none": [],
+        "matmul": [n.name for n in compute if n.op_type == "MatMul"],
+        "named": [named],
+    }[expect_float]
+    assert sorted(kept) == sorted(expected)
+
+
+def test_precision_ladder_is_safe_mode_only():
+    safe_ort = choose_engine("m", CPU, True, HPIConfig(backend="onnxruntime", backend_config={"precision": "int8"}))
+    assert [c.precision for c in precision_ladder(safe_ort, CPU)] == ["int8", "fp32"]
+    manual = choose_engine("m", CPU, True, HPIConfig(auto_config=False, backend="openvino", backend_config={"precision": "int8"}))
+    assert [c.precision for c in precision_ladder(manual, CPU)] == ["int8"]
+    safe_ov = choose_engine("m", CPU, True, HPIConfig(backend_config={"precision": "int8"}))
+    expected = ["int8", "bf16", "fp32"] if cpu_has_fast_bf16() else ["int8", "fp32"]
+    assert safe_ov.backend == "openvino" and [c.precision for c in precision_ladder(safe_ov, CPU)] == expected
+
+
+def test_onnxruntime_refuses_bf16_and_names_what_it_can_do():
+    assert "fp32 and int8 only" in why_not("onnxruntime", CPU, "bf16")
+
+
+def test_int8_of_a_model_whose_task_is_unknown_is_a_clear_error(tmp_path, cache_dir):
+    from hpinfer.errors import ConfigError
+    from hpinfer.models import resolve_model
+    from hpinfer.runtime.builder import build_engine
+
+    with pytest.raises(ConfigError, match=r"int8 needs calibration inputs made with the model's own pre-processing"):
+        build_engine("mystery", resolve_model(CLS).model_file, "onnxruntime", BackendConfig(precision="int8"), CPU, None)
+
+
+# --- the metrics, on plain arrays ------------------------------------------------------------------
+
+
+def square(x, y, side=10):
+    return np.array([[x, y], [x + side, y], [x + side, y + side], [x, y + side]], np.float32)
+
+
+def test_box_scores_match_by_iou():
+    reference = [[square(0, 0), square(100, 0)]]
+    assert accuracy.box_scores(reference, reference)["f1"] == 1.0
+    shifted = [[square(1, 0), square(100, 50)]]  # first still matches (IoU 0.82), second moved away
+    scores = accuracy.box_scores(reference, shifted)
+    assert scores["recall"] == scores["precision"] == scores["f1"] == 0.5
+    assert scores["mean_iou"] == pytest.approx(90 / 110)
+
+
+def test_text_scores_and_ctc_labels():
+    assert accuracy.text_scores(["abcd", "xy"], ["abed", "xy"]) == {"cer": pytest.approx(1 / 6), "exact": 0.5}
+    probs = np.zeros((1, 6, 4), np.float32)
+    for step, label in enumerate([1, 1, 0, 1, 3, 3]):
+        probs[0, step, label] = 1
+    assert accuracy.ctc_labels(probs) == [(1, 1, 3)]

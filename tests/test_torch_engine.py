@@ -1,0 +1,228 @@
+"""The torch engine and hpinfer's ONNX → torch translator: same outputs as ONNX Runtime, on CPU here.
+
+Every shipped model is compared with ONNX Runtime fp32 on real, preprocessed shared images, and the OCR
+pipeline on the torch engine must read the same texts as on ONNX Runtime. GPU-only behaviour (CUDA graphs,
+batch padding, contexts) is tested where a GPU is visible and skipped, with the reason, elsewhere.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper
+
+torch = pytest.importorskip("torch", reason="the torch engine needs torch (pip install 'hpinfer[torch]')")
+
+import hpinfer  # noqa: E402
+from hpinfer.device import Device  # noqa: E402
+from hpinfer.io import iter_inputs  # noqa: E402
+from hpinfer.models import image_classification, layout_detection, text_detection  # noqa: E402
+from hpinfer.models.registry import BUILT_IN, resolve_model  # noqa: E402
+from hpinfer.models.text_recognition import resize_norm  # noqa: E402
+from hpinfer.config import BackendConfig  # noqa: E402
+from hpinfer.runtime.engines.torch_engine import TorchEngine, TorchOptions, batch_buckets  # noqa: E402
+from hpinfer.runtime.onnx_to_torch import OnnxModule, calibration_inputs, convert, load_graph, plan_dtypes  # noqa: E402
+from hpinfer.runtime.onnx_to_torch.graph import normalize  # noqa: E402
+from hpinfer.runtime.onnx_to_torch.module import fold  # noqa: E402
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (CUDA graphs, streams, pinned memory)")
+IMAGES = [
+    "bilevel_test.png", "doc_page_zh_en.jpg", "empty_black.jpg", "exif_rotated.jpg", "ja_lines.jpg",
+    "paragraph_en.jpg", "single_line.jpg", "tiny.png", "vertical_text.png", "wide_line.jpg",
+]
+
+
+def _image(shared_images, name: str) -> np.ndarray:
+    return next(iter(iter_inputs(str(shared_images / name)))).image
+
+
+def _real_input(spec, shared_images) -> np.ndarray:
+    """The model's own preprocessing applied to shared images: a page for page models, lines for line models."""
+    page = _image(shared_images, "doc_page_zh_en.jpg")
+    if spec.task == "text_detection":  # capped at 640 px: keeps the test fast on two cores
+        return text_detection.preprocess(page, text_detection.DetParams(**{**spec.params, "limit_type": "max", "limit_side_len": 640}))
+    if spec.task == "image_classification":
+        return image_classification.preprocess(page, image_classification.ImageClsParams(**spec.params))
+    if spec.task == "layout_detection":
+        return layout_detection.preprocess(page, layout_detection.LayoutParams(**spec.params))
+    lines = [_image(shared_images, n) for n in ("single_line.jpg", "wide_line.jpg", "paragraph_en.jpg")]
+    _, height, width = spec.params["image_shape"]
+    if spec.task == "text_recognition":
+        width = max(width, *(int(height * line.shape[1] / line.shape[0]) for line in lines))
+    return np.stack([resize_norm(line, height, width) for line in lines])
+
+
+def _ort(path, x: np.ndarray):
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return session.run(None, {session.get_inputs()[0].name: x})
+
+
+def _installed(name: str) -> bool:
+    try:
+        resolve_model(name)
+        return True
+    except hpinfer.ModelNotFoundError:
+        return False
+
+
+@pytest.mark.parametrize("name", [n for n in BUILT_IN if _installed(n)])
+def test_translated_model_matches_onnxruntime(name, shared_images):
+    spec = resolve_model(name)
+    x = _real_input(spec, shared_images)
+    session = TorchEngine.load(spec.model_file, BackendConfig(cpu_num_threads=1), Device.parse("cpu"))
+    got = session.run_one(x)
+    want = _ort(spec.model_file, x)
+    assert [g.shape for g in got] == [w.shape for w in want]
+    for g, w in zip(got, want):
+        assert np.abs(g - w).max() <= 1e-3 * max(1.0, np.abs(w).max()), name
+
+
+def test_ocr_pipeline_reads_the_same_texts_as_onnxruntime(shared_images):
+    """Every shared image, both engines in manual mode, one thread each (OpenMP threads spin badly on a busy
+    two-core CI machine); detection capped at 960 px to keep this test fast."""
+    options = {"text_det_limit_type": "max", "text_det_limit_side_len": 960}
+    texts = {}
+    for backend in ("onnxruntime", "torch"):
+        pipe = hpinfer.create_pipeline("OCR", use_hpip=True, hpi_config={"auto_config": False, "backend": backend, "backend_config": {"cpu_num_threads": 1}})
+        assert {p.session.backend for p in pipe.predictors} == {backend}
+        texts[backend] = {name: pipe.predict(_image(shared_images, name), **options)[0]["rec_texts"] for name in IMAGES}
+        pipe.close()
+    assert texts["torch"] == texts["onnxruntime"]
+    assert sum(len(t) for t in texts["torch"].values()) > 20  # the images do hold text
+
+
+def _tiny_model(opset: int, nodes, inputs, outputs, initializers=()) -> onnx.ModelProto:
+    graph = helper.make_graph(nodes, "t", inputs, outputs, list(initializers))
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=8)
+
+
+def _f(name, shape):
+    return helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)
+
+
+def _const(name, array):
+    return helper.make_node("Constant", [], [name], value=onnx.numpy_helper.from_array(np.asarray(array), name))
+
+
+def test_ops_whose_onnx_semantics_differ_from_torch_defaults():
+    """Old-opset softmax over flattened axes, SAME_UPPER pooling, asymmetric conv pads, shape arithmetic, split."""
+    rng = np.random.RandomState(0)
+    w = rng.randn(4, 3, 3, 3).astype(np.float32)
+    nodes = [
+        _const("w", w),
+        _const("starts", np.array([0], np.int64)), _const("ends", np.array([1], np.int64)),
+        _const("minus1", np.array([-1], np.int64)),
+        helper.make_node("Conv", ["x", "w"], ["c"], pads=[0, 1, 1, 2], strides=[2, 1]),
+        helper.make_node("MaxPool", ["c"], ["p"], kernel_shape=[2, 2], strides=[1, 1], auto_pad="SAME_UPPER"),
+        helper.make_node("Shape", ["p"], ["s"]),
+        helper.make_node("Slice", ["s", "starts", "ends"], ["n"]),
+        helper.make_node("Concat", ["n", "minus1"], ["target"], axis=0),
+        helper.make_node("Reshape", ["p", "target"], ["flat"]),
+        helper.make_node("Unsqueeze", ["flat"], ["u"], axes=[1]),
+        helper.make_node("Softmax", ["p"], ["soft"], axis=1),
+        helper.make_node("Split", ["soft"], ["a", "b"], axis=1, split=[1, 3]),
+        helper.make_node("Resize", ["c", "roi", "scales"], ["up"], mode="nearest", coordinate_transformation_mode="asymmetric", nearest_mode="floor"),
+        _const("scales", np.array([1, 1, 2, 2], np.float32)), _const("roi", np.array([], np.float32)),
+    ]
+    nodes = nodes[-2:] + nodes[:-2]  # constants before their use
+    model = _tiny_model(11, nodes, [_f("x", ["n", 3, 9, 10])], [_f("u", None), _f("a", None), _f("b", None), _f("up", None)])
+    x = rng.randn(2, 3, 9, 10).astype(np.float32)
+    module = convert(model)
+    got = module(torch.from_numpy(x))
+    want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    for g, w_ in zip(got, want):
+        np.testing.assert_allclose(g.numpy(), w_, rtol=1e-5, atol=1e-5)
+
+
+def test_graph_normalisation_folds_constants_and_fuses_affine_ops():
+    graph = load_graph(resolve_model("PP-OCRv4_mobile_det").model_file)
+    ops = {n.op for n in graph.nodes}
+    assert not ops & {"Constant", "Identity", "Clip", "Div"}  # hard-swish fused; constants folded into buffers
+    assert sum(n.op == "Conv" for n in graph.nodes) == 62
+
+
+def test_shape_arithmetic_traces_without_graph_breaks():
+    """Host-value shapes (Shape → Cast → Slice → Concat → Reshape here) let dynamo trace a model whole, as
+    torch.compile(fullgraph=True) and torch.export need."""
+    module = convert(resolve_model("ch_ppocr_mobile_v2.0_cls").model_file).eval()
+    x = torch.rand(2, 3, 48, 192) * 2 - 1
+    compiled = torch.compile(module, fullgraph=True, dynamic=False, backend="eager")
+    with torch.inference_mode():
+        torch.testing.assert_close(compiled(x)[0], module(x)[0])
+
+
+def test_mixed_precision_keeps_large_and_sensitive_nodes_in_float32(shared_images):
+    """Unfused, plain fp16 wrecks PP-OCRv4 det (a ~2e4 activation feeds a batch norm); the default path (batch
+    norm folded, calibrated plan) agrees with fp32, and the seal detector's large activations stay float32."""
+    spec = resolve_model("PP-OCRv4_mobile_det")
+    page = cv2.resize(_image(shared_images, "doc_page_zh_en.jpg"), (320, 448))
+    x = torch.from_numpy(text_detection.normalize_to_nchw(page, spec.params["mean"], spec.params["std"]))
+    unfused = normalize(spec.model_file, fold)
+    with torch.inference_mode():
+        reference = convert(spec.model_file)(x)[0]
+        plain = OnnxModule(unfused, {i: torch.float16 for i in range(len(unfused.nodes))})(x)[0]
+        mixed = convert(spec.model_file, "fp16", calibration_inputs((1, 3, 320, 320)))(x)[0]
+    assert float((plain - reference).abs().max()) > 0.5
+    assert float(((mixed > 0.3) != (reference > 0.3)).float().mean()) < 1e-3
+
+    seal = load_graph(resolve_model("PP-OCRv4_mobile_seal_det").model_file)
+    ranges: dict = {}
+    for page_like in calibration_inputs((1, 3, 320, 320)):
+        for name, peak in convert(seal).value_ranges(page_like).items():
+            ranges[name] = max(ranges.get(name, 0.0), peak)
+    wide = [seal.nodes[i].op for i, dtype in plan_dtypes(seal, "fp16", ranges).items() if dtype == torch.float32]
+    assert "Conv" in wide and len(wide) < len(seal.nodes) // 10
+
+    rec = load_graph(resolve_model("PP-OCRv4_mobile_rec").model_file)
+    kept = {rec.nodes[i].op for i, dtype in plan_dtypes(rec, "bf16").items() if dtype == torch.float32}
+    assert kept == {"Softmax", "ReduceMean", "Pow", "Sqrt"}  # attention and layer norms
+
+
+def test_engine_says_what_it_cannot_do():
+    assert "int8" in TorchEngine.unsupported_reason(Device.parse("cpu"), "int8")
+    assert "fp16 on CPU" in TorchEngine.unsupported_reason(Device.parse("cpu"), "fp16")
+    assert TorchEngine.unsupported_reason(Device.parse("cpu"), "fp32") is None
+    if not torch.cuda.is_available():
+        assert "CUDA" in TorchEngine.unsupported_reason(Device.parse("gpu:0"), "fp32")
+
+
+def test_batch_buckets():
+    assert batch_buckets(1, 128) == [1, 2, 4, 8, 16, 32, 64, 128]
+    assert batch_buckets(3, 20) == [3, 6, 12, 20]
+    assert batch_buckets(8, 8) == [8]
+
+
+@needs_cuda
+def test_cuda_graphs_and_batch_padding_match_eager():
+    spec = resolve_model("PP-OCRv4_mobile_rec")
+    config = BackendConfig(dynamic_shapes={"x": [[1, 3, 48, 320], [8, 3, 48, 320], [32, 3, 48, 320]]})
+    graphs = TorchEngine.load(spec.model_file, config, Device.parse("gpu:0"))
+    eager = TorchEngine.load(spec.model_file, BackendConfig(), Device.parse("gpu:0"), TorchOptions(cuda_graphs=False))
+    rng = np.random.RandomState(0)
+    for batch in (5, 8, 3, 5):  # padded to 8, exact, padded to 4, replayed
+        x = rng.uniform(-1, 1, (batch, 3, 48, 320)).astype(np.float32)
+        (got,), (want,) = graphs.run_one(x), eager.run_one(x)
+        assert got.shape == want.shape
+        np.testing.assert_allclose(got, want, atol=1e-5)
+    (ref,) = _ort(spec.model_file, x)
+    np.testing.assert_allclose(got, ref, atol=1e-4)
+
+
+@needs_cuda
+def test_concurrent_callers_get_their_own_results():
+    """Threads share two sessions while new shapes are being captured (captures must not see others' CUDA work)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    sessions = [TorchEngine.load(resolve_model(n).model_file, BackendConfig(), Device.parse("gpu:0")) for n in ("ch_ppocr_mobile_v2.0_cls", "PP-OCRv4_mobile_rec")]
+    rng = np.random.RandomState(1)
+    jobs = [(k % 2, rng.uniform(-1, 1, (1 + k % 5, 3, 48, 192 + 32 * (k % 4))).astype(np.float32)) for k in range(12)]
+    want = [sessions[s].run_one(x)[0] for s, x in jobs]
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda job: sessions[job[0]].run_one(job[1])[0], jobs * 4))
+    for i, g in enumerate(got):
+        np.testing.assert_allclose(g, want[i % len(jobs)], atol=1e-5)
