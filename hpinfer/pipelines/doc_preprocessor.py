@@ -21,7 +21,7 @@ from ..models.image_classification import ImageClassifier
 from ..results import Result
 from ..visualize import draw_polygons
 from .config import PipelineSettings
-from .sub_modules import create_sub_module
+from .sub_modules import PipelineBase, create_sub_module
 
 ANGLES = ("0", "90", "180", "270")
 
@@ -35,7 +35,7 @@ def upright(image: np.ndarray, angle: int) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(image, angle // 90)) if angle % 360 else image
 
 
-class DocPreprocessor:
+class DocPreprocessor(PipelineBase):
     """Options: ``use_doc_orientation_classify`` (the classifier is loaded only when it is on at creation)."""
 
     def __init__(self, settings: PipelineSettings, device: "str | Device | None" = None, **options: Any):
@@ -82,16 +82,6 @@ class DocPreprocessor:
         for item in iter_inputs(inputs, page_range=page_range):
             image, data = self.process(item.image, use_doc_orientation_classify)
             yield Result({"input_path": item.input_path, "page_index": item.page_index, **data}, image, _draw, "doc_preprocessor_res_img")
-
-    def close(self) -> None:
-        for predictor in self.predictors:
-            predictor.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 def _draw(result: Result) -> np.ndarray:

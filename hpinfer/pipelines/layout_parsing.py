@@ -36,7 +36,7 @@ from .markdown import IMAGE_LABELS, MarkdownDocument, crop
 from .ocr import OCROptions, OCRPipeline
 from .reading_order import reading_order
 from .stages import Outcome, Page, iter_pages, run_stages
-from .sub_modules import create_sub_module
+from .sub_modules import PipelineBase, create_sub_module
 
 log = logging.getLogger("hpinfer")
 
@@ -117,7 +117,7 @@ class _Analysed:
     text_crops: List[np.ndarray]  # of the text-like regions, in reading order
 
 
-class LayoutParsingPipeline:
+class LayoutParsingPipeline(PipelineBase):
     """SubModules: DocOrientationClassify, LayoutDetection, and the OCR pipeline's TextDetection,
     TextLineOrientation, TextRecognition. Options: ``LayoutParsingOptions`` plus the OCR pipeline's."""
 
@@ -186,16 +186,6 @@ class LayoutParsingPipeline:
         page, (h, w) = analysed.page, analysed.image.shape[:2]
         data = {**analysed.doc_res, "width": w, "height": h, "blocks": blocks}
         return _result(page, analysed.image, "ok" if blocks else "empty", None, data)
-
-    def close(self) -> None:
-        for predictor in self.predictors:
-            predictor.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 def _result(page: Page, image: Optional[np.ndarray], status: str, error: Optional[str], data: Dict[str, Any]) -> LayoutParsingResult:

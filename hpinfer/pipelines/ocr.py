@@ -26,7 +26,7 @@ from ..runtime.engines.base import StageTimer
 from ..visualize import draw_ocr
 from .config import PipelineSettings
 from .doc_preprocessor import DocPreprocessor
-from .sub_modules import create_sub_module
+from .sub_modules import PipelineBase, create_sub_module
 
 
 class OCROptions(Params):
@@ -111,7 +111,7 @@ class _DetectedPage:
     crops: List[np.ndarray]
 
 
-class OCRPipeline:
+class OCRPipeline(PipelineBase):
     def __init__(self, settings: PipelineSettings, device: "str | Device | None" = None, **options: Any):
         self.settings = settings
         self.options = validate_params(OCROptions, {**settings.options, **options}, settings.source)
@@ -238,16 +238,6 @@ class OCRPipeline:
                 "rec_polys": rec_polys,
                 "rec_boxes": np.concatenate([rec_polys.min(axis=1), rec_polys.max(axis=1)], axis=1) if keep else np.zeros((0, 4), np.int32),
             }
-
-    def close(self) -> None:
-        for predictor in self.predictors:
-            predictor.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 def _draw(result: Result) -> np.ndarray:

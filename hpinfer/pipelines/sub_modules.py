@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, List
 
 from ..device import Device
 from ..errors import ConfigError
@@ -23,3 +23,19 @@ def create_sub_module(settings: PipelineSettings, key: str, task: str, device: "
         predictor.close()
         raise ConfigError(f"{settings.source}: SubModules.{key} needs a {task} model, got {predictor.task}")
     return predictor
+
+
+class PipelineBase:
+    """Lifecycle shared by pipelines: ``close`` frees every loaded predictor; usable as a context manager."""
+
+    predictors: List[Predictor]
+
+    def close(self) -> None:
+        for predictor in self.predictors:
+            predictor.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
