@@ -240,11 +240,11 @@ def _timings(name: str, precision: str, x_np: np.ndarray, compiled: bool) -> Dic
 
 
 def concurrency(pics) -> Dict[str, Any]:
-    """Throughput of one session from 1 and 2 threads; both execution contexts warmed (graphs captured) first."""
+    """Throughput of one session with 2 execution contexts from 1 and 2 threads; both contexts warmed first."""
     out = {}
     batches = [real_input(REC, (32, 3, 48, 320), pics) for _ in range(2)]
     for precision in ("fp32", "fp16"):
-        session = load(REC, precision)
+        session = load(REC, precision, contexts=2)
 
         def work(runs: int, k: int) -> None:
             for i in range(runs):

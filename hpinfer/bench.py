@@ -14,7 +14,9 @@ except while ``benchmark`` runs. Each sub-module's timer collects:
 Where a predictor marks no pre/post of its own, they are read off the timeline of the call: "pre" is
 the time before its first engine run, "post" the time after its last, and the gaps between engine
 runs of a batched call (post-processing of batch k plus pre-processing of batch k+1) are reported as
-"pre+post between batches". The pipeline's own work (image bounds, cropping, assembling the result)
+"pre+post between batches". An engine run outside any "call" (a caller that marks none) counts as a
+call of its own, with only "infer" known; the processing around it then shows as "pipeline / other".
+The pipeline's own work (image bounds, cropping, assembling the result)
 is reported under "pipeline", and whatever is left of the end-to-end time (result objects, input
 wrapping) as "pipeline / other".
 
@@ -109,6 +111,7 @@ class BenchReport:
 
     def format(self) -> str:
         env = self.environment
+        w = max([20, *(len(name) for name in self.modules)])
         lines = [
             f"hpinfer bench: {self.target} | {self.inputs} input image(s) x {self.iters} iteration(s) "
             f"after {self.warmup} warm-up pass(es), batch_size {self.batch_size} ({self.batching})",
@@ -117,7 +120,7 @@ class BenchReport:
             "engines:",
         ]
         for name, module in self.modules.items():
-            lines.append(f"  {name:20s} {module.model or '-':28s} {module.backend or '-':12s} {module.settings or ''}")
+            lines.append(f"  {name:{w}s} {module.model or '-':28s} {module.backend or '-':12s} {module.settings or ''}")
         per = "image" if self.batch_size == 1 else f"call of {self.batch_size} images"
         lat = self.latency_ms
         lines += [
@@ -127,7 +130,7 @@ class BenchReport:
             f"mean {lat['mean']:.1f}  min {lat['min']:.1f}  max {lat['max']:.1f}",
             f"decoding (once, not timed above): {self.decode_ms:.1f} ms per input; peak RSS {self.peak_rss_mb:.0f} MiB",
             "",
-            f"{'module':20s} {'stage':26s} {'calls':>6s} {'mean ms':>9s} {'median ms':>10s} {'p90 ms':>9s} {'total s':>9s} {'share':>7s}",
+            f"{'module':{w}s} {'stage':26s} {'calls':>6s} {'mean ms':>9s} {'median ms':>10s} {'p90 ms':>9s} {'total s':>9s} {'share':>7s}",
         ]
         rows: List[Tuple[str, str, StageStats]] = []
         for name, module in self.modules.items():
@@ -136,7 +139,7 @@ class BenchReport:
         shown = None
         for name, stage, s in rows:
             lines.append(
-                f"{(name if name != shown else ''):20s} {stage:26s} {s.calls:6d} {s.mean_ms:9.2f} {s.median_ms:10.2f} "
+                f"{(name if name != shown else ''):{w}s} {stage:26s} {s.calls:6d} {s.mean_ms:9.2f} {s.median_ms:10.2f} "
                 f"{s.p90_ms:9.2f} {s.total_s:9.3f} {s.share:7.1%}"
             )
             shown = name
@@ -197,7 +200,7 @@ def benchmark(
                 call(batch)
                 latencies.append(time.perf_counter() - start)
                 for name, timer in timers.items():
-                    spans[name].append(timer.drain())
+                    spans[name].append(timer.drain() if name == "pipeline" else _with_calls(timer.drain()))
     finally:
         for timer in timers.values():
             timer.enabled = False
@@ -262,6 +265,13 @@ def _timers(runner: Any) -> Tuple[Dict[str, StageTimer], Dict[str, Tuple[Optiona
     if isinstance(getattr(runner, "timer", None), StageTimer) and runner.timer not in timers.values():
         timers["pipeline"] = runner.timer
     return timers, modules
+
+
+def _with_calls(spans: List[Span]) -> List[Span]:
+    """An engine run that no "call" span covers (a caller that marks no calls) counts as a call of its own."""
+    calls = [(s, e) for n, s, e in spans if n == "call"]
+    alone = [("call", s, e) for n, s, e in spans if n == "infer" and not any(cs <= s and e <= ce for cs, ce in calls)]
+    return spans + alone
 
 
 def _module_stages(calls_spans: List[List[Span]]) -> Tuple[Dict[str, List[float]], int]:

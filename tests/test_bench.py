@@ -10,7 +10,7 @@ import sys
 import pytest
 
 import hpinfer
-from hpinfer.bench import BETWEEN, BenchReport, _module_stages, benchmark
+from hpinfer.bench import BETWEEN, BenchReport, _module_stages, _with_calls, benchmark
 from hpinfer.runtime.engines.base import StageTimer
 
 IMAGES = ["bilevel_test.png", "exif_rotated.jpg"]  # small, each with text (so every sub-module runs)
@@ -112,6 +112,9 @@ def test_stages_from_the_timeline():
     stages, _ = _module_stages([marked])
     assert stages["pre"] == [pytest.approx(0.4)] and stages["post"] == [pytest.approx(0.1)]
     assert stages["other"] == [pytest.approx(0.2)] and BETWEEN not in stages
+    # Engine runs nobody marked a call around count as calls of their own.
+    stages, runs = _module_stages([_with_calls([("infer", 1.0, 2.0), ("infer", 3.0, 3.5)])])
+    assert runs == 2 and stages["infer"] == [pytest.approx(1.0), pytest.approx(0.5)]
 
 
 def _cli(*args, cwd):

@@ -96,8 +96,8 @@ def test_ocr_pipeline_reads_the_same_texts_as_onnxruntime(shared_images):
     assert sum(len(t) for t in texts["torch"].values()) > 20  # the images do hold text
 
 
-def _tiny_model(opset: int, nodes, inputs, outputs, initializers=()) -> onnx.ModelProto:
-    graph = helper.make_graph(nodes, "t", inputs, outputs, list(initializers))
+def _tiny_model(opset: int, nodes, inputs, outputs) -> onnx.ModelProto:
+    graph = helper.make_graph(nodes, "t", inputs, outputs)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=8)
 
 
@@ -218,7 +218,8 @@ def test_concurrent_callers_get_their_own_results():
     """Threads share two sessions while new shapes are being captured (captures must not see others' CUDA work)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    sessions = [TorchEngine.load(resolve_model(n).model_file, BackendConfig(), Device.parse("gpu:0")) for n in ("ch_ppocr_mobile_v2.0_cls", "PP-OCRv4_mobile_rec")]
+    names = ("ch_ppocr_mobile_v2.0_cls", "PP-OCRv4_mobile_rec")
+    sessions = [TorchEngine.load(resolve_model(n).model_file, BackendConfig(), Device.parse("gpu:0"), TorchOptions(contexts=2)) for n in names]
     rng = np.random.RandomState(1)
     jobs = [(k % 2, rng.uniform(-1, 1, (1 + k % 5, 3, 48, 192 + 32 * (k % 4))).astype(np.float32)) for k in range(12)]
     want = [sessions[s].run_one(x)[0] for s, x in jobs]

@@ -1,10 +1,14 @@
 """PyTorch engine: ONNX models through hpinfer's own translator (``runtime.onnx_to_torch``), CPU or CUDA.
 
-On CUDA a session keeps a few *execution contexts*, each with its own stream, CUDA graphs and memory
-pool, so concurrent callers overlap (one context's host-to-device copy runs while another computes).
-A run stages its input through pinned host memory (torch's caching host allocator), copies and
-computes on the context's stream, and replays a captured CUDA graph when one exists for the shape:
-the PP-OCR models are hundreds of small kernels, so eager execution is launch-bound.
+On CUDA a run stages its input through pinned host memory (torch's caching host allocator), copies
+and computes on a dedicated stream, and replays a captured CUDA graph when one exists for the shape:
+the PP-OCR models are hundreds of small kernels, so eager execution is launch-bound. A session can
+keep several *execution contexts* (stream, graphs, memory pool each) so that concurrent callers
+overlap, one context's copies running while another computes: with fixed shapes, 2 contexts served
+rec 32x48x320 batches 11-22% faster from 2 threads on an H100. The default is one context, because
+with varying shapes every context captures its own graphs: the OCR pipeline shared by 2 threads ran
+9x slower with 2 contexts (captures and eager first runs repeated per context, each capture stalling
+the process; see benchmarks/RESULTS.md).
 
 Which shapes get a graph: the batch dimension is padded up to a bucket (powers of two within
 ``dynamic_shapes`` min..max) and the padding cut from the outputs, which is exact because batch
@@ -56,7 +60,7 @@ class TorchOptions:
     cuda_graphs: bool = True
     compile: bool = False  # torch.compile (Inductor) the module; compiled once per shape
     tf32: bool = False  # TF32 convolutions/matmuls in fp32: faster, ~1e-3 relative error
-    contexts: int = 2  # execution contexts, each with its own stream, graphs and memory
+    contexts: int = 1  # execution contexts, each with its own stream, graphs and memory (see above)
     capture_after: int = 2  # sightings of a shape before its graph is captured (1 with dynamic_shapes)
     max_graphs: int = 64  # per context; they share one memory pool, so mostly their outputs add up
 
