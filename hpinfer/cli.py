@@ -13,7 +13,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import yaml
 
@@ -99,18 +99,10 @@ def _predict(args: argparse.Namespace, options: Dict[str, Any]) -> int:
     from tqdm import tqdm
 
     from .io.inputs import count_inputs, iter_inputs, parse_page_range
-    from .models import create_model
-    from .pipelines import create_pipeline
 
-    hpi = parse_json_object(args.hpi_config, "--hpi_config") if args.hpi_config else None
     page_range = parse_page_range(args.page_range) if args.page_range else None
     total = count_inputs(args.input, page_range)  # fails fast on a missing or unreadable input
-    if args.pipeline:
-        runner = create_pipeline(args.pipeline, device=args.device, use_hpip=args.use_hpip, hpi_config=hpi, **options)
-        call_options: Dict[str, Any] = {}
-    else:
-        runner = create_model(args.model, args.model_dir, device=args.device, use_hpip=bool(args.use_hpip), hpi_config=hpi)
-        call_options = options
+    runner, call_options = _create_runner(args, options)
     progress = tqdm(total=total, unit="image", file=sys.stderr, disable=total is not None and total < 2)
     count = 0
     for item in iter_inputs(args.input, page_range=page_range):
@@ -125,24 +117,29 @@ def _predict(args: argparse.Namespace, options: Dict[str, Any]) -> int:
     return 0
 
 
+def _create_runner(args: argparse.Namespace, options: Dict[str, Any]) -> Tuple[Any, Dict[str, Any]]:
+    """The pipeline or model the command names, and the options for each of its predict calls
+    (a pipeline takes extra options at creation, a model per call)."""
+    from .models import create_model
+    from .pipelines import create_pipeline
+
+    hpi = parse_json_object(args.hpi_config, "--hpi_config") if args.hpi_config else None
+    if args.pipeline:
+        return create_pipeline(args.pipeline, device=args.device, use_hpip=args.use_hpip, hpi_config=hpi, **options), {}
+    model = create_model(args.model, args.model_dir, device=args.device, use_hpip=bool(args.use_hpip), hpi_config=hpi)
+    return model, options
+
+
 def _bench(args: argparse.Namespace, options: Dict[str, Any]) -> int:
     import json
 
     from .bench import benchmark, check_counts
     from .io.inputs import count_inputs, parse_page_range
-    from .models import create_model
-    from .pipelines import create_pipeline
 
-    hpi = parse_json_object(args.hpi_config, "--hpi_config") if args.hpi_config else None
     page_range = parse_page_range(args.page_range) if args.page_range else None
     check_counts(args.warmup, args.iters, args.batch_size)
     count_inputs(args.input, page_range)  # fails fast on a missing or unreadable input, before loading models
-    if args.pipeline:
-        runner = create_pipeline(args.pipeline, device=args.device, use_hpip=args.use_hpip, hpi_config=hpi, **options)
-        call_options: Dict[str, Any] = {}
-    else:
-        runner = create_model(args.model, args.model_dir, device=args.device, use_hpip=bool(args.use_hpip), hpi_config=hpi)
-        call_options = options
+    runner, call_options = _create_runner(args, options)
     report = benchmark(
         runner, args.input, warmup=args.warmup, iters=args.iters, batch_size=args.batch_size,
         page_range=page_range, **call_options,
