@@ -37,6 +37,10 @@ class BackendConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     cpu_num_threads: Optional[int] = Field(default=None, ge=1, le=1024)
+    # Inferences of one model (or of several, as pipeline stage threads make them) that may run at the same
+    # time, cpu_num_threads split among them. None: one at a time with all the threads (OpenVINO's LATENCY
+    # hint), the fastest on 2 cores; more pays only with spare cores (benchmarks/RESULTS.md, "Stage parallelism").
+    cpu_num_streams: Optional[int] = Field(default=None, ge=1, le=64)
     precision: Precision = "fp32"
     # {input_name: [[min...], [opt...], [max...]]}, as in PaddleX/TensorRT.
     dynamic_shapes: Optional[Dict[str, List[List[int]]]] = None
@@ -89,7 +93,7 @@ class HPIConfig(BaseModel):
 
 
 _ALLOWED_KEYS = (
-    "auto_config, backend, backend_config{cpu_num_threads, precision, dynamic_shapes, accuracy_tolerance, "
+    "auto_config, backend, backend_config{cpu_num_threads, cpu_num_streams, precision, dynamic_shapes, accuracy_tolerance, "
     "calibration{method, data, num_samples, keep_first_last, exclude_nodes, exclude_op_types}}"
 )
 
