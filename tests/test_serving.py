@@ -134,6 +134,7 @@ BAD_INPUTS = {
     "option out of range": ({"file": b64(b"x"), "textDetThresh": 1.5}, "textDetThresh"),
     "huge detection side": ({"file": b64(b"x"), "textDetLimitSideLen": 10**7}, "textDetLimitSideLen"),
     "unsupported option": ({"file": b64(b"x"), "useDocUnwarping": True}, "not supported"),
+    "orientation model not loaded": ({"file": b64(b"x"), "useDocOrientationClassify": True}, "without the DocOrientationClassify model"),
     "file URL": ({"file": "file:///etc/passwd"}, "only http:// and https:// URLs"),
     "server path": ({"file": "/etc/passwd"}, "neither an http(s) URL nor valid base64"),
     "loopback URL refused by default": ({"file": "http://127.0.0.1:9/x.png"}, "--allow_private_urls"),

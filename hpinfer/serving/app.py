@@ -37,7 +37,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..errors import HpinferError
 from ..pipelines import resolve_pipeline
-from .adapters import ADAPTERS, Adapter, ErrorResponse, success_model
+from .adapters import ADAPTERS, Adapter, Encoding, ErrorResponse, success_model
 from .batcher import Batcher
 from .limits import Admission, Pages, decode_base64, is_url, read_pages
 from .metrics import Metrics, record_stages, stage_timers
@@ -84,7 +84,7 @@ class Service:
         timers = stage_timers(self.pipeline)
         def run(images: List[np.ndarray], options: Dict[str, Any]) -> List[Any]:
             try:
-                return self.pipeline.predict_batch(images, **options)
+                return self.adapter.run(self.pipeline, images, options)
             finally:
                 record_stages(self.metrics, timers)
 
@@ -118,7 +118,7 @@ class Service:
         """Request model → the JSON answer. Each step off the event loop is one thread hop (they add up
         on a busy machine): fetch, then decode (base64 and pages together), the batch, then encode."""
         settings, adapter = self.settings, self.adapter
-        options = adapter.options(request)
+        options = adapter.options(request, self.pipeline)
         text, field = getattr(request, adapter.file_field), adapter.file_field
         file_type = getattr(request, "fileType", None) if adapter.accepts_pdf else 1
 
@@ -130,7 +130,7 @@ class Service:
             for result, page_index in zip(results, pages.page_indices):
                 result["page_index"] = page_index  # the batch saw bare arrays
             visualize = settings.visualize if request.visualize is None else request.visualize
-            result = adapter.encode(results, pages.data_info, visualize)
+            result = adapter.encode(results, Encoding(request, pages.images, pages.data_info, visualize))
             envelope = {"logId": log_id, "errorCode": 0, "errorMsg": "Success", "result": result}
             return json.dumps(envelope, ensure_ascii=False).encode()
 

@@ -28,6 +28,8 @@ def add_commands(subparsers: Any, common_parent: argparse.ArgumentParser) -> Non
     serve.add_argument("--device", default=None, help="cpu (default) or gpu:N")
     serve.add_argument("--use_hpip", action="store_true", default=None, help="high-performance inference: pick the best engine")
     serve.add_argument("--hpi_config", default=None, help='JSON, e.g. \'{"backend": "openvino"}\'')
+    serve.add_argument("--pipeline_options", default=None,
+                       help='pipeline options at creation as JSON, e.g. \'{"use_doc_orientation_classify": true}\'')
     serve.add_argument("--host", default="0.0.0.0")
     serve.add_argument("--port", type=int, default=8080, help="0 picks a free port (printed at start-up)")
     serve.add_argument("--workers", type=int, default=1, help="processes, each with its own copy of the models")
@@ -69,6 +71,7 @@ def settings_from_args(args: argparse.Namespace) -> ServeSettings:
 
     values = {name: getattr(args, name) for name in ServeSettings.__dataclass_fields__ if hasattr(args, name)}
     values["hpi_config"] = parse_json_object(args.hpi_config, "--hpi_config") if args.hpi_config else None
+    values["pipeline_options"] = parse_json_object(args.pipeline_options, "--pipeline_options") if args.pipeline_options else None
     values["cors_origins"] = tuple(o.strip() for o in args.cors_origins.split(",") if o.strip())
     values["visualize"] = not args.no_visualize
     return ServeSettings(**values)

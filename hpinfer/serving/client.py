@@ -129,6 +129,8 @@ def _images(result: Dict[str, Any]) -> List[tuple]:
     for key, value in result.items():
         if isinstance(value, str) and (key == "image" or key.endswith("Image")):
             found.append((key, result, key))
+        elif key == "outputImages" and isinstance(value, dict):  # layout parsing: {name: base64}
+            found += [(name, value, name) for name, item in value.items() if isinstance(item, str)]
         elif isinstance(value, list):
             for i, item in enumerate(value):
                 if isinstance(item, dict):
@@ -147,6 +149,20 @@ def save_response(response: Dict[str, Any], save_path: Union[str, Path], stem: s
         target.write_bytes(base64.b64decode(holder[key]))
         holder[key] = target.name
         written.append(target)
+    for i, page in enumerate(result.get("layoutParsingResults", [])):  # each page's Markdown and its images
+        markdown = page.get("markdown") or {}
+        for name, data in (markdown.get("images") or {}).items():
+            target = (folder / name).resolve()
+            if folder.resolve() not in target.parents:  # a path from the server must stay inside save_path
+                raise ServingError(None, f"markdown image path {name!r} leaves the save folder")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(base64.b64decode(data))
+            markdown["images"][name] = name
+            written.append(target)
+        if "text" in markdown:
+            target = folder / f"{stem}_{i}.md"
+            target.write_text(markdown["text"] + "\n", encoding="utf-8")
+            written.append(target)
     target = folder / f"{stem}_res.json"
     target.write_text(json.dumps({**response, "result": result}, ensure_ascii=False, indent=2), encoding="utf-8")
     return [target, *written]
@@ -163,5 +179,10 @@ def summary(source: Any, response: Dict[str, Any]) -> str:
             lines.append(f"{source}{f' [page {i + 1}]' if len(pages) > 1 else ''}: {len(texts)} text line(s)")
             lines += [f"  {score:.3f}  {text}" for text, score in zip(texts, scores)]
         return "\n".join(lines)
+    if "layoutParsingResults" in result:
+        pages = result["layoutParsingResults"]
+        return "\n".join(
+            f"{source}{f' [page {i + 1}]' if len(pages) > 1 else ''}:\n{page['markdown']['text']}" for i, page in enumerate(pages)
+        )
     plain = {k: v for k, v in result.items() if not (k == "image" or k.endswith("Image"))}
     return f"{source}: {json.dumps(plain, ensure_ascii=False)}"

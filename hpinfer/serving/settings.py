@@ -19,6 +19,9 @@ class ServeSettings:
     device: Optional[str] = None
     use_hpip: Optional[bool] = None
     hpi_config: Optional[Dict[str, Any]] = None
+    # Pipeline options at creation, e.g. {"use_doc_orientation_classify": true} to load the page orientation
+    # model (optional models load only at creation; requests may then switch them per call).
+    pipeline_options: Optional[Dict[str, Any]] = None
     # Batching: an idle batcher waits up to max_batch_delay_ms only while other requests are still being
     # decoded; a busy one batches whatever queued meanwhile (see batcher.py).
     max_batch_size: int = 8  # images per predict_batch call
@@ -61,7 +64,10 @@ class ServeSettings:
     def load_pipeline(self) -> Any:
         from ..pipelines import create_pipeline
 
-        return create_pipeline(self.pipeline, device=self.device, use_hpip=self.use_hpip, hpi_config=self.hpi_config)
+        return create_pipeline(
+            self.pipeline, device=self.device, use_hpip=self.use_hpip, hpi_config=self.hpi_config,
+            **(self.pipeline_options or {}),
+        )
 
     def to_env(self) -> str:
         return json.dumps(asdict(self))
