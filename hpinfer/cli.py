@@ -13,7 +13,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import yaml
 
@@ -95,26 +95,126 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+EXIT_SOME_FAILED = 3  # predict finished, but some inputs or pages could not be read (each reported on stderr)
+
+
 def _predict(args: argparse.Namespace, options: Dict[str, Any]) -> int:
+    """Results stream from the pipeline's (or model's) own ``predict_iter``. A PDF page or a file of a directory
+    that cannot be read is reported on stderr (``failed: <input> [page N]: <why>``) and skipped; the rest still
+    runs and the exit code is then ``EXIT_SOME_FAILED``. A single unreadable image is a plain error (exit 2)."""
     from tqdm import tqdm
 
-    from .io.inputs import count_inputs, iter_inputs, parse_page_range
+    from .io.inputs import parse_page_range
 
     page_range = parse_page_range(args.page_range) if args.page_range else None
-    total = count_inputs(args.input, page_range)  # fails fast on a missing or unreadable input
+    cursor = _Cursor(args.input, page_range)  # counts the pages first: a missing or unreadable input fails fast
     runner, call_options = _create_runner(args, options)
-    progress = tqdm(total=total, unit="image", file=sys.stderr, disable=total is not None and total < 2)
-    count = 0
-    for item in iter_inputs(args.input, page_range=page_range):
-        for result in runner.predict(item.image, **call_options):
-            result["input_path"], result["page_index"] = item.input_path, item.page_index
-            _report(result, args.save_path)
-            count += 1
-        progress.update(1)
-    progress.close()
+    progress = tqdm(total=cursor.total, unit="image", file=sys.stderr, disable=cursor.total is not None and cursor.total < 2)
+    saver = _Saver(args.save_path)
+    count = failed = 0
+    try:
+        for result, failure in cursor.run(runner, call_options):
+            if failure is not None:
+                failed += 1
+                tqdm.write(f"failed: {failure}", file=sys.stderr)
+            else:
+                count += 1
+                if result.get("error"):  # the pipeline kept going and put the error in the page's result
+                    failed += 1
+                    tqdm.write(f"failed: {_where(result)}: {_strip_name(result['error'], result.get('input_path'))}", file=sys.stderr)
+                _report(result, saver)
+            progress.update(1)
+    finally:
+        progress.close()
+        saver.close()
     if args.save_path:
         log.info("saved %d result(s) to %s", count, args.save_path)
+    if failed:
+        print(f"{failed} input(s) or page(s) failed (see the 'failed:' lines above); the rest completed", file=sys.stderr)
+        return EXIT_SOME_FAILED
     return 0
+
+
+class _Cursor:
+    """Where a predict run is in its inputs (files, and pages of PDFs), so that after a page or file the pipeline
+    could not read, ``predict_iter`` resumes with the next one. Every result stands for one image or page."""
+
+    def __init__(self, inputs: str, page_range: Optional[Tuple[int, int]]):
+        from .errors import InputError
+        from .io.inputs import _expand_path, count_inputs
+
+        self.page_range = page_range
+        self.is_dir = "://" not in inputs and os.path.isdir(inputs)
+        # (path, items it holds, why it cannot be read): unreadable files of a directory are reported in turn
+        self.files: List[Tuple[str, Optional[int], Optional[str]]] = []
+        for path in _expand_path(inputs) if self.is_dir else [inputs]:
+            try:
+                self.files.append((path, count_inputs(path, page_range), None))
+            except InputError as err:
+                if not self.is_dir:
+                    raise
+                self.files.append((path, 0, str(err)))
+        counts = [1 if error else n for _, n, error in self.files]
+        self.total = None if None in counts else sum(counts)
+        self.pos, self.done = 0, 0  # current file, and items of it already done
+
+    def _is_pdf(self, path: str) -> bool:
+        return "://" not in path and path.lower().endswith(".pdf")
+
+    def _first_page(self) -> int:
+        return self.page_range[0] if self.page_range else 1
+
+    def _advance(self) -> None:
+        self.done += 1
+        count = self.files[self.pos][1]
+        if count is not None and self.done >= count:
+            self.pos, self.done = self.pos + 1, 0
+
+    def _where(self) -> str:
+        path = self.files[self.pos][0]
+        return f"{path} [page {self._first_page() + self.done}]" if self._is_pdf(path) else path
+
+    def _next_run(self) -> Tuple[Any, Optional[Tuple[int, int]], int]:
+        """Inputs and page range of the next predict_iter call, and the file index after it: the rest of a PDF
+        cut short, else the following files up to the next unreadable one."""
+        path, count, _ = self.files[self.pos]
+        if self.done:
+            first = self._first_page() + self.done
+            return path, (first, self._first_page() + count - 1), self.pos + 1
+        end = self.pos
+        while end < len(self.files) and self.files[end][2] is None:
+            end += 1
+        paths = [f[0] for f in self.files[self.pos:end]]
+        return (paths if len(paths) > 1 else paths[0]), self.page_range, end
+
+    def run(self, runner: Any, options: Dict[str, Any]) -> Iterator[Tuple[Any, Optional[str]]]:
+        """(result, None) per result and (None, "<input> [page N]: <why>") per input or page skipped."""
+        from .errors import InputError
+
+        while self.pos < len(self.files):
+            path, _, error = self.files[self.pos]
+            if error is not None:
+                yield None, f"{path}: {_strip_name(error, path)}"
+                self.pos, self.done = self.pos + 1, 0
+                continue
+            inputs, page_range, end = self._next_run()
+            try:
+                for result in runner.predict_iter(inputs, page_range=page_range, **options):
+                    yield result, None
+                    self._advance()
+                self.pos, self.done = end, 0  # the run is complete (also when a URL's page count was unknown)
+            except InputError as err:
+                current = self.files[self.pos][0] if self.pos < len(self.files) else None
+                if current is None or not (self.is_dir or self._is_pdf(current)):
+                    raise  # one image or URL given alone: a plain error, as before any result
+                yield None, f"{self._where()}: {_strip_name(str(err), current)}"
+                self._advance()
+
+
+def _strip_name(message: str, path: Optional[str]) -> str:
+    """An input error without the leading "<path>: " that the failure line already shows."""
+    prefix = f"{path}: " if path else ""
+    return message[len(prefix):] if prefix and message.startswith(prefix) else message
 
 
 def _create_runner(args: argparse.Namespace, options: Dict[str, Any]) -> Tuple[Any, Dict[str, Any]]:
@@ -153,10 +253,45 @@ def _bench(args: argparse.Namespace, options: Dict[str, Any]) -> int:
     return 0
 
 
-def _report(result, save_path: Optional[str]) -> None:
+def _where(result) -> str:
     where = result.get("input_path") or "input"
     if result.get("page_index") is not None:
         where += f" [page {result['page_index'] + 1}]"
+    return where
+
+
+class _Saver:
+    """``--save_path``: each result's JSON and picture, and for results that make Markdown (layout_parsing) one
+    Markdown document per input, ``<stem>_res.md``, its pages separated by rules, images in ``imgs/``."""
+
+    def __init__(self, save_path: Optional[str]):
+        self.save_path = Path(save_path) if save_path else None
+        self._doc: Any = None
+        self._doc_input: Any = None
+
+    def save(self, result) -> None:
+        if self.save_path is None:
+            return
+        result.save_to_json(self.save_path)
+        result.save_to_img(self.save_path)
+        if hasattr(result, "save_to_markdown"):
+            from .pipelines.markdown import MarkdownDocument
+
+            source = result.get("input_path")
+            if self._doc is None or source != self._doc_input:
+                self.close()
+                stem = Path(str(source)).stem if source else "input"
+                self._doc, self._doc_input = MarkdownDocument(self.save_path / f"{stem}_res.md"), source
+            self._doc.add(result)
+
+    def close(self) -> None:
+        if self._doc is not None:
+            self._doc.close()
+            self._doc = None
+
+
+def _report(result, saver: _Saver) -> None:
+    where = _where(result)
     if "rec_texts" in result:
         texts: List[str] = result["rec_texts"]
         print(f"{where}: {len(texts)} text line(s)")
@@ -165,9 +300,7 @@ def _report(result, save_path: Optional[str]) -> None:
     else:
         print(f"{where}:")
         result.print()
-    if save_path:
-        result.save_to_json(save_path)
-        result.save_to_img(save_path)
+    saver.save(result)
 
 
 def _list_models() -> int:

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import List
 
+import cv2
 import pytest
 from PIL import Image
 
@@ -272,3 +273,82 @@ def test_user_mistakes_give_one_error_line(case, tmp_path, shared_images):
     assert_user_error(proc, *expected)
     assert proc.returncode == 2  # the documented exit code for errors a user can fix
     assert "text line(s)" not in proc.stdout
+
+
+# --- a bad page or file does not stop the run ---------------------------------------------------------
+
+from test_layout_parsing import on_white, write_pdf  # noqa: E402  (PDF pages PDFium can't load)
+
+FAILED = re.compile(r"^failed: (?P<where>.+?): (?P<why>.+)$", re.MULTILINE)
+
+
+def failures(stderr: str) -> List[tuple]:
+    return [(m["where"], m["why"]) for m in FAILED.finditer(stderr)]
+
+
+def partial(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    """Finished with some inputs failed: the documented exit code 3, no traceback, no 'error:' line."""
+    assert proc.returncode == 3, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    assert "Traceback" not in proc.stderr and "error:" not in proc.stderr
+    assert "failed (see the 'failed:' lines above); the rest completed" in proc.stderr
+    return proc
+
+
+@pytest.fixture(scope="module")
+def pages(shared_images):
+    """BGR pages: paragraph_en.jpg and single_line.jpg on white paper."""
+    return [on_white(cv2.imread(str(shared_images / name)), top=380) for name in ("paragraph_en.jpg", "single_line.jpg")]
+
+
+def test_layout_parsing_reports_a_corrupt_page_and_saves_the_document_as_markdown(pages, tmp_path):
+    pdf = write_pdf(tmp_path / "report.pdf", [pages[0]] * 3, corrupt=(1,))
+    out = tmp_path / "out"
+    proc = partial(run_cli("predict", "--pipeline", "layout_parsing", "--input", pdf, "--save_path", out))
+    assert failures(proc.stderr) == [(f"{pdf} [page 2]", failures(proc.stderr)[0][1])]
+    assert "cannot load page 2" in failures(proc.stderr)[0][1]
+    assert "1 input(s) or page(s) failed" in proc.stderr
+    printed = re.findall(r"^(\S.*): ?$", proc.stdout, re.MULTILINE)
+    assert printed == [f"{pdf} [page {n}]" for n in (1, 2, 3)]  # every page has its result, the bad one too
+    assert "MovieShots" in proc.stdout.split("[page 2]")[0] and "MovieShots" in proc.stdout.split("[page 3]")[1]
+    bad = json.loads((out / "report_1_res.json").read_text(encoding="utf-8"))["res"]
+    assert bad["status"] == "error" and "cannot load page 2" in bad["error"] and bad["blocks"] == []
+    assert sorted(p.name for p in out.glob("*.json")) == [f"report_{i}_res.json" for i in range(3)]
+    assert len(list(out.glob("*_layout_parsing_res_img.png"))) == 3
+    markdown = (out / "report_res.md").read_text(encoding="utf-8")  # one document for the whole PDF
+    first, second, third = markdown.split("\n\n---\n\n")
+    assert first.startswith("## 3 MovieShots") and "Dataset" in first
+    assert second.startswith("<!-- ") and "page 2: not processed" in second
+    assert third.startswith("## 3 MovieShots") and third.rstrip("\n") == first
+    assert "3/3" in proc.stderr  # the progress bar counted every page
+
+
+def test_ocr_goes_on_after_a_corrupt_pdf_page_within_the_page_range(pages, tmp_path):
+    pdf = write_pdf(tmp_path / "scan.pdf", [pages[1], pages[0], pages[1], pages[0]], corrupt=(2,))
+    proc = partial(run_cli("predict", "--pipeline", "OCR", "--input", pdf, "--page_range", "2-4"))
+    assert [where for where, _ in headers(proc.stdout)] == [f"{pdf} [page 2]", f"{pdf} [page 4]"]
+    ((where, why),) = failures(proc.stderr)
+    assert where == f"{pdf} [page 3]" and why.startswith("cannot load page 3")
+
+
+def test_a_directory_with_unreadable_files_reports_them_and_does_the_rest(shared_images, pages, tmp_path):
+    folder = tmp_path / "inbox"
+    folder.mkdir()
+    shutil.copy(shared_images / "single_line.jpg", folder / "a.jpg")
+    data = (shared_images / "paragraph_en.jpg").read_bytes()
+    (folder / "b.jpg").write_bytes(data[: len(data) // 3])  # truncated
+    (folder / "c.pdf").write_bytes(b"%PDF-1.4 not really")  # cannot even be opened
+    write_pdf(folder / "d.pdf", [pages[1], pages[1]], corrupt=(0,))
+    shutil.copy(shared_images / "single_line.jpg", folder / "e.jpg")
+    proc = partial(run_cli("predict", "--pipeline", "OCR", "--input", folder))
+    assert [where for where, _ in headers(proc.stdout)] == [str(folder / "a.jpg"), f"{folder / 'd.pdf'} [page 2]", str(folder / "e.jpg")]
+    found = failures(proc.stderr)
+    assert [where for where, _ in found] == [str(folder / "b.jpg"), str(folder / "c.pdf"), f"{folder / 'd.pdf'} [page 1]"]
+    assert "corrupt or truncated image" in found[0][1] and "corrupt, empty or unreadable PDF" in found[1][1]
+    assert "cannot load page 1" in found[2][1]
+    assert "3 input(s) or page(s) failed" in proc.stderr
+
+
+def test_a_model_takes_a_page_range(three_page_pdf):
+    proc = ok(run_cli("predict", "--model", "PP-OCRv4_mobile_det", "--input", three_page_pdf, "--page_range", "2"))
+    assert re.findall(r"^(\S.*):$", proc.stdout, re.MULTILINE) == [f"{three_page_pdf} [page 2]"]
+    assert json.loads(proc.stdout.partition("\n")[2])["res"]["page_index"] == 1

@@ -84,3 +84,91 @@ def test_a_batch_larger_than_the_bound_is_split_to_fit(backend, shared_images):
     assert [t for t, _ in got] == [t for t, _ in expected]
     np.testing.assert_allclose([s for _, s in got], [s for _, s in expected], rtol=1e-4)
     assert got[5][0] == "在中国作家协会第三届儿童文学"
+
+
+# --- default bounds: only for engines that need bounds, only when the user gives none ------------------
+
+from hpinfer.config import BackendConfig  # noqa: E402
+from hpinfer.device import Device  # noqa: E402
+from hpinfer.models import BUILT_IN, PREDICTORS, resolve_model  # noqa: E402
+from hpinfer.models.registry import default_shapes  # noqa: E402
+from hpinfer.runtime.shapes import bounds_for, fit_to_model, model_defaults  # noqa: E402
+
+
+def spec_defaults(name):
+    spec = resolve_model(name)
+    return spec.default_shapes(PREDICTORS[spec.task].params_type.model_validate(dict(spec.params)))
+
+
+def test_every_built_in_model_has_default_bounds_that_fit_its_input():
+    import onnx
+
+    for name in BUILT_IN:
+        shapes = spec_defaults(name)
+        model = onnx.load(str(resolve_model(name).model_file), load_external_data=False)
+        dims = [d.dim_value if d.dim_value > 0 else None for d in model.graph.input[0].type.tensor_type.shape.dim]
+        fitted = fit_to_model(shapes, dims)
+        assert fitted is not None, name
+        BackendConfig(dynamic_shapes={"x": fitted})  # valid as if the user had written it: 1 <= min <= opt <= max
+        for axis, dim in enumerate(dims):
+            if dim is not None:
+                assert fitted[0][axis] == fitted[1][axis] == fitted[2][axis] == dim, (name, axis)
+
+
+def test_default_bounds_follow_the_models_parameters():
+    assert spec_defaults(DET) == [[1, 3, 32, 32], [1, 3, 736, 736], [1, 3, 2048, 2048]]
+    assert spec_defaults("PP-OCRv5_mobile_det")[2] == [1, 3, 4000, 4000]  # its max_side_limit (a multiple of 32)
+    assert spec_defaults(REC) == [[1, 3, 48, 8], [6, 3, 48, 320], [32, 3, 48, 3200]]
+    assert default_shapes("text_recognition", {"image_shape": [3, 32, 100], "max_batch_size": 8, "batch_size": 16}) == [
+        [1, 3, 32, 8], [8, 3, 32, 100], [8, 3, 32, 3200]]
+    assert spec_defaults("ch_ppocr_mobile_v2.0_cls") == [[1, 3, 48, 192], [6, 3, 48, 192], [32, 3, 48, 192]]
+    assert spec_defaults("PicoDet_layout_1x_CDLA") == [[1, 3, 800, 608]] * 3
+    assert default_shapes("no_such_task", {}) is None
+
+
+def test_bounds_for_prefers_the_users_dynamic_shapes_then_the_models_defaults():
+    trt_shape = (-1, 3, -1, -1)  # TensorRT marks dynamic dimensions -1
+    defaults = spec_defaults(DET)
+    assert bounds_for(BackendConfig(), "x", 0, trt_shape) is None  # no defaults installed: the engine's own range
+    with model_defaults(defaults):
+        assert bounds_for(BackendConfig(), "x", 0, trt_shape) == defaults
+        assert bounds_for(BackendConfig(), "y", 1, trt_shape) is None  # defaults describe the first input only
+        assert bounds_for(BackendConfig(), "x", 0, (-1, 3, 640, 640)) == [[1, 3, 640, 640]] * 3  # static dims win
+        assert bounds_for(BackendConfig(), "x", 0, (-1, 3, 48)) is None  # another rank: not this model's input
+        user = BackendConfig(dynamic_shapes={"x": DET_BOUNDS})
+        assert bounds_for(user, "x", 0, trt_shape) == DET_BOUNDS
+        assert bounds_for(user, "other", 1, trt_shape) is None
+    assert bounds_for(BackendConfig(), "x", 0, trt_shape) is None  # the scope ended
+
+
+def test_tensorrt_profile_falls_back_to_the_models_defaults():
+    from hpinfer.runtime.engines.tensorrt import DEFAULT_RANGE, _profile_shapes
+
+    shape = (-1, 3, 48, -1)
+    generic = _profile_shapes(shape, bounds_for(BackendConfig(), "x", 0, shape))
+    assert generic[2] == (DEFAULT_RANGE[0][2], 3, 48, DEFAULT_RANGE["other"][2])
+    with model_defaults(spec_defaults(REC)):
+        assert _profile_shapes(shape, bounds_for(BackendConfig(), "x", 0, shape)) == (
+            (1, 3, 48, 8), (6, 3, 48, 320), (32, 3, 48, 3200))
+
+
+def test_torch_batch_buckets_fall_back_to_the_models_defaults_and_other_engines_stay_dynamic():
+    pytest.importorskip("torch")
+    from hpinfer.runtime.engines.torch_engine import TorchEngine, batch_buckets
+    from hpinfer.runtime.loader import open_session
+    from hpinfer.config import HPIConfig
+
+    path, cpu = resolve_model("ch_ppocr_mobile_v2.0_cls").model_file, Device("cpu")
+    defaults = spec_defaults("ch_ppocr_mobile_v2.0_cls")
+    with model_defaults(defaults):
+        session = TorchEngine.load(path, BackendConfig(cpu_num_threads=1), cpu)
+        assert session.buckets == batch_buckets(1, 32) and session.pad_batch
+        user = BackendConfig(cpu_num_threads=1, dynamic_shapes={"x": [[2, 3, 48, 192], [4, 3, 48, 192], [8, 3, 48, 192]]})
+        assert TorchEngine.load(path, user, cpu).buckets == [2, 4, 8]
+    assert TorchEngine.load(path, BackendConfig(cpu_num_threads=1), cpu).buckets == []  # no defaults: unbucketed
+    # The loader installs the defaults; ONNX Runtime and OpenVINO sessions stay unbounded.
+    for backend in ENGINES:
+        hpi = HPIConfig(backend=backend, backend_config={"cpu_num_threads": 1})
+        with open_session("cls", path, cpu, True, hpi, default_shapes=defaults) as opened:
+            assert opened.shape_bounds is None
+            assert opened.run_one(np.zeros((40, 3, 48, 192), np.float32))[0].shape[0] == 40

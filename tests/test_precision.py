@@ -13,12 +13,12 @@ import pytest
 
 from hpinfer.config import BackendConfig, CalibrationConfig, HPIConfig
 from hpinfer.device import Device
-from hpinfer.models import create_model, resolve_model
+from hpinfer.models import PREDICTORS, create_model, resolve_model
 from hpinfer.runtime import accuracy, quantize
 from hpinfer.runtime.auto_config import choose_engine, precision_ladder, why_not
 from hpinfer.runtime.cache import ENV_CACHE_DIR
 from hpinfer.runtime.hardware import cpu_has_fast_bf16
-from hpinfer.runtime.loader import builtin_task
+from hpinfer.runtime.calibration import ModelTask
 
 CPU = Device("cpu")
 DET = "PP-OCRv4_mobile_det"
@@ -104,7 +104,8 @@ def cls_calibration(cache_dir, shared_images):
 
 
 def test_calibration_methods_make_different_tables(cls_calibration, shared_images, tmp_path):
-    task = builtin_task(CLS, resolve_model(CLS).model_file)
+    spec = resolve_model(CLS)
+    task = ModelTask(spec.task, PREDICTORS[spec.task].params_type.model_validate(dict(spec.params)))
     tables = {}
     for method in ("minmax", "entropy", "percentile"):
         config = CalibrationConfig(method=method, num_samples=3, data=str(shared_images))
@@ -168,6 +169,30 @@ def test_int8_of_a_model_whose_task_is_unknown_is_a_clear_error(tmp_path, cache_
 
     with pytest.raises(ConfigError, match=r"int8 needs calibration inputs made with the model's own pre-processing"):
         build_engine("mystery", resolve_model(CLS).model_file, "onnxruntime", BackendConfig(precision="int8"), CPU, None)
+
+
+def test_a_model_dir_model_is_built_in_int8_and_judged_by_the_accuracy_guard(cache_dir, shared_images, tmp_path):
+    """A user's model (not a built-in name) gets its task passed to the loader: calibrated with its own
+    pre-processing, its drift measured, and it runs."""
+    import shutil
+
+    model_dir = tmp_path / "my_det"
+    model_dir.mkdir()
+    shutil.copy(resolve_model(DET).model_file, model_dir / "inference.onnx")
+    (model_dir / "hpinfer.yaml").write_text("model_name: my_det\ntask: text_detection\n", encoding="utf-8")
+    images = tmp_path / "calibration"
+    images.mkdir()
+    for name in sorted(p.name for p in shared_images.glob("*.jpg"))[:4]:
+        shutil.copy(shared_images / name, images / name)
+    config = {"backend": "onnxruntime", "backend_config": {
+        "precision": "int8", "calibration": {"num_samples": 4, "data": str(images)}, "accuracy_tolerance": 1.0}}
+    with create_model(model_dir=str(model_dir), use_hpip=True, hpi_config=config) as model:
+        assert model.name == "my_det" and "precision=int8" in model.session.settings
+        info = manifest(model)["info"]
+        boxes = model.predict(str(shared_images / "paragraph_en.jpg"))[0]["dt_polys"]
+    assert info["precision"] == "int8" and info["quantization"]
+    assert info["drift"]["metric"] == "1 - box F1 x IoU" and info["drift"]["inputs"] >= 1
+    assert len(boxes) >= 3
 
 
 # --- the metrics, on plain arrays ------------------------------------------------------------------

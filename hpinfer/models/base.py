@@ -11,7 +11,7 @@ the OCR pipeline does for its sub-modules). ``hpinfer.bench`` turns those spans 
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Dict, Iterator, List, Mapping, Type
+from typing import Any, ClassVar, Dict, Iterator, List, Mapping, Optional, Type
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -20,8 +20,10 @@ from ..config import HPIConfig, parse_hpi_config
 from ..device import Device
 from ..errors import ConfigError
 from ..io import iter_inputs
+from ..io.inputs import PageRange
 from ..results import Result
 from ..runtime.engines.base import StageTimer
+from ..runtime.calibration import ModelTask
 from ..runtime.loader import open_session
 from .registry import ModelSpec
 
@@ -63,7 +65,10 @@ class Predictor:
         self.device = Device.parse(device)
         self.params = validate_params(self.params_type, {**spec.params, **params}, spec.name)
         self.hpi_config = parse_hpi_config(hpi_config)
-        self.session = open_session(spec.name, spec.model_file, self.device, use_hpip, self.hpi_config)
+        self.session = open_session(
+            spec.name, spec.model_file, self.device, use_hpip, self.hpi_config, task=ModelTask(spec.task, self.params),
+            default_shapes=spec.default_shapes(self.params),
+        )
 
     @property
     def name(self) -> str:
@@ -84,9 +89,10 @@ class Predictor:
     def predict(self, inputs: Any, **overrides: Any) -> List[Result]:
         return list(self.predict_iter(inputs, **overrides))
 
-    def predict_iter(self, inputs: Any, **overrides: Any) -> Iterator[Result]:
+    def predict_iter(self, inputs: Any, page_range: Optional[PageRange] = None, **overrides: Any) -> Iterator[Result]:
+        """One result per image or PDF page (``page_range``: 1-based first and last page of PDFs)."""
         params = self.with_overrides(overrides)
-        for item in iter_inputs(inputs):
+        for item in iter_inputs(inputs, page_range=page_range):
             data = {"input_path": item.input_path, "page_index": item.page_index, "model_name": self.name}
             with self.timer.stage("call"):
                 data.update(self.predict_image(item.image, params))

@@ -16,7 +16,7 @@ from __future__ import annotations
 import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional
 
 import yaml
 
@@ -24,6 +24,10 @@ from ..errors import ModelNotFoundError
 
 TASKS = ("text_detection", "textline_orientation", "text_recognition", "image_classification", "layout_detection")
 METADATA_FILE = "hpinfer.yaml"
+
+
+# Shapes of the model's (first) input: [min, opt, max], each [N, C, H, W].
+ShapeTriple = List[List[int]]
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,57 @@ class ModelSpec:
     params: Mapping[str, Any] = field(default_factory=dict)
     character_dict: Optional[Path] = None
     source: str = "model_dir"
+
+    def default_shapes(self, params: Any = None) -> Optional[ShapeTriple]:
+        """Bounds for the model's image input when the user gives no ``dynamic_shapes``, for the engines that
+        must have some (TensorRT profiles, torch CUDA-graph batch buckets); see ``default_shapes``.
+        ``params``: the predictor's validated parameters (or overrides); default: this spec's."""
+        if params is None:
+            values = dict(self.params)
+        elif hasattr(params, "model_dump"):
+            values = params.model_dump()
+        else:
+            values = {**self.params, **params}
+        return default_shapes(self.task, values)
+
+
+def _round_up(value: int, multiple: int = 32) -> int:
+    return -(-int(value) // multiple) * multiple
+
+
+def default_shapes(task: str, params: Mapping[str, Any]) -> Optional[ShapeTriple]:
+    """[min, opt, max] of the image input a model of ``task`` gets from its own pre-processing with ``params``
+    (dimensions the ONNX file fixes win over these; see ``runtime.shapes.fit_to_model``):
+
+    - text_detection: sides 32..2048 (the OCR pipeline caps the longer side at 2000), or up to
+      ``max_side_limit`` when set; opt ``limit_side_len`` square; batch 1.
+    - text_recognition: batch 1..``max_batch_size`` (opt ``batch_size``), height ``image_shape[1]``, width
+      8..3200 (opt ``image_shape[2]``).
+    - textline_orientation: batch 1..max(``batch_size``, 32), ``image_shape`` H x W.
+    - image_classification: batch 1..8 (opt 1), ``crop_size`` square. layout_detection: batch 1, ``image_size``.
+    """
+    if task == "text_detection":
+        limit = params.get("max_side_limit")
+        top = max(_round_up(limit), 32) if limit else 2048
+        opt = min(_round_up(params.get("limit_side_len", 736)), top)
+        return [[1, 3, 32, 32], [1, 3, opt, opt], [1, 3, top, top]]
+    if task == "text_recognition":
+        _, height, width = params.get("image_shape", (3, 48, 320))
+        most = max(int(params.get("max_batch_size", 32)), 1)
+        opt_batch = min(int(params.get("batch_size", 6)), most)
+        top_width = max(3200, width)
+        return [[1, 3, height, 8], [opt_batch, 3, height, width], [most, 3, height, top_width]]
+    if task == "textline_orientation":
+        _, height, width = params.get("image_shape", (3, 48, 192))
+        batch = int(params.get("batch_size", 6))
+        return [[1, 3, height, width], [batch, 3, height, width], [max(batch, 32), 3, height, width]]
+    if task == "image_classification":
+        side = int(params.get("crop_size", 224))
+        return [[1, 3, side, side], [1, 3, side, side], [8, 3, side, side]]
+    if task == "layout_detection":
+        height, width = params.get("image_size", (800, 608))
+        return [[1, 3, height, width]] * 3
+    return None
 
 
 @dataclass(frozen=True)

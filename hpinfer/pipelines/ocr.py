@@ -17,6 +17,7 @@ from pydantic import Field, field_validator
 from ..device import Device
 from ..errors import ConfigError
 from ..io import InputItem, iter_inputs, to_bgr
+from ..io.inputs import PageRange
 from ..models.base import Params, validate_params
 from ..models.text_detection import DetParams, TextDetector
 from ..models.text_recognition import TextRecognizer
@@ -147,9 +148,9 @@ class OCRPipeline(PipelineBase):
     def predict(self, inputs: Any, **options: Any) -> List[Result]:
         return list(self.predict_iter(inputs, **options))
 
-    def predict_iter(self, inputs: Any, **options: Any) -> Iterator[Result]:
+    def predict_iter(self, inputs: Any, page_range: Optional[PageRange] = None, **options: Any) -> Iterator[Result]:
         opts, det_params = self._call_options(options)
-        for item in iter_inputs(inputs):
+        for item in iter_inputs(inputs, page_range=page_range):
             yield from self._run([item], opts, det_params)
 
     def predict_batch(self, images: Sequence[np.ndarray], **options: Any) -> List[Result]:

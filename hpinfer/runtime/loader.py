@@ -22,22 +22,34 @@ from .auto_config import EngineChoice, choose_engine, fallbacks, precision_ladde
 from .builder import Artifact, build_engine
 from .calibration import ModelTask
 from .engines import ENGINES, EngineSession
+from .shapes import model_defaults
 
 log = logging.getLogger("hpinfer.runtime")
 
 
 def open_session(
-    model_name: str, model_path: Path, device: Device, use_hpip: bool, hpi: HPIConfig, task: Optional[ModelTask] = None
+    model_name: str,
+    model_path: Path,
+    device: Device,
+    use_hpip: bool,
+    hpi: HPIConfig,
+    task: Optional[ModelTask] = None,
+    default_shapes: Optional[List[List[int]]] = None,
 ) -> EngineSession:
-    """``task`` (the model's task and processing parameters) makes calibration inputs and the accuracy guard
-    possible; without it, a built-in model's defaults are used."""
+    """``task`` (the model's task and processing parameters) makes int8 calibration and the accuracy guard
+    possible; ``Predictor`` passes it for every model, built-in or ``model_dir``. ``default_shapes`` ([min, opt,
+    max] of the first input) are used only by engines that need bounds when ``dynamic_shapes`` gives none."""
+    with model_defaults(default_shapes):
+        return _open(model_name, model_path, device, use_hpip, hpi, task)
+
+
+def _open(model_name: str, model_path: Path, device: Device, use_hpip: bool, hpi: HPIConfig, task: Optional[ModelTask]) -> EngineSession:
     choice = choose_engine(model_name, device, use_hpip, hpi)
     if not use_hpip:
         start = time.perf_counter()
         session = ENGINES[choice.backend].load(model_path, choice.config, device)
         _log_loaded(model_name, device, choice, session, time.perf_counter() - start, "")
         return session
-    task = task or builtin_task(model_name, model_path)
     candidates = [choice] + (fallbacks(choice, device) if choice.may_fall_back else [])
     failures: List[str] = []
     for candidate in candidates:
@@ -61,22 +73,6 @@ def open_session(
             _log_loaded(model_name, device, candidate, session, time.perf_counter() - start, _cache_note(artifact))
             return session
     raise EngineUnavailableError(f"{model_name}: no engine could load {model_path.name}: {'; '.join(failures)}")
-
-
-def builtin_task(model_name: str, model_path: Path) -> Optional[ModelTask]:
-    """The task and default parameters of a built-in model, for callers that do not pass ``task``."""
-    from ..errors import ModelNotFoundError
-    from ..models import BUILT_IN, PREDICTORS, resolve_model
-
-    if model_name not in BUILT_IN:
-        return None
-    try:
-        spec = resolve_model(model_name)
-    except ModelNotFoundError:
-        return None
-    if spec.model_file.resolve() != model_path.resolve():
-        return None
-    return ModelTask(spec.task, PREDICTORS[spec.task].params_type.model_validate(dict(spec.params)))
 
 
 def tolerance(config: BackendConfig, task: Optional[ModelTask]) -> Optional[float]:

@@ -1,16 +1,25 @@
 """``dynamic_shapes`` bounds: checked against the model's inputs when it loads, enforced when it runs.
 
-Engines that compile for a shape range (OpenVINO's bounded reshape, later TensorRT profiles) take the bounds
-from here. At run time a batch larger than the bound is split into batches that fit (the models here treat
+Engines that compile for a shape range (OpenVINO's bounded reshape, TensorRT profiles) take the bounds
+from here.
+
+Default bounds: engines that cannot run without bounds (TensorRT's optimization profile, the torch engine's
+CUDA-graph batch buckets) ask ``bounds_for`` at the point where they read ``dynamic_shapes``. Without any
+user ``dynamic_shapes`` it gives the model's defaults (``ModelSpec.default_shapes``, installed by the loader
+with ``model_defaults`` while it builds and opens the session) fitted to the model's own static dimensions.
+Such defaults shape only those engines' builds; they are never enforced at run time and OpenVINO and ONNX
+Runtime stay fully dynamic. At run time a batch larger than the bound is split into batches that fit (the models here treat
 batch items independently); any other dimension outside its bounds is rejected with an error that names the
 setting to change, because resizing is the predictor's decision (``session.shape_bounds`` tells it the limits).
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -18,6 +27,43 @@ from ..config import BackendConfig
 from ..errors import ConfigError, InputError
 
 Shape = Tuple[int, ...]
+Triple = List[List[int]]  # [min, opt, max], as in dynamic_shapes
+
+_DEFAULTS: "contextvars.ContextVar[Optional[Triple]]" = contextvars.ContextVar("hpinfer_default_shapes", default=None)
+
+
+@contextlib.contextmanager
+def model_defaults(shapes: Optional[Triple]) -> Iterator[None]:
+    """While a model's session is built and opened: ``shapes`` are its default bounds (first input)."""
+    token = _DEFAULTS.set(shapes)
+    try:
+        yield
+    finally:
+        _DEFAULTS.reset(token)
+
+
+def fit_to_model(shapes: Optional[Triple], model_shape: Sequence[Optional[int]]) -> Optional[Triple]:
+    """``shapes`` with every dimension the model fixes set to the model's value; None if the ranks differ.
+    A model dimension of None, 0 or below (-1: TensorRT, ONNX Runtime) is dynamic."""
+    if shapes is None or any(len(s) != len(model_shape) for s in shapes):
+        return None
+    fitted = [list(s) for s in shapes]
+    for axis, dim in enumerate(model_shape):
+        if isinstance(dim, int) and dim > 0:
+            for s in fitted:
+                s[axis] = dim
+        else:  # keep min <= opt <= max whatever the defaults say
+            fitted[1][axis] = min(max(fitted[1][axis], fitted[0][axis]), fitted[2][axis])
+    return fitted
+
+
+def bounds_for(config: BackendConfig, name: str, index: int, model_shape: Sequence[Optional[int]]) -> Optional[Triple]:
+    """The bounds an engine that needs some should use for input ``name`` (the model's ``index``-th input):
+    the user's ``dynamic_shapes`` entry when ``dynamic_shapes`` is set, else the model's defaults for its first
+    input (see ``model_defaults``); None when neither applies (the engine then uses its own generic range)."""
+    if config.dynamic_shapes:
+        return config.dynamic_shapes.get(name)
+    return fit_to_model(_DEFAULTS.get(), model_shape) if index == 0 else None
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,12 @@
 """TensorRT through its Python API (TensorRT 10): ONNX parser → builder → serialized engine → execution context.
 
-``build`` parses the ONNX file, makes one optimization profile from ``dynamic_shapes`` (or ``DEFAULT_RANGE``
-for dynamic dimensions), sets the precision flags and builds a serialized engine into the model cache;
-a timing cache per GPU in the user cache dir makes later builds faster. int8 uses explicit quantization:
-the builder hands this engine the QDQ model the shared quantizer made from the calibration set (TensorRT
-10 deprecates its implicit calibrators). Device memory and streams come from torch; each input shape
-gets static buffers and, after its first run, a captured CUDA graph of ``execute_async_v3``.
+``build`` parses the ONNX file, makes one optimization profile from ``dynamic_shapes`` (else the model's
+default bounds, ``shapes.bounds_for``; else ``DEFAULT_RANGE`` for dynamic dimensions), sets the precision
+flags and builds a serialized engine into the model cache; a timing cache per GPU in the user cache dir
+makes later builds faster. int8 uses explicit quantization: the builder hands this engine the QDQ model
+the shared quantizer made from the calibration set (TensorRT 10 deprecates its implicit calibrators).
+Device memory and streams come from torch; each input shape gets static buffers and, after its first run,
+a captured CUDA graph of ``execute_async_v3``.
 
 Not run in this repository's CI nor on the GPU lent to it (no tensorrt package there): the tests skip
 without it.
@@ -22,6 +23,7 @@ import numpy as np
 
 from ...config import BackendConfig
 from ...device import Device
+from ..shapes import bounds_for
 from .base import Engine, EngineSession, TensorInfo
 
 ENGINE_FILE = "model.engine"
@@ -148,7 +150,7 @@ class TensorRTEngine(Engine):
         profile = builder.create_optimization_profile()
         for i in range(network.num_inputs):
             tensor = network.get_input(i)
-            bounds = (config.dynamic_shapes or {}).get(tensor.name)
+            bounds = bounds_for(config, tensor.name, i, tuple(tensor.shape))  # dynamic_shapes, else the model's defaults
             profile.set_shape(tensor.name, *_profile_shapes(tuple(tensor.shape), bounds))
         builder_config.add_optimization_profile(profile)
         major, minor = torch.cuda.get_device_capability(device.index)

@@ -39,6 +39,7 @@ import numpy as np
 from ...config import BackendConfig
 from ...device import Device
 from ..hardware import cpu_count, cpu_has_fast_bf16
+from ..shapes import bounds_for
 from .base import Engine, EngineSession, TensorInfo
 
 if TYPE_CHECKING:
@@ -238,7 +239,7 @@ class TorchSession(EngineSession):
         self.torch_device = torch.device(f"cuda:{device.index}") if device.is_gpu else torch.device("cpu")
         self.fn: Callable[..., Sequence[torch.Tensor]] = torch.compile(module, dynamic=False, fullgraph=True) if options.compile else module
         self._names = [t.name for t in inputs]
-        bounds = (config.dynamic_shapes or {}).get(self._names[0])
+        bounds = bounds_for(config, self._names[0], 0, inputs[0].shape)  # dynamic_shapes, else the model's defaults
         self.buckets = batch_buckets(bounds[0][0], bounds[2][0]) if bounds else []
         self.pad_batch = bool(self.buckets)
         self.capture_after = 1 if config.dynamic_shapes else options.capture_after
