@@ -25,6 +25,7 @@ from hpinfer.runtime import builder, commands
 from hpinfer.runtime.cache import ENV_CACHE_DIR, cache_root, key_of, user_cache_dir
 from hpinfer.runtime.calibration import ModelTask
 from hpinfer.runtime.engines import ENGINES
+from hpinfer.runtime.shapes import model_defaults
 
 CPU = Device("cpu")
 DET = "PP-OCRv4_mobile_det"
@@ -86,6 +87,21 @@ def test_key_changes_with_every_field_and_only_those(tmp_path, shared_images, mo
     assert key(accuracy_tolerance=0.5, **base) == variants["base"]
     # fp32 ignores the calibration settings (nothing is calibrated).
     assert key(calibration={"method": "entropy"}) == key()
+
+
+def test_default_shape_bounds_key_only_engines_that_bake_them(tmp_path):
+    """A TensorRT profile or CUDA-graph bucket set built from a model's default bounds must not be reused
+    once those defaults change; OpenVINO and ONNX Runtime stay dynamic, so their keys ignore the defaults."""
+    model = det_model_dir(tmp_path) / "model.onnx"
+
+    def key(backend, defaults):
+        with model_defaults(defaults):
+            return key_of(builder.engine_fields(model, backend, BackendConfig(), Device("gpu", 0), None))
+
+    small, large = [[1, 3, 32, 32], [1, 3, 736, 736], [1, 3, 2048, 2048]], [[1, 3, 32, 32], [1, 3, 960, 960], [1, 3, 4096, 4096]]
+    assert ENGINES["torch"].bakes_shape_bounds and ENGINES["tensorrt"].bakes_shape_bounds
+    assert key("torch", small) != key("torch", large)
+    assert key("onnxruntime", small) == key("onnxruntime", large)
 
 
 def test_entry_lives_in_a_writable_model_dir_and_is_reused(tmp_path, user_cache):

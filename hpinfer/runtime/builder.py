@@ -24,7 +24,7 @@ from .cache import CACHE_FORMAT, Entry, ModelCache, cache_root, file_sha256
 from .calibration import ModelTask, samples, source_digest
 from .engines import ENGINES, EngineSession
 from .hardware import cpu_count, cpu_flags, cpu_name
-from .shapes import ShapeBounds
+from .shapes import ShapeBounds, current_defaults
 
 
 @dataclass(frozen=True)
@@ -67,6 +67,8 @@ def engine_fields(model_path: Path, backend: str, config: BackendConfig, device:
         "engine_version": ENGINES[backend].version(), "backend_config": effective.model_dump(mode="json", exclude=ignored),
         **hardware_fields(device),
     }
+    if ENGINES[backend].bakes_shape_bounds and not config.dynamic_shapes:
+        fields["default_shapes"] = current_defaults()
     if config.precision != "fp32" and task is not None:  # the drift report depends on the held-back set
         fields["task"] = task.digest()
         fields["calibration_set"] = source_digest(task, config.calibration)

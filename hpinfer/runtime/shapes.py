@@ -42,6 +42,11 @@ def model_defaults(shapes: Optional[Triple]) -> Iterator[None]:
         _DEFAULTS.reset(token)
 
 
+def current_defaults() -> Optional[Triple]:
+    """The default bounds ``model_defaults`` installed for the model being built, if any."""
+    return _DEFAULTS.get()
+
+
 def fit_to_model(shapes: Optional[Triple], model_shape: Sequence[Optional[int]]) -> Optional[Triple]:
     """``shapes`` with every dimension the model fixes set to the model's value; None if the ranks differ.
     A model dimension of None, 0 or below (-1: TensorRT, ONNX Runtime) is dynamic."""
@@ -63,7 +68,7 @@ def bounds_for(config: BackendConfig, name: str, index: int, model_shape: Sequen
     input (see ``model_defaults``); None when neither applies (the engine then uses its own generic range)."""
     if config.dynamic_shapes:
         return config.dynamic_shapes.get(name)
-    return fit_to_model(_DEFAULTS.get(), model_shape) if index == 0 else None
+    return fit_to_model(current_defaults(), model_shape) if index == 0 else None
 
 
 @dataclass(frozen=True)

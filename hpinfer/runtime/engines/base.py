@@ -126,6 +126,9 @@ class Engine(ABC):
     # What an int8 model for this engine quantizes: these op types (None: all ONNX Runtime can) less the float ones.
     int8_op_types: ClassVar[Optional[Tuple[str, ...]]] = None
     int8_float_op_types: ClassVar[Tuple[str, ...]] = ()
+    # Whether a built artifact bakes in shape bounds (TensorRT profiles, CUDA-graph buckets), so the model's
+    # default bounds belong in its cache key.
+    bakes_shape_bounds: ClassVar[bool] = False
 
     @classmethod
     def is_installed(cls) -> bool:

@@ -112,6 +112,7 @@ class TensorRTEngine(Engine):
     name = "tensorrt"
     module = "tensorrt"
     pip_name = "tensorrt"
+    bakes_shape_bounds = True
     int8_op_types = ("Conv", "ConvTranspose", "MatMul")  # where TensorRT runs QDQ layers in int8
 
     @classmethod
