@@ -4,17 +4,25 @@ the HTTP overhead over in-process ``predict``, and an optional soak. Bounded req
     python benchmarks/serve_load.py [--pipeline OCR] [--requests 1:6,8:16,32:32] [--rounds 3] [--json out.json]
     python benchmarks/serve_load.py --soak 600          # concurrency 16 for 10 minutes, errors and RSS growth
 
-Both configurations run as real server processes at once (``python -m hpinfer.serving serve --port 0``,
+The configurations run as real server processes at once (``python -m hpinfer.serving serve --port 0``,
 visualize off), loaded in turn by this asyncio client process (httpx): "batching off" is
-``--max_batch_size 1`` (one request's pages per pipeline call), "on" the defaults. Each concurrency level
-runs ``--rounds`` rounds, each round measuring off then on (order swapped every round) with the same
-requests, so that drift in machine load hits both alike; the on/off ratio is the median of the
-per-round throughput ratios. Latency is per request (send → full response), pooled over rounds;
-throughput is requests / wall time. A few uncounted requests warm each level up first.
+``--max_batch_size 1 --inference_threads 1``, one page per pipeline call and one call at a time, which is
+how PaddleX's basic serving runs its pipeline; "batching on" is the defaults (pages of concurrent requests
+in shared ``predict_batch`` calls, one call at a time). ``--two_threads_too`` adds "batching on, 2 threads"
+(``--inference_threads 2``: two batches in flight). Each concurrency level runs
+``--rounds`` rounds, each round measuring every configuration (order reversed every round) with the same
+requests, so that drift in machine load hits all alike; a ratio to "off" is the median of the per-round
+throughput ratios. Latency is per request (send → full response), pooled over rounds; throughput is
+requests / wall time. A few uncounted requests warm each level up first. The machine's load average is
+recorded at the start and the end: other work on the machine makes every number slower and noisier.
 
 HTTP overhead: requests at concurrency 1 alternate with in-process ``pipeline.predict(<same bytes>,
 same options)`` in this process (its own copy of the models), and the overhead is the median of the
 paired differences. A cheap detection setting (longest side 320) keeps the model time small next to it.
+Each call is followed by a short pause (``PAUSE_S``): ONNX Runtime's worker threads keep spinning for a
+while after a call, and on a 2-core machine the spinning of one process's threads slows the other
+process's next call (unpaused, both timings grow by ~50% and their difference by a few ms). The server's
+own time for each of those requests (its access log: first byte in → response out) is reported as well.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import importlib.metadata
 import json
 import os
@@ -41,6 +50,7 @@ ROOT = Path(__file__).resolve().parents[1]
 IMAGES = ["bilevel_test.png", "single_line.jpg", "exif_rotated.jpg", "wide_line.jpg", "ja_lines.jpg"]
 OVERHEAD_IMAGE = "bilevel_test.png"
 OVERHEAD_OPTIONS = {"text_det_limit_type": "max", "text_det_limit_side_len": 320}
+PAUSE_S = 0.05
 
 
 class Server:
@@ -91,7 +101,7 @@ async def load(url: str, payloads: List[Dict[str, Any]], concurrency: int, count
         async def worker(indices: List[int], record: bool) -> None:
             for i in indices:
                 start = time.perf_counter()
-                response = await client.post(f"{url}/ocr", json=payloads[i % len(payloads)])
+                response = await client.post(url, json=payloads[i % len(payloads)])
                 if response.status_code != 200:
                     errors[str(response.status_code)] = errors.get(str(response.status_code), 0) + 1
                 elif record:
@@ -118,25 +128,34 @@ def summarize(runs: List[Run]) -> Dict[str, Any]:
     }
 
 
-def compare(servers: Dict[str, "Server"], payloads: List[Dict[str, Any]], levels: List[Tuple[int, int]], rounds: int) -> Dict[str, Any]:
-    """Per level: each configuration's pooled stats and the median per-round throughput ratio on/off."""
+def compare(servers: Dict[str, "Server"], endpoint: str, payloads: List[Dict[str, Any]], levels: List[Tuple[int, int]],
+            rounds: int) -> Dict[str, Any]:
+    """Per level: each configuration's pooled stats and its median per-round throughput ratio to "batching off"."""
     out: Dict[str, Any] = {}
     for concurrency, count in levels:
         runs: Dict[str, List[Run]] = {label: [] for label in servers}
         for r in range(rounds):
             for label in (list(servers) if r % 2 == 0 else list(reversed(servers))):
                 warm_up = min(concurrency, 4) if r == 0 else 0
-                runs[label].append(asyncio.run(load(servers[label].url, payloads, concurrency, count, warm_up)))
-        ratios = [len(on[0]) / on[1] / (len(off[0]) / off[1]) for off, on in zip(runs["batching off"], runs["batching on"])]
-        out[str(concurrency)] = {
-            **{label: summarize(label_runs) for label, label_runs in runs.items()},
-            "throughput_ratio_on_off": round(statistics.median(ratios), 2),
-            "per_round_ratios": [round(x, 2) for x in ratios],
-        }
+                runs[label].append(asyncio.run(load(servers[label].url + endpoint, payloads, concurrency, count, warm_up)))
+        level: Dict[str, Any] = {label: summarize(label_runs) for label, label_runs in runs.items()}
+        for label in servers:
+            if label == "batching off":
+                continue
+            ratios = [_rps(on) / _rps(off) for off, on in zip(runs["batching off"], runs[label])]
+            key = "throughput_ratio_on_off" if label == "batching on" else f"throughput_ratio_{label.replace(' ', '_').replace(',', '')}_off"
+            level[key] = round(statistics.median(ratios), 2)
+            level[key.replace("throughput_ratio", "per_round_ratios")] = [round(x, 2) for x in ratios]
+        out[str(concurrency)] = level
     return out
 
 
-def http_overhead(url: str, pipeline_name: str, images_dir: Path, pairs: int) -> Dict[str, Any]:
+def _rps(run: Run) -> float:
+    latencies, wall, _ = run
+    return len(latencies) / wall if wall else float("nan")
+
+
+def http_overhead(server: "Server", endpoint: str, pipeline_name: str, images_dir: Path, pairs: int) -> Dict[str, Any]:
     """Median of paired (HTTP request − in-process predict) times, same bytes, same options."""
     import hpinfer
 
@@ -146,17 +165,24 @@ def http_overhead(url: str, pipeline_name: str, images_dir: Path, pairs: int) ->
     with hpinfer.create_pipeline(pipeline_name) as pipeline, httpx.Client(timeout=600) as client:
         for i in range(pairs + 3):  # the first 3 pairs warm up
             start = time.perf_counter()
-            assert client.post(f"{url}/ocr", json=payload).status_code == 200
+            assert client.post(server.url + endpoint, json=payload).status_code == 200
             mid = time.perf_counter()
+            time.sleep(PAUSE_S)
+            local = time.perf_counter()
             pipeline.predict(data, **OVERHEAD_OPTIONS)
             end = time.perf_counter()
+            time.sleep(PAUSE_S)
             if i >= 3:
                 http_ms.append((mid - start) * 1000)
-                local_ms.append((end - mid) * 1000)
+                local_ms.append((end - local) * 1000)
     diffs = [h - p for h, p in zip(http_ms, local_ms)]
+    logged = re.findall(r'"POST ' + re.escape(endpoint) + r'" 200 ([\d.]+)ms', Path(server.log.name).read_text())[-pairs:]
+    server_ms = [float(x) for x in logged]
     return {
         "pairs": pairs, "http_p50_ms": round(statistics.median(http_ms), 2),
         "in_process_p50_ms": round(statistics.median(local_ms), 2), "overhead_median_ms": round(statistics.median(diffs), 2),
+        "server_side_p50_ms": round(statistics.median(server_ms), 2) if server_ms else None,
+        "server_side_overhead_ms": round(statistics.median(server_ms) - statistics.median(local_ms), 2) if server_ms else None,
     }
 
 
@@ -209,7 +235,11 @@ def environment() -> Dict[str, str]:
                 if line.startswith("model name")), "?")
     versions = {p: importlib.metadata.version(p) for p in ("hpinfer", "fastapi", "uvicorn", "httpx", "onnxruntime")}
     return {"date": time.strftime("%Y-%m-%d %H:%M"), "cpu": cpu, "cores": str(os.cpu_count()),
-            "python": platform.python_version(), **versions}
+            "python": platform.python_version(), "load_average_at_start": _load(), **versions}
+
+
+def _load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def main() -> int:
@@ -220,6 +250,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--overhead_pairs", type=int, default=30)
     parser.add_argument("--soak", type=float, default=None, metavar="SECONDS", help="run only the soak, this long")
+    parser.add_argument("--endpoint", default="/ocr", help="the pipeline's endpoint (the OCR request bodies are sent)")
+    parser.add_argument("--two_threads_too", action="store_true", help='also measure "batching on, 2 threads"')
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     report: Dict[str, Any] = {"environment": environment()}
@@ -227,9 +259,17 @@ def main() -> int:
         report["soak"] = soak(args.pipeline, args.images, args.soak)
     else:
         levels = [tuple(int(x) for x in pair.split(":")) for pair in args.requests.split(",")]
-        with Server(args.pipeline, "--max_batch_size", "1") as off, Server(args.pipeline) as on:
-            report["levels"] = compare({"batching off": off, "batching on": on}, bodies(args.images, IMAGES), levels, args.rounds)
-            report["http_overhead"] = http_overhead(on.url, args.pipeline, args.images, args.overhead_pairs)
+        with contextlib.ExitStack() as stack:
+            servers = {
+                "batching off": stack.enter_context(Server(args.pipeline, "--max_batch_size", "1", "--inference_threads", "1")),
+                "batching on": stack.enter_context(Server(args.pipeline)),
+            }
+            if args.two_threads_too:
+                servers["batching on, 2 threads"] = stack.enter_context(Server(args.pipeline, "--inference_threads", "2"))
+            report["levels"] = compare(servers, args.endpoint, bodies(args.images, IMAGES), levels, args.rounds)
+            report["http_overhead"] = http_overhead(servers["batching on"], args.endpoint, args.pipeline, args.images,
+                                                    args.overhead_pairs)
+    report["environment"]["load_average_at_end"] = _load()
     print(json.dumps(report, indent=2))
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")

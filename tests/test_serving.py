@@ -181,6 +181,15 @@ def test_concurrent_requests_are_batched_and_routed_back(server, files, expected
     assert app.state.service.batcher.queued == 0
 
 
+def test_two_batches_in_flight_give_the_same_results(pipeline, files, expected):
+    names = ["page.png", "other.jpg"] * 4
+    with running(create_app(ServeSettings(inference_threads=2, max_batch_size=2), pipeline)) as url:
+        with ThreadPoolExecutor(len(names)) as pool:
+            answers = list(pool.map(lambda n: ocr(url, file=b64((files / n).read_bytes()), visualize=False).json(), names))
+    for name, answer in zip(names, answers):
+        assert answer["result"]["ocrResults"][0]["prunedResult"]["rec_texts"] == expected[name]
+
+
 def test_metrics_and_log_id_in_access_log(server, files, caplog):
     url, _ = server
     caplog.set_level(logging.INFO, logger="hpinfer.serving")
@@ -294,3 +303,37 @@ def test_clients_and_client_command(server, files, expected, tmp_path, capsys):
     assert code == 0
     assert expected["page.png"][0] in capsys.readouterr().out
     assert (tmp_path / "cli" / "page_ocrImage_0.jpg").is_file()
+
+
+def test_batches_in_flight_overlap_and_route_back():
+    """Two inference threads: two batches run at once, each page's result (or error) goes to its own request."""
+    from hpinfer.serving.batcher import Batcher
+
+    running, most = [0], [0]
+    lock = threading.Lock()
+
+    def run(images, options):
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.05)
+        with lock:
+            running[0] -= 1
+        if any(int(image[0, 0, 0]) == 99 for image in images):
+            raise ValueError("broken page")
+        return [int(image[0, 0, 0]) * 10 + options["k"] for image in images]
+
+    async def main():
+        batcher = Batcher(run, max_batch_size=2, max_delay_s=0.0, workers=2)
+        batcher.start()
+        pages = [np.full((2, 2, 3), v, np.uint8) for v in (1, 2, 3, 4, 5, 99)]
+        try:
+            return await asyncio.gather(
+                *(batcher.ticket().submit([page], {"k": i % 2}) for i, page in enumerate(pages)), return_exceptions=True
+            )
+        finally:
+            await batcher.close()
+
+    answers = asyncio.run(main())
+    assert answers[:5] == [[10], [21], [30], [41], [50]]
+    assert isinstance(answers[5], ValueError) and most[0] == 2

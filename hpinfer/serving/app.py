@@ -90,7 +90,7 @@ class Service:
 
         self.batcher = Batcher(
             run, max_batch_size=settings.max_batch_size, max_delay_s=settings.max_batch_delay_ms / 1000,
-            on_batch=self.metrics.observe_batch,
+            on_batch=self.metrics.observe_batch, workers=settings.inference_threads,
         )
         self.batcher.start()
         self.metrics.track(lambda: self.admission.active, lambda: self.batcher.queued)
@@ -116,7 +116,8 @@ class Service:
 
     async def infer(self, request: Any, log_id: str) -> bytes:
         """Request model → the JSON answer. Each step off the event loop is one thread hop (they add up
-        on a busy machine): fetch, then decode (base64 and pages together), the batch, then encode."""
+        on a busy machine): fetch, then decode (base64 and pages together), the batch, then encode (on the
+        loop for one page without pictures, a small JSON document)."""
         settings, adapter = self.settings, self.adapter
         options = adapter.options(request, self.pipeline)
         text, field = getattr(request, adapter.file_field), adapter.file_field
@@ -126,10 +127,11 @@ class Service:
             data = decode_base64(text, field) if data is None else data
             return read_pages(data, field, file_type, settings.max_pixels, settings.max_pdf_pages)
 
+        visualize = settings.visualize if request.visualize is None else request.visualize
+
         def encode(results: List[Any]) -> bytes:
             for result, page_index in zip(results, pages.page_indices):
                 result["page_index"] = page_index  # the batch saw bare arrays
-            visualize = settings.visualize if request.visualize is None else request.visualize
             result = adapter.encode(results, Encoding(request, pages.images, pages.data_info, visualize))
             envelope = {"logId": log_id, "errorCode": 0, "errorMsg": "Success", "result": result}
             return json.dumps(envelope, ensure_ascii=False).encode()
@@ -143,6 +145,8 @@ class Service:
                 )
             pages = await asyncio.to_thread(read, data)
             results = await ticket.submit(pages.images, options)
+        if not visualize and len(results) == 1:  # one page's JSON, no pictures: cheaper here than a thread hop
+            return encode(results)
         return await asyncio.to_thread(encode, results)
 
     async def drain(self) -> None:

@@ -1,12 +1,17 @@
 """Cross-request dynamic batching: pages of concurrent requests that share options go through the
-pipeline's ``predict_batch`` together, one call at a time, in one inference thread off the event loop.
+pipeline's ``predict_batch`` together, in ``workers`` inference threads off the event loop (at most that
+many batches in flight; 1: one call at a time).
 
-When to run a batch: the oldest waiting page's request decides. While the inference thread is busy,
+When to run a batch: the oldest waiting page's request decides. While every inference thread is busy,
 pages simply pile up and the next batch takes up to ``max_batch_size`` of them with the same options
-as the oldest, so batching costs nothing under load. When the thread is idle the batcher waits, at
+as the oldest, so batching costs nothing under load. When a thread is free the batcher waits, at
 most ``max_delay`` after the oldest page arrived, only while other admitted requests are still on
 their way (downloading, decoding: they hold a ``Ticket``) and the batch isn't full; so a lone request
 never waits. Requests are never split across option groups; a request's pages may span batches.
+
+Two batches in flight overlap one batch's Python work (resizing, normalising, DB post-processing,
+crops, CTC decoding) and its model calls with the other's, so the next batch's detection runs while
+this one's recognition does; each batch is its own ``predict_batch`` call, so results don't change.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable, Deque, Dict, Hashable, List, Optional, Sequence
+from typing import Any, Callable, Deque, Dict, Hashable, List, Optional, Sequence, Set
 
 import numpy as np
 
@@ -35,16 +40,19 @@ class _Page:
 
 
 class Batcher:
-    def __init__(self, run: RunBatch, *, max_batch_size: int, max_delay_s: float, on_batch: Optional[OnBatch] = None):
+    def __init__(self, run: RunBatch, *, max_batch_size: int, max_delay_s: float, on_batch: Optional[OnBatch] = None,
+                 workers: int = 1):
         self._run = run
         self._max_batch_size = max_batch_size
         self._max_delay_s = max_delay_s
         self._on_batch = on_batch
+        self._workers = workers
         self._waiting: Deque[_Page] = deque()
         self._coming = 0  # open tickets: admitted requests that haven't submitted their pages yet
         self._wakeup = asyncio.Event()
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="hpinfer-infer")
+        self._executor = ThreadPoolExecutor(workers, thread_name_prefix="hpinfer-infer")
         self._task: Optional[asyncio.Task] = None
+        self._running: Set[asyncio.Task] = set()  # batches in flight
 
     @property
     def queued(self) -> int:
@@ -56,10 +64,11 @@ class Batcher:
 
     async def close(self) -> None:
         """Stops taking batches; the one running finishes. Pages still waiting get an error."""
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for task in (self._task, *self._running):
+            if task:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         for page in self._waiting:
             if not page.future.done():
                 page.future.set_exception(RuntimeError("server stopped before this request was processed"))
@@ -84,7 +93,7 @@ class Batcher:
     async def _loop(self) -> None:
         while True:
             self._drop_abandoned()
-            if not self._waiting:
+            if not self._waiting or len(self._running) >= self._workers:
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
@@ -94,7 +103,17 @@ class Batcher:
                 self._wakeup.clear()
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._wakeup.wait(), deadline - time.monotonic())
-            await self._execute(self._take(oldest.key))
+            batch = self._take(oldest.key)
+            if self._workers == 1:  # the loop itself waits for the batch: one in flight
+                await self._execute(batch)
+                continue
+            task = asyncio.get_running_loop().create_task(self._execute(batch))
+            self._running.add(task)
+            task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task) -> None:
+        self._running.discard(task)
+        self._wakeup.set()
 
     def _drop_abandoned(self) -> None:
         while self._waiting and self._waiting[0].future.done():

@@ -37,6 +37,7 @@ def add_commands(subparsers: Any, common_parent: argparse.ArgumentParser) -> Non
     for name, kind, help_text in (
         ("max_batch_size", int, "images per batched pipeline call"),
         ("max_batch_delay_ms", float, "how long an idle batcher waits for requests still being decoded"),
+        ("inference_threads", int, "batches in flight at once (1: one pipeline call at a time)"),
         ("max_queue", int, "requests in flight before new ones get 503 + Retry-After"),
         ("request_timeout_s", float, "per request, from admission to response (504 after)"),
         ("drain_timeout_s", float, "on SIGTERM, how long in-flight requests may still take"),

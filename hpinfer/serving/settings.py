@@ -26,6 +26,10 @@ class ServeSettings:
     # decoded; a busy one batches whatever queued meanwhile (see batcher.py).
     max_batch_size: int = 8  # images per predict_batch call
     max_batch_delay_ms: float = 10.0
+    # Batches in flight at once, each in its own inference thread. 1: one pipeline call at a time with all the
+    # engine threads (on 2 cores as fast or faster than 2: serving/README.md, "Batching"); 2 overlaps one batch's
+    # Python work and model calls with the next one's, for machines with spare cores or engines with cpu_num_streams.
+    inference_threads: int = 1
     max_queue: int = 64  # requests admitted (decoding, queued or running) before new ones get 503
     request_timeout_s: float = 120.0
     drain_timeout_s: float = 60.0  # on SIGTERM, how long in-flight requests may take before the server exits
@@ -41,7 +45,7 @@ class ServeSettings:
 
     def __post_init__(self) -> None:
         positive = {
-            "max_batch_size": self.max_batch_size, "max_queue": self.max_queue, "max_pixels": self.max_pixels,
+            "max_batch_size": self.max_batch_size, "inference_threads": self.inference_threads, "max_queue": self.max_queue, "max_pixels": self.max_pixels,
             "max_pdf_pages": self.max_pdf_pages, "request_timeout_s": self.request_timeout_s,
             "max_body_mb": self.max_body_mb, "url_timeout_s": self.url_timeout_s,
             "max_download_mb": self.max_download_mb,
