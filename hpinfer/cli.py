@@ -20,6 +20,7 @@ import yaml
 from .config import parse_json_object
 from .errors import ConfigError, HpinferError
 from .runtime import commands as runtime_commands
+from . import tune
 from .serving import cli as serving_cli
 
 log = logging.getLogger("hpinfer")
@@ -92,6 +93,7 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("pipelines", parents=[common], help="list bundled pipelines")
     runtime_commands.add_commands(commands, common)
     serving_cli.add_commands(commands, common)
+    tune.add_command(commands, common)
     return parser
 
 
@@ -338,6 +340,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return runtime_commands.run(args)
         if args.command in serving_cli.COMMANDS:
             return serving_cli.run(args)
+        if args.command == "tune":
+            return tune.run_command(args)
         return _list_models() if args.command == "models" else _list_pipelines()
     except HpinferError as err:
         print(f"error: {err}", file=sys.stderr)
