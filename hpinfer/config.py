@@ -31,6 +31,54 @@ class CalibrationConfig(BaseModel):
     exclude_op_types: Tuple[str, ...] = ()  # more op types to keep float, e.g. ["Softmax"]
 
 
+CompileMode = Literal["none", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
+
+
+class TorchConfig(BaseModel):
+    """Options of the ``torch`` engine (other engines reject non-default values). Every field changes what runs,
+    so all are part of the model-cache key.
+
+    - ``compile``: ``torch.compile`` (Inductor) mode; ``none`` runs the translated module as is. Compiling takes
+      10-20 s per model and input shape on an H100 (``max-autotune``: minutes), paid again at every start.
+      ``reduce-overhead`` and ``max-autotune`` use torch's own CUDA graphs, so the engine's are then off.
+    - ``aot``: ``torch.export`` + AOTInductor: the module is compiled once (dynamic shapes within
+      ``dynamic_shapes``, or the model's own dynamic axes) into a package stored in the model cache, keyed by GPU
+      architecture, CUDA/driver and torch versions; later starts load it in well under a second. Not with ``compile``.
+    - ``cuda_graphs``: capture a CUDA graph per input shape (batch padded to power-of-two buckets when
+      ``dynamic_shapes`` is given) and replay it; the PP-OCR models are launch-bound without.
+    - ``tf32``: TF32 convolutions/matmuls in fp32 (faster, ~1e-3 relative error; off for fidelity with the CPU).
+    - ``contexts``: execution contexts (own CUDA stream, graphs and memory each) so concurrent callers overlap.
+    - ``channels_last``: NHWC memory format for weights and inputs (cuDNN's preferred layout in fp16/bf16).
+    - ``device_preprocess``: detection models get the resized uint8 image and normalise it on the GPU
+      (4x less to copy, no host normalisation); same arithmetic as the CPU path.
+    - ``capture_after``: sightings of a shape before its graph is captured (1 when ``dynamic_shapes`` is set);
+      ``max_graphs``: graphs kept per context (least recently used dropped).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    compile: CompileMode = "none"
+    aot: bool = False
+    cuda_graphs: bool = True
+    tf32: bool = False
+    contexts: int = Field(default=1, ge=1, le=16)
+    channels_last: bool = False
+    device_preprocess: bool = True
+    capture_after: int = Field(default=2, ge=1, le=100)
+    max_graphs: int = Field(default=64, ge=1, le=4096)
+
+    @model_validator(mode="after")
+    def _one_compiler(self):
+        if self.aot and self.compile != "none":
+            raise ValueError(f"aot (AOTInductor, compiled once and cached) and compile={self.compile!r} exclude each other; pick one")
+        return self
+
+    @property
+    def own_cuda_graphs(self) -> bool:
+        """Whether the engine captures graphs itself (torch.compile's cudagraph modes capture their own)."""
+        return self.cuda_graphs and self.compile not in ("reduce-overhead", "max-autotune")
+
+
 class BackendConfig(BaseModel):
     """Settings every engine understands; an engine ignores none silently (it rejects what it can't do)."""
 
@@ -39,7 +87,8 @@ class BackendConfig(BaseModel):
     cpu_num_threads: Optional[int] = Field(default=None, ge=1, le=1024)
     # Inferences of one model (or of several, as pipeline stage threads make them) that may run at the same
     # time, cpu_num_threads split among them. None: one at a time with all the threads (OpenVINO's LATENCY
-    # hint), the fastest on 2 cores; more pays only with spare cores (benchmarks/RESULTS.md, "Stage parallelism").
+    # hint), the fastest on 2 cores (2 streams x 1 thread: OCR 2.1 images/s against 3.1, 2026-11-25); more
+    # streams can pay only where cores are spare. See hpinfer/pipelines/ocr.py for how stage threads use it.
     cpu_num_streams: Optional[int] = Field(default=None, ge=1, le=64)
     precision: Precision = "fp32"
     # {input_name: [[min...], [opt...], [max...]]}, as in PaddleX/TensorRT.
@@ -48,6 +97,7 @@ class BackendConfig(BaseModel):
     # Largest accepted drift of a reduced precision from fp32 on held-back inputs, in the task's own metric
     # (detection 1 - box F1 x mean IoU, recognition CER, classification 1 - top-1 agreement); None: the task's default.
     accuracy_tolerance: Optional[float] = Field(default=None, ge=0, le=1)
+    torch: TorchConfig = TorchConfig()  # read by the torch engine only; see TorchConfig
 
     @field_validator("dynamic_shapes")
     @classmethod
@@ -94,7 +144,8 @@ class HPIConfig(BaseModel):
 
 _ALLOWED_KEYS = (
     "auto_config, backend, backend_config{cpu_num_threads, cpu_num_streams, precision, dynamic_shapes, accuracy_tolerance, "
-    "calibration{method, data, num_samples, keep_first_last, exclude_nodes, exclude_op_types}}"
+    "calibration{method, data, num_samples, keep_first_last, exclude_nodes, exclude_op_types}, "
+    "torch{compile, aot, cuda_graphs, tf32, contexts, channels_last, device_preprocess, capture_after, max_graphs}}"
 )
 
 

@@ -91,3 +91,44 @@ def test_doc_orientation_turns_pages_upright_before_ocr(images):
         assert "DocOrientationClassify" not in plain.sub_modules
         with pytest.raises(hpinfer.ConfigError, match="use_doc_orientation_classify"):
             plain.predict(page, use_doc_orientation_classify=True)
+
+
+def _same(a, b) -> bool:
+    keys = ("input_path", "page_index", "rec_texts", "rec_scores", "textline_orientation_angles")
+    return all(a[k] == b[k] for k in keys) and all(np.array_equal(a[k], b[k]) for k in ("dt_polys", "rec_polys", "rec_boxes"))
+
+
+def test_stage_threads_give_the_sequential_results_in_order(ocr, shared_images, tmp_path):
+    """Directory, list and PDF input through the three stage threads: the same results, bit for bit, as one
+    image at a time, in input order."""
+    files = sorted(str(p) for p in shared_images.iterdir())
+    sequential = ocr.predict(files, use_queues=False)
+    for queued in (ocr.predict(files), ocr.predict(str(shared_images), use_queues=True, queue_size=1)):
+        assert len(queued) == len(sequential) == len(files)
+        assert all(_same(a, b) for a, b in zip(sequential, queued))
+    pages = [Image.open(shared_images / name).convert("RGB") for name in ("paragraph_en.jpg", "single_line.jpg", "ja_lines.jpg")]
+    pdf = tmp_path / "pages.pdf"
+    pages[0].save(pdf, "PDF", save_all=True, append_images=pages[1:])
+    queued = list(ocr.predict_iter(str(pdf), page_range=(2, 3)))
+    assert [r["page_index"] for r in queued] == [1, 2]
+    assert all(_same(a, b) for a, b in zip(ocr.predict(str(pdf), page_range=(2, 3), use_queues=False), queued))
+
+
+def test_stage_threads_raise_a_bad_input_where_it_is(ocr, shared_images, tmp_path):
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"not an image")
+    stream = ocr.predict_iter([str(shared_images / "single_line.jpg"), str(bad), str(shared_images / "tiny.png")])
+    assert next(stream)["rec_texts"] == ["在中国作家协会第三届儿童文学"]
+    with pytest.raises(hpinfer.InputError, match="broken.jpg"):
+        next(stream)
+
+
+def test_openvino_streams_setting(images):
+    """cpu_num_streams compiles that many OpenVINO streams (threads split among them): same texts."""
+    pytest.importorskip("openvino")
+    hpi = {"backend": "openvino", "backend_config": {"cpu_num_threads": 2, "cpu_num_streams": 2}}
+    with hpinfer.create_pipeline("OCR", use_hpip=True, hpi_config=hpi) as streamed, \
+            hpinfer.create_pipeline("OCR", use_hpip=True, hpi_config={"backend": "openvino"}) as plain:
+        assert "streams=2" in streamed.text_rec.session.settings
+        assert "streams" not in plain.text_rec.session.settings
+        assert [r["rec_texts"] for r in streamed.predict(images[:3])] == [r["rec_texts"] for r in plain.predict(images[:3])]

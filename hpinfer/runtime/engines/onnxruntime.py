@@ -8,8 +8,9 @@ Runtime fuses into integer kernels.
 from __future__ import annotations
 
 import logging
+import queue
 from pathlib import Path
-from typing import List, Mapping, Optional
+from typing import Any, List, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -33,21 +34,35 @@ OPTIMIZED_MODEL = "model.optimized.onnx"
 class OnnxRuntimeSession(EngineSession):
     backend = "onnxruntime"
 
-    def __init__(self, session, settings: str):
+    def __init__(self, session, settings: str, more: Sequence[Any] = ()):
         self._session = session
+        # cpu_num_streams > 1: one session per stream, each with its share of the threads (an ONNX Runtime session
+        # runs concurrent calls on one shared intra-op pool, so they would only contend).
+        self._pool: Optional["queue.Queue"] = None
+        if more:
+            self._pool = queue.Queue()
+            for one in (session, *more):
+                self._pool.put(one)
         inputs = [TensorInfo(i.name, _shape(i.shape), _ORT_TYPES.get(i.type, i.type)) for i in session.get_inputs()]
         outputs = [TensorInfo(o.name, _shape(o.shape), _ORT_TYPES.get(o.type, o.type)) for o in session.get_outputs()]
         super().__init__(inputs, outputs, settings)
         self._output_names = [o.name for o in outputs]
 
     def _run(self, feeds: Mapping[str, np.ndarray]) -> List[np.ndarray]:
-        return self._session.run(self._output_names, dict(feeds))
+        if self._pool is None:
+            return self._session.run(self._output_names, dict(feeds))
+        session = self._pool.get()
+        try:
+            return session.run(self._output_names, dict(feeds))
+        finally:
+            self._pool.put(session)
 
     def metadata(self) -> dict:
         return dict(self._session.get_modelmeta().custom_metadata_map)
 
     def close(self) -> None:
         self._session = None
+        self._pool = None
 
 
 class OnnxRuntimeEngine(Engine):
@@ -94,7 +109,8 @@ class OnnxRuntimeEngine(Engine):
 
         options = ort.SessionOptions()
         threads = config.cpu_num_threads or cpu_count()
-        options.intra_op_num_threads = threads
+        streams = min(config.cpu_num_streams or 1, threads) if save_to is None else 1  # building needs one
+        options.intra_op_num_threads = max(1, threads // streams)
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         # A saved optimized graph is already optimized (for this machine: the cache key holds its CPU).
@@ -109,8 +125,10 @@ class OnnxRuntimeEngine(Engine):
         else:
             providers = ["CPUExecutionProvider"]
         session = ort.InferenceSession(str(model_path), sess_options=options, providers=providers)
+        more = [ort.InferenceSession(str(model_path), sess_options=options, providers=providers) for _ in range(streams - 1)]
         settings = (
             f"onnxruntime {ort.__version__} {'CUDA' if device.is_gpu else 'CPU'} threads={threads} "
-            f"precision={config.precision}"
+            + (f"streams={streams} " if config.cpu_num_streams else "")
+            + f"precision={config.precision}"
         )
-        return OnnxRuntimeSession(session, settings)
+        return OnnxRuntimeSession(session, settings, more)

@@ -115,12 +115,22 @@ class OpenVINOEngine(Engine):
         import openvino as ov
 
         threads = config.cpu_num_threads or cpu_count()
+        streams = config.cpu_num_streams
         properties = {
             "INFERENCE_NUM_THREADS": threads,
-            "PERFORMANCE_HINT": "LATENCY",
             # Explicit, because OpenVINO silently defaults to bf16 on AMX CPUs.
             "INFERENCE_PRECISION_HINT": _PRECISION_HINT[config.precision],
         }
+        if streams is None:
+            # One stream with every thread. Concurrent requests on it run one after another, and so do those of
+            # other models compiled alike (they share one CPU executor): pipeline stage threads never oversubscribe.
+            properties["PERFORMANCE_HINT"] = "LATENCY"
+        else:
+            # Each stream runs one request at a time on its share of the threads; a stream has at least one.
+            properties["NUM_STREAMS"] = min(streams, threads)
         compiled = core.compile_model(model, "CPU", properties)
-        settings = f"openvino {ov.__version__} CPU threads={threads} precision={config.precision}"
-        return OpenVINOSession(compiled, settings, pool_size=2)
+        got = int(compiled.get_property("NUM_STREAMS"))
+        settings = f"openvino {ov.__version__} CPU threads={threads}" + (f" streams={got}" if streams else "") + (
+            f" precision={config.precision}"
+        )
+        return OpenVINOSession(compiled, settings, pool_size=max(2, got))

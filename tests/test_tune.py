@@ -1,0 +1,82 @@
+"""hpinfer tune: real, short tunes of the OCR pipeline on two small shared images."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import yaml
+
+import hpinfer
+from hpinfer.cli import main
+from hpinfer.runtime.hardware import cpu_has_fast_bf16
+from hpinfer.tune import Candidate, rebatch, tune
+
+pytest.importorskip("openvino")
+
+NAMES = ("paragraph_en.jpg", "single_line.jpg")
+MODULES = {"TextDetection", "TextLineOrientation", "TextRecognition"}
+
+
+@pytest.fixture(scope="module")
+def samples(shared_images, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("samples")
+    for name in NAMES:
+        shutil.copy(shared_images / name, folder / name)
+    return folder
+
+
+def test_tune_writes_a_pipeline_that_loads_with_the_measured_winners(samples, tmp_path):
+    out = tmp_path / "tuned.yaml"
+    report = tune("OCR", samples, out, engines=["openvino"], precisions=["fp32"], threads=[2, 1], batches=[6, 32],
+                  repeats=1, progress=False)
+    assert report.images == 2 and set(report.chosen) == MODULES
+    measured = {(t.module, t.candidate) for t in report.trials if t.ok and t.ms is not None}
+    assert all((key, cand) in measured for key, cand in report.chosen.items())
+    assert sum(t.chosen for t in report.trials) == len(MODULES)
+    assert "<- chosen" in report.table()
+
+    data = yaml.safe_load(out.read_text())
+    rec = data["SubModules"]["TextRecognition"]
+    assert rec["hpi_config"] == report.chosen["TextRecognition"].hpi_config()
+    assert rec["max_batch_size"] == report.chosen["TextRecognition"].batch
+    with hpinfer.create_pipeline(str(out)) as tuned, hpinfer.create_pipeline("OCR") as plain:
+        for key, cand in report.chosen.items():
+            settings = tuned.sub_modules[key].session.settings
+            assert settings.startswith("openvino") and f"threads={cand.threads} " in settings
+        assert tuned.text_rec.params.max_batch_size == report.chosen["TextRecognition"].batch
+        image = str(samples / NAMES[0])
+        assert tuned.predict(image)[0]["rec_texts"] == plain.predict(image)[0]["rec_texts"]
+
+
+@pytest.mark.skipif(not cpu_has_fast_bf16(), reason="no bf16 on this CPU")
+def test_an_impossible_tolerance_rejects_reduced_precision(samples):
+    report = tune("OCR", samples, None, tolerance=0.0, engines=["openvino"], precisions=["fp32", "bf16"], threads=[2],
+                  batches=[32], repeats=1, progress=False)
+    bf16 = [t for t in report.trials if t.candidate.precision == "bf16"]
+    assert bf16 and all(t.verdict.startswith("rejected") for t in bf16 if t.drift)
+    # detection boxes always move a little in bf16: fp32 must win there
+    assert any(t.drift for t in bf16 if t.module == "TextDetection")
+    assert report.chosen["TextDetection"].precision == "fp32"
+    assert all(t.verdict == "ok" for t in report.trials if t.candidate.precision == "fp32")
+
+
+def test_cli_tune_with_no_budget_skips_every_candidate(samples, tmp_path, capsys):
+    out = tmp_path / "t.yaml"
+    assert main(["tune", "--pipeline", "OCR", "--input", str(samples), "--output", str(out), "--engines", "openvino",
+                 "--precisions", "fp32", "--threads", "1", "--budget_s", "0", "--log_level", "WARNING"]) == 0
+    printed = capsys.readouterr().out
+    assert "skipped (budget)" in printed and "<- chosen" not in printed
+    data = yaml.safe_load(out.read_text())
+    assert data["use_hpip"] is True and "hpi_config" not in data["SubModules"]["TextDetection"]
+    assert main(["tune", "--pipeline", "OCR", "--input", str(samples), "--engines", "nope"]) == 2
+
+
+def test_rebatch_splits_and_remembers_the_origin():
+    import numpy as np
+
+    calls = [{"x": np.zeros((5, 1))}, {"x": np.zeros((2, 1))}]
+    split, origin = rebatch(calls, 2)
+    assert [len(c["x"]) for c in split] == [2, 2, 1, 2] and origin == [0, 0, 0, 1]
+    assert rebatch(calls, None)[1] == [0, 1]
+    assert Candidate("openvino", "fp32", 2).hpi_config()["backend_config"] == {"cpu_num_threads": 2, "precision": "fp32"}
