@@ -1,7 +1,7 @@
 """Load test of ``hpinfer serve`` on loopback: latency and throughput with cross-request batching on and off,
 the HTTP overhead over in-process ``predict``, and an optional soak. Bounded request counts; stops by itself.
 
-    python benchmarks/serve_load.py [--pipeline OCR] [--requests 1:6,8:16,32:32] [--rounds 3] [--json out.json]
+    python benchmarks/serve_load.py [--pipeline OCR] [--requests 1:6,8:16,32:32] [--rounds 3] [--two_threads_too] [--json out.json]
     python benchmarks/serve_load.py --soak 600          # concurrency 16 for 10 minutes, errors and RSS growth
 
 The configurations run as real server processes at once (``python -m hpinfer.serving serve --port 0``,
@@ -186,7 +186,7 @@ def http_overhead(server: "Server", endpoint: str, pipeline_name: str, images_di
     }
 
 
-def soak(pipeline: str, images_dir: Path, seconds: float, concurrency: int = 16) -> Dict[str, Any]:
+def soak(pipeline: str, endpoint: str, images_dir: Path, seconds: float, concurrency: int = 16) -> Dict[str, Any]:
     """Concurrency 16 for ``seconds``: errors, and RSS growth after the first sixth (warm-up, at least 30 s)."""
     payloads = bodies(images_dir, IMAGES)
     warm_up = max(30.0, seconds / 6)
@@ -202,7 +202,7 @@ def soak(pipeline: str, images_dir: Path, seconds: float, concurrency: int = 16)
                     i = w
                     while time.monotonic() < stop:
                         try:
-                            response = await client.post(f"{server.url}/ocr", json=payloads[i % len(payloads)])
+                            response = await client.post(server.url + endpoint, json=payloads[i % len(payloads)])
                             key = None if response.status_code == 200 else str(response.status_code)
                         except httpx.HTTPError as err:
                             key = type(err).__name__
@@ -256,7 +256,7 @@ def main() -> int:
     args = parser.parse_args()
     report: Dict[str, Any] = {"environment": environment()}
     if args.soak:
-        report["soak"] = soak(args.pipeline, args.images, args.soak)
+        report["soak"] = soak(args.pipeline, args.endpoint, args.images, args.soak)
     else:
         levels = [tuple(int(x) for x in pair.split(":")) for pair in args.requests.split(",")]
         with contextlib.ExitStack() as stack:
