@@ -1,6 +1,6 @@
 """Our OCR pipeline against its peers, same models on both sides, same images, one process.
 
-    python benchmarks/compare_peers.py [--iters 3] [--images DIR] [--pages 3] [--json out.json]
+    python benchmarks/compare_peers.py [--iters 3] [--images DIR] [--pages 3] [--json out.json] [--tuned tuned.yaml]
 
 Configurations, grouped by model set (every ratio compares a set with itself):
 
@@ -27,6 +27,16 @@ every image goes through every configuration before the next image (who goes fir
 load from other processes on a shared machine falls on all of them alike; each configuration gets
 one pass per round: images/s, mean and p90 latency per image. The table shows the median over rounds;
 each ratio is the median of the per-round ratios.
+
+Our configurations are also timed as a stream: after each round's image-by-image passes, each of ours runs
+``predict_iter`` over the whole image list once (stage threads: decode | detect | recognise, see
+``hpinfer/pipelines/ocr.py``), giving "stream images/s"; its texts are checked equal to the per-image ones.
+The peers have no such mode, so "stream throughput ours/peer" divides our stream rate by the peer's
+image-by-image rate.
+
+``--tuned tuned.yaml`` (written by ``hpinfer tune``) adds that pipeline as one more of ours, in the model set
+of its detection model; its drift is stated as the text lines it reads differently from our fp32
+``use_hpip`` configuration.
 """
 
 from __future__ import annotations
@@ -69,7 +79,9 @@ class Config:
     sorted_compare: bool = False  # peer orders lines differently: compare texts sorted
     engine: str = ""
     texts: Dict[str, List[str]] = field(default_factory=dict)
-    passes: List[Dict[str, float]] = field(default_factory=list)  # per round: ips, mean_ms, p90_ms
+    passes: List[Dict[str, float]] = field(default_factory=list)  # per round: ips, mean_ms, p90_ms[, stream_ips]
+    stream: Optional[Callable[[List[np.ndarray]], List[List[str]]]] = None  # ours: all images through predict_iter
+    stream_texts: Dict[str, List[str]] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------------------------- inputs
@@ -131,9 +143,21 @@ def ours(pipeline: str, models: str, label: str, **kwargs: Any) -> Config:
         pipe = hpinfer.create_pipeline(pipeline, **kwargs)
         # "openvino 2026.4.1-22982-e213a147257-releases/2026/4 CPU ..." -> "openvino 2026.4.1 CPU ..."
         settings = [" ".join(w.split("-")[0] for w in p.session.settings.split()) for p in pipe.predictors]
+        config.stream = lambda imgs: [r["rec_texts"] for r in pipe.predict_iter(imgs)]
         return (lambda img: pipe.predict(img)[0]["rec_texts"]), _one_or_all(settings)
 
-    return Config(f"ours {label}", models, "ours", load)
+    config = Config(f"ours {label}", models, "ours", load)
+    return config
+
+
+def tuned(path: Path) -> Config:
+    """Ours with a pipeline YAML from ``hpinfer tune``, in the model set of its detection model."""
+    import yaml
+
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    det = str(((data.get("SubModules") or {}).get("TextDetection") or {}).get("model_name") or "")
+    models = V6 if "v6" in det.lower() else V4
+    return ours(str(path), models, f"tuned ({path.name})")
 
 
 def _ov_settings(request) -> str:
@@ -232,7 +256,7 @@ def _load_rapidocr3(models: str, engine_type: str, fp32: bool) -> Tuple[Runner, 
     return run, f"{engine_type} {_version(engine_type)} CPU {settings}"
 
 
-def build_configs(only: Optional[str]) -> List[Config]:
+def build_configs(only: Optional[str], tuned_yaml: Optional[Path] = None) -> List[Config]:
     from hpinfer.runtime.hardware import cpu_has_fast_bf16
 
     bf16 = {"backend": "openvino", "backend_config": {"precision": "bf16"}}
@@ -254,6 +278,9 @@ def build_configs(only: Optional[str]) -> List[Config]:
             lambda: rapidocr3(V6, "openvino", fp32=True),
         ],
     }
+    if tuned_yaml is not None:
+        extra = tuned(tuned_yaml)
+        sets[extra.models].insert(0, lambda: extra)
     return [factory() for models, factories in sets.items() if not only or only == models.split()[0] for factory in factories]
 
 
@@ -297,6 +324,14 @@ def measure(configs: List[Config], images: List[Tuple[str, np.ndarray]], iters: 
                     latencies[k].append(time.perf_counter() - t0)
             for config, lat in zip(group, latencies):
                 config.passes.append(_stats(lat))
+            streamed = [c for c in group if c.stream is not None]
+            for k in range(len(streamed)):  # who goes first rotates here too
+                config = streamed[(round_index + k) % len(streamed)]
+                t0 = time.perf_counter()
+                got = config.stream([image for _, image in images])
+                config.passes[-1]["stream_ips"] = len(images) / (time.perf_counter() - t0)
+                if not config.stream_texts:
+                    config.stream_texts = {name: texts for (name, _), texts in zip(images, got)}
             loads.append(os.getloadavg())
             print(f"{models} round {round_index + 1}/{iters}: {time.perf_counter() - start:.0f} s, "
                   f"load average {loads[-1][0]:.2f}", file=sys.stderr)
@@ -307,6 +342,11 @@ def measure(configs: List[Config], images: List[Tuple[str, np.ndarray]], iters: 
 
 def median_of(config: Config, key: str) -> float:
     return statistics.median(p[key] for p in config.passes)
+
+
+def median_or_none(config: Config, key: str) -> Optional[float]:
+    values = [p[key] for p in config.passes if key in p]
+    return statistics.median(values) if values else None
 
 
 def lines_differing(ours_cfg: Config, peer: Config) -> Tuple[int, int]:
@@ -343,10 +383,28 @@ def pairs(configs: List[Config]) -> List[Dict[str, Any]]:
                 "throughput_ratio": statistics.median(x["ips"] / y["ips"] for x, y in rounds),
                 "latency_ratio": statistics.median(x["mean_ms"] / y["mean_ms"] for x, y in rounds),
                 "p90_ratio": statistics.median(x["p90_ms"] / y["p90_ms"] for x, y in rounds),
+                "stream_throughput_ratio": statistics.median(x["stream_ips"] / y["ips"] for x, y in rounds)
+                if all("stream_ips" in x for x, _ in rounds) else None,
                 "text_mismatches": compare_texts(a, b),
                 "lines_differing": lines_differing(a, b),
             })
     return rows
+
+
+def drift_rows(configs: List[Config]) -> List[Dict[str, Any]]:
+    """Each tuned configuration against our fp32 use_hpip one of its model set: the lines it reads differently."""
+    rows = []
+    for t in (c for c in configs if c.name.startswith("ours tuned")):
+        base = next((c for c in configs if c.models == t.models and c.name == "ours use_hpip (auto)"), None)
+        if base is not None:
+            rows.append({"models": t.models, "tuned": t.name, "reference": base.name,
+                         "text_mismatches": compare_texts(t, base), "lines_differing": lines_differing(t, base)})
+    return rows
+
+
+def stream_checks(configs: List[Config]) -> List[str]:
+    """Ours whose stream texts differ from their image-by-image texts (there should be none)."""
+    return [c.name for c in configs if c.stream_texts and c.stream_texts != c.texts]
 
 
 # ---------------------------------------------------------------------------------------------- report
@@ -378,22 +436,36 @@ def table(configs: List[Config], rows: List[Dict[str, Any]], images: List[Tuple[
         f"{len(images)} images ({', '.join(n for n, _ in images)}), {iters} timed rounds after 1 warm-up pass; "
         f"{cpu_name()}, {cpu_count()} cores; every engine {threads()} intra-op threads",
         "",
-        f"| model set | configuration | engine (as loaded) | images/s | mean ms | p90 ms |",
-        "| --- | --- | --- | ---: | ---: | ---: |",
+        f"| model set | configuration | engine (as loaded) | images/s | stream images/s | mean ms | p90 ms |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: |",
     ]
     for c in configs:
-        out.append(f"| {c.models} | {c.name} | {c.engine} | {median_of(c, 'ips'):.2f} | {median_of(c, 'mean_ms'):.0f} | {median_of(c, 'p90_ms'):.0f} |")
+        stream = median_or_none(c, "stream_ips")
+        out.append(f"| {c.models} | {c.name} | {c.engine} | {median_of(c, 'ips'):.2f} | "
+                   f"{'—' if stream is None else f'{stream:.2f}'} | {median_of(c, 'mean_ms'):.0f} | {median_of(c, 'p90_ms'):.0f} |")
     out += [
         "",
-        "| model set | ours | peer | throughput ours/peer | mean latency ours/peer | p90 latency ours/peer | texts |",
-        "| --- | --- | --- | ---: | ---: | ---: | --- |",
+        "| model set | ours | peer | throughput ours/peer | stream throughput ours/peer | mean latency ours/peer | p90 latency ours/peer | texts |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | --- |",
     ]
     for r in rows:
         missing, total = r["lines_differing"]
         texts = "identical" if not r["text_mismatches"] else (
             f"{len(r['text_mismatches'])} image(s) differ ({missing} of {total} lines)" if missing else
             f"{len(r['text_mismatches'])} image(s): same lines, other order")
-        out.append(f"| {r['models']} | {r['ours']} | {r['peer']} | {r['throughput_ratio']:.2f}x | {r['latency_ratio']:.2f} | {r['p90_ratio']:.2f} | {texts} |")
+        stream = r["stream_throughput_ratio"]
+        out.append(f"| {r['models']} | {r['ours']} | {r['peer']} | {r['throughput_ratio']:.2f}x | "
+                   f"{'—' if stream is None else f'{stream:.2f}x'} | {r['latency_ratio']:.2f} | {r['p90_ratio']:.2f} | {texts} |")
+    for r in drift_rows(configs):
+        missing, total = r["lines_differing"]
+        out.append("")
+        out.append(f"Drift of {r['tuned']} [{r['models']}] from {r['reference']} (fp32): " + (
+            "identical texts" if not r["text_mismatches"] else
+            f"{len(r['text_mismatches'])} image(s) differ, {missing} of {total} lines"))
+        out += [f"  - {d}" for d in r["text_mismatches"]]
+    bad = stream_checks(configs)
+    out += ["", "Stream texts equal the image-by-image texts for all of ours." if not bad else
+            f"Stream texts DIFFER from image-by-image texts for: {', '.join(bad)}"]
     mismatched = [r for r in rows if r["text_mismatches"]]
     if mismatched:
         out += ["", "Text differences:"]
@@ -410,16 +482,19 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--pages", type=int, default=3, help="synthetic full pages added to the images (default 3)")
     parser.add_argument("--only", choices=["PP-OCRv4", "PP-OCRv6"], help="one model set only")
     parser.add_argument("--json", type=Path, help="write every number (per round) here")
+    parser.add_argument("--tuned", type=Path, help="also run this pipeline YAML from `hpinfer tune` (one of ours)")
     args = parser.parse_args(argv)
     if args.iters < 1 or args.pages < 0:
         parser.error("--iters must be >= 1 and --pages >= 0")
+    if args.tuned is not None and not args.tuned.is_file():
+        parser.error(f"--tuned {args.tuned}: no such file")
 
     import logging
 
     logging.getLogger("hpinfer").setLevel(logging.WARNING)
     with tempfile.TemporaryDirectory(prefix="hpinfer-pages-") as workdir:
         images = load_inputs(args.images, args.pages, Path(workdir))
-    configs = build_configs(args.only)
+    configs = build_configs(args.only, args.tuned)
     start = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     loads = measure(configs, images, args.iters)
     rows = pairs(configs)
@@ -431,7 +506,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             "images": [[n, list(img.shape)] for n, img in images], "load_average_after_rounds": loads,
             "configs": [{"name": c.name, "models": c.models, "side": c.side, "engine": c.engine, "passes": c.passes,
                          "median": {k: median_of(c, k) for k in ("ips", "mean_ms", "p90_ms")}} for c in configs],
-            "pairs": rows,
+            "pairs": rows, "tuned_drift": drift_rows(configs), "stream_texts_differ": stream_checks(configs),
         }
         args.json.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return 0
