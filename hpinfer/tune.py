@@ -190,7 +190,7 @@ def open_candidate(rec: Recorded, cand: Candidate, device: Any):
     if cand.precision != "int8":
         return ENGINES[cand.backend].load(rec.model_path, config, device)
     hpi = HPIConfig(auto_config=False, backend=cand.backend, backend_config=config)
-    return open_session(rec.model_name, rec.model_path, device, True, hpi, ModelTask(rec.task, rec.params))
+    return open_session(rec.model_name, rec.model_path, device, True, hpi, task=ModelTask(rec.task, rec.params))
 
 
 def rebatch(calls: Sequence[Feeds], batch: Optional[int]) -> Tuple[List[Feeds], List[int]]:
