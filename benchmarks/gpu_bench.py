@@ -13,6 +13,15 @@ Sections (each one's failure is recorded and the next one runs):
   pipeline     OCR pipeline: texts on the GPU (fp32/fp16/bf16) vs the CPU fp32 pipeline; throughput GPU vs CPU
   pipeline_threads  OCR pipeline throughput with 1, 2 and 4 threads sharing one pipeline (CPU work overlaps)
   aoti         torch.export + AOTInductor package of the detector: build time, load time, replay time
+ (second session, issue 6 leftovers; options through backend_config.torch)
+  fidelity     OCR texts on the shared images + rendered pages: GPU torch fp32/fp16 (uint8 upload, normalised on the
+               GPU) vs the CPU ONNX Runtime fp32 pipeline
+  throughput   pipeline images/s with several workers (processes x threads), GPU vs the same machine's CPU cores
+               (each at its best concurrency), plus a per-stage breakdown of one GPU worker
+  rec128       rec 128x3x48x320 fp16: graph, channels-last, compile modes, fp16 end to end; --max-autotune adds
+               compile mode max-autotune-no-cudagraphs (in a subprocess with a time limit)
+  aot          AOTInductor packages in the model cache: first start (build) vs second start (load), in fresh processes
+  profile2     ``hpinfer bench --profile`` of the OCR pipeline on the GPU (fp16), and rec 128 per kernel
 
 Writes DIR/gpu_bench.json (all numbers), DIR/gpu_bench.md (tables), DIR/profile_det.txt. GPU times are CUDA-event
 medians with inputs already on the device; "run()" times are wall-clock medians of ``session.run`` from numpy to
@@ -47,7 +56,8 @@ from hpinfer.models import text_detection  # noqa: E402
 from hpinfer.models.registry import resolve_model  # noqa: E402
 from hpinfer.models.text_recognition import resize_norm  # noqa: E402
 from hpinfer.pipelines.ocr import crop_quad  # noqa: E402
-from hpinfer.runtime.engines.torch_engine import TorchEngine, TorchOptions  # noqa: E402
+from hpinfer.config import TorchConfig  # noqa: E402
+from hpinfer.runtime.engines.torch_engine import TorchEngine  # noqa: E402
 from hpinfer.runtime.hardware import cpu_name  # noqa: E402
 
 DET, REC, CLS = "PP-OCRv4_mobile_det", "PP-OCRv4_mobile_rec", "ch_ppocr_mobile_v2.0_cls"
@@ -160,7 +170,9 @@ def env() -> Dict[str, Any]:
 
 
 def load(name: str, precision: str, **options: Any):
-    return TorchEngine.load(resolve_model(name).model_file, BackendConfig(precision=precision), DEVICE, TorchOptions(**options))
+    if isinstance(options.get("compile"), bool):  # the first session's on/off flag
+        options["compile"] = "default" if options["compile"] else "none"
+    return TorchEngine.load(resolve_model(name).model_file, BackendConfig(precision=precision, torch=TorchConfig(**options)), DEVICE)
 
 
 def correct(pics) -> Dict[str, Any]:
@@ -359,6 +371,354 @@ def aoti(pics, out_dir: Path) -> Dict[str, Any]:
     return out
 
 
+# ----------------------------------------------------------------------------------------------- session 2 sections
+
+ARGS: Any = None  # the parsed command line (worker processes and sections read it)
+PAGES_DIR = Path("/tmp/gpu_bench_pages")  # outside --out: only a few files may come back from the device
+PAGES = 4  # rendered A4 pages (the shared images laid out, as benchmarks/compare_peers.py does) added to the inputs
+
+
+def pipeline_inputs(images_dir: Path, workdir: Path, write: bool = True) -> Dict[str, np.ndarray]:
+    """The shared images plus ``PAGES`` rendered pages, decoded; the pages are written to ``workdir`` first."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from compare_peers import compose_page
+
+    pics = images(images_dir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    for index in range(PAGES if not ARGS.smoke else 1) if write else ():
+        path = workdir / f"page_{index + 1}.png"
+        cv2.imwrite(str(path), compose_page(list(pics.values()), index))
+    if ARGS.smoke:  # a dry run: two small images and the page
+        pics = {k: pics[k] for k in ("paragraph_en.jpg", "single_line.jpg")}
+    return {**pics, **{p.name: next(iter(iter_inputs(str(p)))).image for p in sorted(workdir.glob("page_*.png"))}}
+
+
+def _hpi(backend: str, precision: str, threads: Optional[int] = None, **torch_options: Any) -> Dict[str, Any]:
+    config: Dict[str, Any] = {"precision": precision}
+    if threads:
+        config["cpu_num_threads"] = threads
+    if torch_options:
+        config["torch"] = torch_options
+    return {"auto_config": False, "backend": backend, "backend_config": config}
+
+
+def fidelity(inputs: Dict[str, np.ndarray]) -> Dict[str, Any]:
+    out: Dict[str, Any] = {}
+    texts: Dict[str, Dict[str, List[str]]] = {}
+    runs = {"cpu onnxruntime fp32": ("cpu", _hpi("onnxruntime", "fp32"))}
+    for precision in ("fp32", "fp16"):
+        runs[f"{DEVICE} torch {precision} (uint8 upload, GPU normalise)"] = (str(DEVICE), _hpi("torch", precision))
+    runs[f"{DEVICE} torch fp32 (host normalise)"] = (str(DEVICE), _hpi("torch", "fp32", device_preprocess=False))
+    for label, (device, hpi) in runs.items():
+        def read() -> Dict[str, Any]:
+            with hpinfer.create_pipeline("OCR", device=device, use_hpip=True, hpi_config=hpi) as pipe:
+                texts[label] = {k: pipe.predict(v)[0]["rec_texts"] for k, v in inputs.items()}
+            return {"lines": sum(len(t) for t in texts[label].values())}
+        attempt(out, label, read)
+    reference = texts.get("cpu onnxruntime fp32", {})
+    lines = sum(len(t) for t in reference.values())
+    for label, got in texts.items():
+        same = sum(a == b for k in reference for a, b in zip(reference[k], got.get(k, [])))
+        out[label].update(identical=got == reference, lines_identical=f"{same}/{lines}",
+                          differences={k: [reference[k], got[k]] for k in reference if got.get(k) != reference[k]})
+    log(json.dumps(out, indent=1, ensure_ascii=False)[:4000])
+    return out
+
+
+def worker_main(spec: Dict[str, Any]) -> None:
+    """One worker process of ``throughput``: a pipeline shared by ``threads`` threads. After warming up (every input
+    ``warmup`` times per thread, so graphs get captured) it waits for the go file, then each thread cycles through
+    the inputs (its own starting point) for ``seconds`` and finishes the image in hand; the rate counts whole images."""
+    import threading as _threading
+
+    cv2.setNumThreads(spec["cv_threads"])
+    inputs = pipeline_inputs(Path(spec["images"]), Path(spec["pages"]), write=False)
+    names = sorted(inputs)
+    order = [names[i] for i in np.random.default_rng(0).permutation(len(names))]
+    counts = [0] * spec["threads"]
+    ends = [0.0] * spec["threads"]
+    with hpinfer.create_pipeline("OCR", device=spec["device"], use_hpip=True, hpi_config=spec["hpi"]) as pipe:
+        def warm(t: int) -> None:
+            for k in range(spec["warmup"] * len(order)):
+                pipe.predict(inputs[order[(k + t) % len(order)]])
+
+        def timed(t: int, go: float) -> None:
+            k = (spec["rank"] * spec["threads"] + t) * len(order) // (spec["procs"] * spec["threads"])
+            while time.time() - go < spec["seconds"]:
+                pipe.predict(inputs[order[k % len(order)]])
+                k += 1
+                counts[t] += 1
+            ends[t] = time.time()
+
+        threads = [_threading.Thread(target=warm, args=(t,)) for t in range(spec["threads"])]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        Path(spec["ready"]).write_text("ready")
+        while not Path(spec["go"]).exists():
+            time.sleep(0.002)
+        go = time.time()
+        threads = [_threading.Thread(target=timed, args=(t, go)) for t in range(spec["threads"])]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+    Path(spec["result"]).write_text(json.dumps({"start": go, "end": max(ends), "images": sum(counts)}))
+
+
+def run_workers(label: str, device: str, hpi: Dict[str, Any], procs: int, threads: int, seconds: float, warmup: int,
+                timeout: float) -> Dict[str, Any]:
+    """``procs`` worker processes, timed together for ``seconds``: the sum of their images/s."""
+    import tempfile
+
+    tmp = Path(tempfile.mkdtemp(prefix="hpw-"))
+    started = time.perf_counter()
+    workers = []
+    for i in range(procs):
+        spec = {"images": str(ARGS.images), "pages": str(PAGES_DIR), "device": device, "hpi": hpi,
+                "threads": threads, "procs": procs, "rank": i, "warmup": warmup, "seconds": seconds,
+                "cv_threads": max(1, (os.cpu_count() or 1) // procs), "ready": str(tmp / f"ready{i}"),
+                "go": str(tmp / "go"), "result": str(tmp / f"result{i}.json")}
+        workers.append(subprocess.Popen([sys.executable, __file__, "--worker", json.dumps(spec), "--out", str(ARGS.out),
+                                         "--images", str(ARGS.images)] + (["--smoke"] if ARGS.smoke else []),
+                                        stdout=subprocess.DEVNULL, stderr=open(tmp / f"stderr{i}.txt", "w")))
+    try:
+        while not all((tmp / f"ready{i}").exists() for i in range(procs)):
+            if any(w.poll() not in (None, 0) for w in workers):
+                bad = next(i for i, w in enumerate(workers) if w.poll() not in (None, 0))
+                raise RuntimeError(f"a worker failed: {(tmp / f'stderr{bad}.txt').read_text()[-2000:]}")
+            if time.perf_counter() - started > timeout:
+                raise TimeoutError(f"workers not ready after {timeout:.0f}s")
+            time.sleep(0.05)
+        ready_s = time.perf_counter() - started
+        (tmp / "go").write_text("go")
+        for w in workers:
+            w.wait(timeout=seconds + 120)
+        results = [json.loads((tmp / f"result{i}.json").read_text()) for i in range(procs)]
+    finally:
+        for w in workers:
+            if w.poll() is None:
+                w.kill()
+    rate = sum(r["images"] / (r["end"] - r["start"]) for r in results)
+    row = {"images_per_s": round(rate, 2), "procs": procs, "threads": threads, "images": sum(r["images"] for r in results),
+           "seconds": seconds, "start_and_warmup_s": round(ready_s, 1)}
+    log(label, row)
+    return row
+
+
+def throughput(inputs: Dict[str, np.ndarray]) -> Dict[str, Any]:
+    from hpinfer.bench import benchmark
+
+    out: Dict[str, Any] = {}
+    cores = os.cpu_count() or 1
+    cpu = [(1, 1, cores), (4, 1, max(1, cores // 4)), (cores // 2, 1, 2)] if not ARGS.smoke else [(1, 1, 2)]
+    if ARGS.skip_cpu:
+        cpu = []
+    results["throughput"] = out  # partial results reach the JSON file after each configuration
+    save = lambda: (ARGS.out / "gpu_bench.json").write_text(json.dumps(results, indent=1, ensure_ascii=False, default=str))  # noqa: E731
+    for procs, threads, ort_threads in cpu:
+        label = f"cpu onnxruntime fp32: {procs} proc x {threads} thread, {ort_threads} ORT threads each"
+        attempt(out, label, lambda: run_workers(label, "cpu", _hpi("onnxruntime", "fp32", ort_threads), procs, threads,
+                                                seconds=ARGS.cpu_seconds, warmup=0, timeout=90))
+        save()
+    gpu = [("fp32", 1, 1, 1), ("fp32", 4, 2, 2), ("fp32", 8, 2, 2), ("fp16", 8, 2, 2)]
+    if ARGS.gpu_configs:  # precision:procs:threads:contexts,...
+        gpu = [(p, int(a), int(b), int(c)) for p, a, b, c in (item.split(":") for item in ARGS.gpu_configs.split(","))]
+    if ARGS.smoke:
+        gpu = [("fp32", 1, 2, 2)]
+    for precision, procs, threads, contexts in gpu:
+        label = f"{DEVICE} torch {precision}: {procs} proc x {threads} thread, {contexts} context(s)"
+        hpi = _hpi("torch", precision, contexts=contexts, capture_after=ARGS.capture_after)
+        attempt(out, label, lambda: run_workers(label, str(DEVICE), hpi, procs, threads, seconds=ARGS.gpu_seconds, warmup=ARGS.gpu_warmup, timeout=ARGS.ready_limit))
+        save()
+    best = lambda prefix: max((v["images_per_s"] for k, v in out.items() if k.startswith(prefix) and "images_per_s" in v), default=None)  # noqa: E731
+    cpu_best, gpu32, gpu16 = best("cpu "), best(f"{DEVICE} torch fp32"), best(f"{DEVICE} torch fp16")
+    if cpu_best:
+        out["summary"] = {"cpu best images/s": cpu_best, "gpu fp32 best": gpu32, "gpu fp16 best": gpu16,
+                          "speed-up fp32": round(gpu32 / cpu_best, 1) if gpu32 else None,
+                          "speed-up fp16": round(gpu16 / cpu_best, 1) if gpu16 else None}
+
+    def stages() -> Dict[str, Any]:  # where one GPU worker's time goes (1 thread)
+        hpi = _hpi("torch", "fp32")
+        with hpinfer.create_pipeline("OCR", device=str(DEVICE), use_hpip=True, hpi_config=hpi) as pipe:
+            report = benchmark(pipe, list(inputs.values()), warmup=2, iters=2)
+        log(report.format())
+        return {"text": report.format()}
+
+    if not ARGS.gpu_configs:
+        attempt(out, "one gpu worker, per stage", stages)
+    log(json.dumps(out.get("summary"), indent=1))
+    return out
+
+
+def _graph_ms(fn: Callable, x) -> float:
+    import torch
+
+    if not DEVICE.is_gpu:
+        return wall_ms(lambda: fn(x), min_runs=2, budget_s=0.5)
+    stream = torch.cuda.Stream()
+    with torch.inference_mode():
+        with torch.cuda.stream(stream):
+            for _ in range(3):
+                fn(x)
+        stream.synchronize()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, stream=stream):
+            fn(x)
+        return gpu_ms(graph.replay, iters=100)
+
+
+def rec128(pics) -> Dict[str, Any]:
+    """rec 128x3x48x320 fp16 variants, each timed as a replayed CUDA graph (compiled ones compiled first)."""
+    import torch
+
+    from hpinfer.runtime.onnx_to_torch import KEEP_FP32_OPS, OnnxModule, load_graph
+
+    shape = (128, 3, 48, 320) if not ARGS.smoke else (8, 3, 48, 320)
+    x_np = real_input(REC, shape, pics)
+    x = torch.from_numpy(x_np).to(f"cuda:{DEVICE.index}" if DEVICE.is_gpu else "cpu")
+    out: Dict[str, Any] = {}
+    with torch.inference_mode():
+        reference = load(REC, "fp32").module(x)[0].float()
+
+    def agree(y) -> float:
+        return round(float((y.float().argmax(-1) == reference.argmax(-1)).float().mean()), 5)
+
+    def variant(precision: str, **options: Any) -> Dict[str, Any]:
+        session = load(REC, precision, **options)
+        start = time.perf_counter()
+        with torch.inference_mode():
+            y = session.fn(x)[0]
+        if DEVICE.is_gpu:
+            torch.cuda.synchronize()
+        first_s = time.perf_counter() - start
+        return {"graph_ms": round(_graph_ms(session.fn, x), 3), "first_call_s": round(first_s, 1), "argmax_vs_fp32": agree(y)}
+
+    cases = {
+        "fp32 graph": ("fp32", {}), "fp32 channels-last graph": ("fp32", {"channels_last": True}), "fp16 graph (mixed)": ("fp16", {}), "fp16 channels-last graph": ("fp16", {"channels_last": True}),
+        "fp16 compile default + graph": ("fp16", {"compile": "default"}),
+        "fp16 compile default channels-last + graph": ("fp16", {"compile": "default", "channels_last": True}),
+        "fp32 tf32 compile default + graph": ("fp32", {"compile": "default", "tf32": True}),
+    }
+    if ARGS.smoke:  # a CPU dry run: no fp16, no compiling
+        cases = {k: v for k, v in cases.items() if v[0] == "fp32" and "compile" not in v[1]}
+    for label, (precision, options) in cases.items():
+        log(label, attempt(out, label, lambda: variant(precision, **options)))
+    if ARGS.smoke:
+        return out
+
+    def pure_fp16(compile_it: bool) -> Dict[str, Any]:
+        """Every node in fp16 (only the always-fp32 op types kept), the input cast once: fp16 end to end."""
+        graph = load_graph(resolve_model(REC).model_file)
+        plan = {i: torch.float32 if n.op in KEEP_FP32_OPS else torch.float16 for i, n in enumerate(graph.nodes)}
+        module = OnnxModule(graph, plan).eval().to(x.device)
+        fn = torch.compile(module, dynamic=False, fullgraph=True) if compile_it else module
+        xh = x.half()
+        with torch.inference_mode():
+            y = fn(xh)[0]
+        return {"graph_ms": round(_graph_ms(fn, xh), 3), "argmax_vs_fp32": agree(y),
+                "fp32_nodes": sum(d == torch.float32 for d in plan.values()), "nodes": len(plan)}
+
+    log("fp16 end to end", attempt(out, "fp16 end to end graph", lambda: pure_fp16(False)))
+    log("fp16 end to end compiled", attempt(out, "fp16 end to end compile default + graph", lambda: pure_fp16(True)))
+    mixed = load(REC, "fp16").module
+    out["mixed plan fp32 nodes"] = f"{sum(1 for d in mixed._steps if d[3] == torch.float32)}/{len(mixed._steps)}"
+    torch.backends.cudnn.benchmark = True
+    if ARGS.max_autotune:
+        code = ("import sys,json; sys.argv=['x','--out','/tmp/ma','--images',%r]; sys.path.insert(0,%r); import gpu_bench as g; "
+                "g.main_args(); print('RESULT', json.dumps(g.rec128_autotune()))") % (str(ARGS.images), str(Path(__file__).parent))
+        try:
+            done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=ARGS.autotune_limit)
+            line = [ln for ln in done.stdout.splitlines() if ln.startswith("RESULT ")]
+            out["fp16 compile max-autotune-no-cudagraphs + graph"] = json.loads(line[0][7:]) if line else {"error": done.stderr[-1500:]}
+        except subprocess.TimeoutExpired:
+            out["fp16 compile max-autotune-no-cudagraphs + graph"] = {"error": f"compile did not finish within {ARGS.autotune_limit}s"}
+        log(out["fp16 compile max-autotune-no-cudagraphs + graph"])
+    log(json.dumps(out, indent=1))
+    return out
+
+
+def rec128_autotune() -> Dict[str, Any]:
+    import torch
+
+    pics = images(ARGS.images)
+    x = torch.from_numpy(real_input(REC, (128, 3, 48, 320), pics)).cuda()
+    session = load(REC, "fp16", compile="max-autotune-no-cudagraphs")
+    start = time.perf_counter()
+    with torch.inference_mode():
+        session.fn(x)
+    torch.cuda.synchronize()
+    return {"compile_s": round(time.perf_counter() - start, 1), "graph_ms": round(_graph_ms(session.fn, x), 3)}
+
+
+def aot_section(pics) -> Dict[str, Any]:
+    """First start builds each AOTInductor package (dynamic shapes), the second start, a fresh process, loads it."""
+    out: Dict[str, Any] = {}
+    cache = ARGS.out / "aot_cache" if ARGS.smoke else Path("/tmp/hpinfer-aot-cache")
+    for name, precision in ARGS.aot_models if not ARGS.smoke else ((CLS, "fp32"),):
+        for start in ("first start", "second start"):
+            code = ("import sys,json; sys.argv=['x','--out',%r,'--images',%r,'--device',%r]; sys.path.insert(0,%r); "
+                    "import gpu_bench as g; g.main_args(); print('RESULT', json.dumps(g.aot_once(%r, %r)))") % (
+                str(ARGS.out), str(ARGS.images), str(DEVICE), str(Path(__file__).parent), name, precision)
+            env = dict(os.environ, HPINFER_CACHE_DIR=str(cache))
+            label = f"{name} {precision} {start}"
+            try:
+                done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=ARGS.aot_limit, env=env)
+                line = [ln for ln in done.stdout.splitlines() if ln.startswith("RESULT ")]
+                out[label] = json.loads(line[0][7:]) if line else {"error": done.stderr[-2500:]}
+            except subprocess.TimeoutExpired:
+                out[label] = {"error": f"did not finish within {ARGS.aot_limit}s"}
+            log(label, out[label])
+            if "error" in out[label]:
+                break
+    return out
+
+
+def aot_once(name: str, precision: str) -> Dict[str, Any]:
+    """Open ``name`` with ``torch.aot`` through the model cache (as a pipeline would), time the start, check it."""
+    import torch
+
+    pics = images(ARGS.images)
+    start = time.perf_counter()
+    hpi = _hpi("torch", precision, aot=True)
+    model = hpinfer.create_model(name, device=str(DEVICE), use_hpip=True, hpi_config=hpi)
+    session = model.session
+    load_s = time.perf_counter() - start
+    shapes = [(1, 3, 960, 960), (1, 3, 640, 736)] if name.endswith("_det") else [(128, 3, 48, 320), (6, 3, 48, 480)]
+    if ARGS.smoke:
+        shapes = [(8, 3, 48, 192)]
+    row: Dict[str, Any] = {"session_start_s": round(load_s, 2), "aot": session.aot, "settings": session.settings}
+    eager = load(name, precision)
+    for shape in shapes:
+        x_np = real_input(name, shape, pics)
+        x = torch.from_numpy(x_np).to(session.torch_device)
+        with torch.inference_mode():
+            got, want = session.fn(x)[0], eager.fn(x)[0]
+        key = "x".join(map(str, shape))
+        row[key] = {"aot_call_ms": round(gpu_ms(lambda: session.fn(x)), 3), "max_abs_vs_eager": float((got - want).abs().max()),
+                    "run_ms (graph replay via session)": round(wall_ms(lambda: session.run_one(x_np), min_runs=10), 3)}
+    model.close()
+    return row
+
+
+def profile2(inputs: Dict[str, np.ndarray]) -> Dict[str, Any]:
+    """The command line's ``hpinfer bench --profile`` on the OCR pipeline (GPU, fp16), then rec 128 per kernel."""
+    from hpinfer.cli import main as cli_main
+
+    pages = PAGES_DIR
+    hpi = json.dumps(_hpi("torch", "fp16" if DEVICE.is_gpu else "fp32"))
+    argv = ["bench", "--pipeline", "OCR", "--input", str(pages), "--device", str(DEVICE), "--use_hpip", "--hpi_config", hpi,
+            "--warmup", "1", "--iters", "1", "--profile", "30", "--json", str(ARGS.out / "profile_pipeline.json")]
+    code = cli_main(argv)
+    session = load(REC, "fp16" if DEVICE.is_gpu else "fp32")
+    shape = (128, 3, 48, 320) if not ARGS.smoke else (8, 3, 48, 320)
+    text = session.profile({session.inputs[0].name: real_input(REC, shape, images(ARGS.images))}, rows=40)
+    (ARGS.out / "profile_rec128_fp16.txt").write_text(text)
+    log(text[:6000])
+    return {"cli_exit": code, "files": ["profile_pipeline.json", "profile_rec128_fp16.txt"]}
+
+
 def markdown() -> str:
     lines = []
     info = results.get("env", {})
@@ -372,33 +732,60 @@ def markdown() -> str:
             lines += ["", f"### {title} (ms; GPU columns: CUDA events, input on device; run: numpy → numpy)", "",
                       "| model input | " + " | ".join(cols) + " |", "|" + " --- |" * (len(cols) + 1)]
             lines += [f"| {k} | " + " | ".join(f"{r.get(c, float('nan')):.3g}" for c in cols) + " |" for k, r in rows.items()]
-    for key in ("correct", "concurrency", "pipeline", "pipeline_threads", "aoti"):
+    for key in ("correct", "concurrency", "pipeline", "pipeline_threads", "aoti", "fidelity", "throughput", "rec128", "aot", "profile2"):
         if key in results:
             lines += ["", f"### {key}", "", "```", json.dumps(results[key], indent=1, ensure_ascii=False)[:6000], "```"]
     return "\n".join(lines) + "\n"
 
 
-def main() -> None:
+def main_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    """Parse the command line into the module's globals (also used by the sub-processes some sections start)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--images", type=Path, required=True)
-    parser.add_argument("--sections", default="env,correct,table,concurrency,profile,pipeline")
+    parser.add_argument("--sections", default="env,fidelity,throughput,rec128,profile2")
     parser.add_argument("--device", default="gpu:0")
     parser.add_argument("--smoke", action="store_true", help="small shapes: checks the script, measures nothing")
-    args = parser.parse_args()
-    global DEVICE, CASES
-    DEVICE = Device.parse(args.device)
-    if args.smoke:
+    parser.add_argument("--max-autotune", dest="max_autotune", action="store_true", help="rec128: also max-autotune-no-cudagraphs")
+    parser.add_argument("--autotune-limit", dest="autotune_limit", type=float, default=240, help="seconds for that compile")
+    parser.add_argument("--aot-limit", dest="aot_limit", type=float, default=200, help="seconds per AOT start")
+    parser.add_argument("--cpu-seconds", dest="cpu_seconds", type=float, default=20, help="throughput: timed seconds, CPU")
+    parser.add_argument("--gpu-seconds", dest="gpu_seconds", type=float, default=10, help="throughput: timed seconds, GPU")
+    parser.add_argument("--aot-models", dest="aot_models", default=f"{REC}:fp16,{DET}:fp16", help="aot: name:precision,...")
+    parser.add_argument("--skip-cpu", dest="skip_cpu", action="store_true", help="throughput: GPU configurations only")
+    parser.add_argument("--gpu-configs", dest="gpu_configs", default="", help="throughput: precision:procs:threads:contexts,...")
+    parser.add_argument("--capture-after", dest="capture_after", type=int, default=2, help="throughput: torch.capture_after")
+    parser.add_argument("--gpu-warmup", dest="gpu_warmup", type=int, default=2, help="throughput: warm-up passes per thread")
+    parser.add_argument("--ready-limit", dest="ready_limit", type=float, default=120, help="throughput: seconds to start+warm up")
+    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    global ARGS, DEVICE, CASES
+    ARGS = parser.parse_args(argv)
+    ARGS.aot_models = [tuple(item.split(":")) for item in ARGS.aot_models.split(",") if item]
+    DEVICE = Device.parse(ARGS.device)
+    if ARGS.smoke:
         CASES = SMOKE_CASES
-    args.out.mkdir(parents=True, exist_ok=True)
+    ARGS.out.mkdir(parents=True, exist_ok=True)
+    return ARGS
+
+
+def main() -> None:
+    args = main_args()
+    if args.worker:
+        worker_main(json.loads(args.worker))
+        return
     wanted = args.sections.split(",")
     pics = images(args.images)
+    inputs: Dict[str, np.ndarray] = {}
+    if {"fidelity", "throughput", "profile2"} & set(wanted):
+        inputs = pipeline_inputs(args.images, PAGES_DIR)
     steps = {
         "env": env, "correct": lambda: correct(pics), "table": lambda: table(pics, compiled=False),
         "compile": lambda: table(pics, compiled=True), "concurrency": lambda: concurrency(pics),
         "pipeline_threads": lambda: pipeline_threads(pics),
         "profile": lambda: profile(pics, args.out), "pipeline": lambda: pipeline(args.images, pics),
         "aoti": lambda: aoti(pics, args.out),
+        "fidelity": lambda: fidelity(inputs), "throughput": lambda: throughput(inputs), "rec128": lambda: rec128(pics),
+        "aot": lambda: aot_section(pics), "profile2": lambda: profile2(inputs),
     }
     for name in wanted:
         section(name, steps[name])

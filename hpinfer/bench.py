@@ -42,7 +42,7 @@ import numpy as np
 from .errors import ConfigError, InputError
 from .runtime.engines.base import Span, StageTimer
 
-__all__ = ["BenchReport", "ModuleReport", "StageStats", "StageTimer", "benchmark"]
+__all__ = ["BenchReport", "ModuleReport", "StageStats", "StageTimer", "benchmark", "format_profiles", "profile_engines"]
 
 # Task → the PaddleX sub-module name used in reports when a single model is benchmarked.
 _MODULE_NAMES = {
@@ -242,6 +242,62 @@ def benchmark(
         pipeline=pipeline,
         environment=environment(),
     )
+
+
+def profile_engines(
+    runner: Any, inputs: Any, iters: int = 10, rows: int = 25, page_range: Optional[Tuple[int, int]] = None,
+    **predict_options: Any,
+) -> Dict[str, str]:
+    """Per sub-module, where its engine's time goes (``hpinfer bench --profile``): one ``predict`` pass over
+    ``inputs`` records each engine's largest input (device pre-processing off, so that it is the model's own
+    input), then ``session.profile`` runs it ``iters`` times under the torch profiler: a table per ONNX op type
+    and, on a GPU, per CUDA kernel, top ``rows`` by time. Engines without a profiler say so."""
+    from .io import iter_inputs
+
+    timers, modules = _timers(runner)
+    sub_modules = getattr(runner, "sub_modules", None) or {next(iter(modules)): runner}
+    largest: Dict[str, Dict[str, np.ndarray]] = {}
+    patched = []
+    for name, predictor in sub_modules.items():
+        session = predictor.session
+
+        def record(feeds, _run=session._run, _name=name):
+            size = sum(a.size for a in feeds.values())
+            if size > sum(a.size for a in largest.get(_name, {}).values()):
+                largest[_name] = {k: np.array(v) for k, v in feeds.items()}
+            return _run(feeds)
+
+        session._run = record  # instance attributes shadow the class's methods until deleted below
+        if hasattr(session, "image_runner"):
+            session.image_runner = lambda *args: None
+        patched.append(session)
+    try:
+        for item in iter_inputs(inputs, page_range=page_range):
+            runner.predict(item.image, **predict_options)
+    finally:
+        for session in patched:
+            del session._run
+            session.__dict__.pop("image_runner", None)
+    out: Dict[str, str] = {}
+    for name, predictor in sub_modules.items():
+        session = predictor.session
+        feeds = largest.get(name)
+        shapes = ", ".join(f"{k} {'x'.join(map(str, v.shape))}" for k, v in (feeds or {}).items())
+        if feeds is None:
+            out[name] = "not run on these inputs"
+        elif not callable(getattr(session, "profile", None)):
+            out[name] = (
+                f"engine {session.backend} has no per-op profiler: use the torch engine "
+                "(--use_hpip --hpi_config '{\"auto_config\": false, \"backend\": \"torch\"}'; on a GPU with --device gpu:0 "
+                "for per-kernel CUDA times)"
+            )
+        else:
+            out[name] = f"[{session.settings}] input {shapes}\n" + session.profile(feeds, iters=iters, rows=rows)
+    return out
+
+
+def format_profiles(profiles: Dict[str, str]) -> str:
+    return "\n\n".join(f"== profile: {name} ==\n{text}" for name, text in profiles.items())
 
 
 def check_counts(warmup: int, iters: int, batch_size: int) -> None:

@@ -88,6 +88,10 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--hpi_config", default=None, help='JSON, e.g. \'{"backend": "openvino"}\'')
     bench.add_argument("--page_range", default=None, help="PDF pages, 1-based: 3 or 2-5")
     bench.add_argument("--json", default=None, metavar="PATH", help="also write the report as JSON")
+    bench.add_argument(
+        "--profile", type=int, nargs="?", const=25, default=None, metavar="N",
+        help="then profile each model's engine (torch engine: per ONNX op and, on a GPU, per CUDA kernel; top N rows, default 25)",
+    )
 
     commands.add_parser("models", parents=[common], help="list built-in models and where they come from")
     commands.add_parser("pipelines", parents=[common], help="list bundled pipelines")
@@ -247,9 +251,19 @@ def _bench(args: argparse.Namespace, options: Dict[str, Any]) -> int:
         page_range=page_range, **call_options,
     )
     print(report.format())
+    profiles = None
+    if args.profile is not None:
+        from .bench import format_profiles, profile_engines
+
+        if args.profile < 1:
+            raise ConfigError(f"--profile {args.profile}: must be an integer >= 1")
+        profiles = profile_engines(runner, args.input, rows=args.profile, page_range=page_range, **call_options)
+        print()
+        print(format_profiles(profiles))
     if args.json:
         try:
-            Path(args.json).write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
+            data = report.to_dict() if profiles is None else {**report.to_dict(), "profile": profiles}
+            Path(args.json).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
         except OSError as err:
             raise ConfigError(f"--json {args.json}: cannot write ({err.strerror or err})") from None
     return 0

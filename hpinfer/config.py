@@ -35,8 +35,8 @@ CompileMode = Literal["none", "default", "reduce-overhead", "max-autotune", "max
 
 
 class TorchConfig(BaseModel):
-    """Options of the ``torch`` engine (other engines reject non-default values). Every field changes what runs,
-    so all are part of the model-cache key.
+    """Options of the ``torch`` engine (``backend_config.torch``); only that engine reads them. Every field changes
+    what runs, so all are part of the model-cache key.
 
     - ``compile``: ``torch.compile`` (Inductor) mode; ``none`` runs the translated module as is. Compiling takes
       10-20 s per model and input shape on an H100 (``max-autotune``: minutes), paid again at every start.

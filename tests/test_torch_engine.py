@@ -22,7 +22,8 @@ from hpinfer.io import iter_inputs  # noqa: E402
 from hpinfer.models import image_classification, layout_detection, text_detection  # noqa: E402
 from hpinfer.models.registry import BUILT_IN, resolve_model  # noqa: E402
 from hpinfer.models.text_recognition import resize_norm  # noqa: E402
-from hpinfer.config import BackendConfig  # noqa: E402
+from hpinfer.config import BackendConfig, TorchConfig, parse_hpi_config  # noqa: E402
+from hpinfer.errors import ConfigError  # noqa: E402
 from hpinfer.runtime.engines.torch_engine import TorchEngine, TorchOptions, batch_buckets  # noqa: E402
 from hpinfer.runtime.onnx_to_torch import OnnxModule, calibration_inputs, convert, load_graph, plan_dtypes  # noqa: E402
 from hpinfer.runtime.onnx_to_torch.graph import normalize  # noqa: E402
@@ -202,7 +203,7 @@ def test_cuda_graphs_and_batch_padding_match_eager():
     spec = resolve_model("PP-OCRv4_mobile_rec")
     config = BackendConfig(dynamic_shapes={"x": [[1, 3, 48, 320], [8, 3, 48, 320], [32, 3, 48, 320]]})
     graphs = TorchEngine.load(spec.model_file, config, Device.parse("gpu:0"))
-    eager = TorchEngine.load(spec.model_file, BackendConfig(), Device.parse("gpu:0"), TorchOptions(cuda_graphs=False))
+    eager = TorchEngine.load(spec.model_file, BackendConfig(), Device.parse("gpu:0"), TorchConfig(cuda_graphs=False))
     rng = np.random.RandomState(0)
     for batch in (5, 8, 3, 5):  # padded to 8, exact, padded to 4, replayed
         x = rng.uniform(-1, 1, (batch, 3, 48, 320)).astype(np.float32)
@@ -219,7 +220,7 @@ def test_concurrent_callers_get_their_own_results():
     from concurrent.futures import ThreadPoolExecutor
 
     names = ("ch_ppocr_mobile_v2.0_cls", "PP-OCRv4_mobile_rec")
-    sessions = [TorchEngine.load(resolve_model(n).model_file, BackendConfig(), Device.parse("gpu:0"), TorchOptions(contexts=2)) for n in names]
+    sessions = [TorchEngine.load(resolve_model(n).model_file, BackendConfig(), Device.parse("gpu:0"), TorchConfig(contexts=2)) for n in names]
     rng = np.random.RandomState(1)
     jobs = [(k % 2, rng.uniform(-1, 1, (1 + k % 5, 3, 48, 192 + 32 * (k % 4))).astype(np.float32)) for k in range(12)]
     want = [sessions[s].run_one(x)[0] for s, x in jobs]
@@ -227,3 +228,109 @@ def test_concurrent_callers_get_their_own_results():
         got = list(pool.map(lambda job: sessions[job[0]].run_one(job[1])[0], jobs * 4))
     for i, g in enumerate(got):
         np.testing.assert_allclose(g, want[i % len(jobs)], atol=1e-5)
+
+
+def test_torch_options_are_typed_and_validated():
+    hpi = parse_hpi_config({"backend": "torch", "backend_config": {"torch": {"compile": "reduce-overhead", "contexts": 2}}})
+    options = hpi.backend_config.torch
+    assert (options.compile, options.contexts, options.cuda_graphs, options.tf32, options.aot) == ("reduce-overhead", 2, True, False, False)
+    assert not options.own_cuda_graphs  # torch.compile captures its own graphs in that mode
+    assert BackendConfig().torch == TorchConfig()
+    for bad, words in (({"compile": "fast"}, "torch.compile"), ({"contexts": 0}, "torch.contexts"),
+                       ({"aot": True, "compile": "default"}, "exclude each other"), ({"graphs": True}, "unknown key")):
+        with pytest.raises(ConfigError, match=words.split(".")[-1]):
+            parse_hpi_config({"backend_config": {"torch": bad}})
+    assert TorchOptions is TorchConfig  # the old name still works for load(..., options)
+
+
+def test_engine_reads_its_options_from_backend_config(shared_images):
+    spec = resolve_model("ch_ppocr_mobile_v2.0_cls")
+    x = _real_input(spec, shared_images)
+    plain = TorchEngine.load(spec.model_file, BackendConfig(cpu_num_threads=1), Device.parse("cpu"))
+    nhwc = TorchEngine.load(spec.model_file, BackendConfig(cpu_num_threads=1, torch=TorchConfig(channels_last=True)), Device.parse("cpu"))
+    assert "channels-last" in nhwc.settings and "channels-last" not in plain.settings
+    np.testing.assert_allclose(nhwc.run_one(x)[0], plain.run_one(x)[0], atol=1e-5)
+    assert plain.image_runner(np.ones(3, np.float32), np.zeros(3, np.float32)) is None  # GPU pre-processing only
+
+    class Compiled:  # like torch.compile's module wrapper: callable, but with no truth value
+        def __call__(self, *xs):
+            return plain.module(*xs)
+
+        def __len__(self):
+            raise TypeError("no len()")
+
+    from hpinfer.runtime.engines.torch_engine import TorchSession
+    from hpinfer.runtime.onnx_to_torch import load_graph as graph_of
+
+    compiled = TorchSession(plain.module, graph_of(spec.model_file), Device.parse("cpu"), BackendConfig(), "test", Compiled())
+    np.testing.assert_array_equal(compiled.run_one(x)[0], plain.run_one(x)[0])
+
+
+def test_device_normalisation_is_the_host_arithmetic(shared_images):
+    """What the GPU path computes from the uint8 image (here run on the CPU) equals the host pre-processing bit
+    for bit, so fp32 detection results do not change when normalisation moves to the GPU."""
+    spec = resolve_model("PP-OCRv4_mobile_det")
+    params = text_detection.DetParams(**spec.params)
+    page = cv2.resize(_image(shared_images, "doc_page_zh_en.jpg"), (320, 256))
+    session = TorchEngine.load(spec.model_file, BackendConfig(cpu_num_threads=1), Device.parse("cpu"))
+    seen = []
+    session.fn = lambda x: seen.append(x) or (x,)
+    fn = session._normalising(*text_detection.norm_factors(params.mean, params.std))
+    fn(torch.from_numpy(page[None]))
+    want = text_detection.normalize_to_nchw(page, params.mean, params.std)
+    assert seen[0].is_contiguous() and np.array_equal(seen[0].numpy(), want)
+
+
+def test_export_keeps_batch_and_width_dynamic():
+    """Shape arithmetic stays symbolic under torch.export (sizes are not cast to int), so one AOTInductor package
+    serves every batch and line width of the recogniser."""
+    from hpinfer.runtime.engines.torch_engine import _Entry, _export
+
+    graph = load_graph(resolve_model("PP-OCRv4_mobile_rec").model_file)
+    _, info = _export(_Entry(convert(graph).eval(), False), graph, Device.parse("cpu"), [[1, 3, 48, 32], [4, 3, 48, 320], [64, 3, 48, 2048]])
+    batch, channels, _, width = info["exported_shape"]
+    assert isinstance(batch, str) and isinstance(width, str) and channels == 3
+
+
+def test_bench_profile_on_cpu(shared_images, capsys):
+    from hpinfer.bench import profile_engines
+    from hpinfer.cli import main
+
+    line = str(shared_images / "single_line.jpg")
+    torch_hpi = '{"auto_config": false, "backend": "torch", "backend_config": {"cpu_num_threads": 1}}'
+    assert main(["bench", "--model", "PP-OCRv4_mobile_rec", "--input", line, "--iters", "1", "--use_hpip",
+                 "--hpi_config", torch_hpi, "--profile", "5"]) == 0
+    printed = capsys.readouterr().out
+    assert "== profile: TextRecognition ==" in printed and "Conv" in printed and "CPU time" in printed
+    with hpinfer.create_model("PP-OCRv4_mobile_rec", use_hpip=True, hpi_config={"auto_config": False, "backend": "onnxruntime", "backend_config": {"cpu_num_threads": 1}}) as model:
+        (text,) = profile_engines(model, line).values()
+    assert "no per-op profiler" in text and "torch" in text
+
+
+@needs_cuda
+def test_gpu_preprocessing_gives_the_host_results(shared_images):
+    spec = resolve_model("PP-OCRv4_mobile_det")
+    page = _image(shared_images, "doc_page_zh_en.jpg")
+    results = {}
+    for on in (True, False):
+        hpi = {"auto_config": False, "backend": "torch", "backend_config": {"torch": {"device_preprocess": on}}}
+        with hpinfer.create_model(spec.name, device="gpu:0", use_hpip=True, hpi_config=hpi) as det:
+            assert (det.session.image_runner(np.ones(3, np.float32), np.zeros(3, np.float32)) is not None) == on
+            results[on] = [det.detect(page)[0] for _ in range(3)]  # eager, eager, captured graph
+    for a, b in zip(results[True], results[False]):
+        np.testing.assert_array_equal(a, b)
+
+
+@needs_cuda
+def test_aot_package_is_built_once_then_loaded(tmp_path, monkeypatch):
+    monkeypatch.setenv("HPINFER_CACHE_DIR", str(tmp_path))
+    spec = resolve_model("ch_ppocr_mobile_v2.0_cls")
+    config = BackendConfig(torch=TorchConfig(aot=True))
+    first = TorchEngine.load(spec.model_file, config, Device.parse("gpu:0"))
+    second = TorchEngine.load(spec.model_file, config, Device.parse("gpu:0"))
+    assert first.aot["built"] and not second.aot["built"] and first.aot["path"] == second.aot["path"]
+    eager = TorchEngine.load(spec.model_file, BackendConfig(), Device.parse("gpu:0"))
+    rng = np.random.RandomState(0)
+    for batch in (3, 8, 3):
+        x = rng.uniform(-1, 1, (batch, 3, 48, 192)).astype(np.float32)
+        np.testing.assert_allclose(second.run_one(x)[0], eager.run_one(x)[0], atol=1e-4)

@@ -56,10 +56,16 @@ def resize_for_det(image: np.ndarray, p: DetParams) -> Optional[np.ndarray]:
     return cv2.resize(image, (resize_w, resize_h))
 
 
-def normalize_to_nchw(image: np.ndarray, mean, std) -> np.ndarray:
-    """uint8 HWC BGR → float32 1x3xHxW, ``(x/255 - mean) / std`` folded into one multiply-add."""
+def norm_factors(mean, std) -> Tuple[np.ndarray, np.ndarray]:
+    """float32 ``scale`` and ``shift`` per channel with ``(x/255 - mean) / std == x * scale + shift``."""
     scale = (1.0 / (255.0 * np.asarray(std, dtype=np.float64))).astype(np.float32)
     shift = (-np.asarray(mean, dtype=np.float64) / np.asarray(std, dtype=np.float64)).astype(np.float32)
+    return scale, shift
+
+
+def normalize_to_nchw(image: np.ndarray, mean, std) -> np.ndarray:
+    """uint8 HWC BGR → float32 1x3xHxW, ``(x/255 - mean) / std`` folded into one multiply-add."""
+    scale, shift = norm_factors(mean, std)
     chw = image.transpose(2, 0, 1).astype(np.float32)
     chw *= scale[:, None, None]
     chw += shift[:, None, None]
@@ -202,11 +208,22 @@ class TextDetector(Predictor):
 
     def detect(self, image: np.ndarray, params: Optional[DetParams] = None) -> Tuple[Boxes, List[float]]:
         p = params or self.params
-        batch = preprocess(image, p)
-        if batch is None:
+        resized = resize_for_det(image, p)
+        if resized is None:
             return (np.zeros((0, 4, 2), dtype=np.float32) if p.box_type == "quad" else []), []
-        pred = self.session.run_one(batch)[0]
+        on_device = self._device_normalising(p)
+        if on_device is not None:  # GPU engine: upload uint8, normalise there (identical arithmetic)
+            pred = on_device(resized)[0]
+        else:
+            pred = self.session.run_one(normalize_to_nchw(resized, p.mean, p.std))[0]
         return postprocess(pred, image.shape[0], image.shape[1], p)
+
+    def _device_normalising(self, p: DetParams):
+        """The session's uint8-image entry (torch engine on a GPU with ``device_preprocess``), else None."""
+        image_runner = getattr(self.session, "image_runner", None)
+        if image_runner is None:
+            return None
+        return image_runner(*norm_factors(p.mean, p.std))
 
     def predict_image(self, image: np.ndarray, params: DetParams) -> Dict[str, Any]:
         boxes, scores = self.detect(image, params)

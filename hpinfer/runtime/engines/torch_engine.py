@@ -20,23 +20,37 @@ A capture runs alone in the process (``_GPU_LOCK``): other threads' runs wait fo
 
 Precision: fp32 keeps TF32 off unless asked (fidelity with the CPU path); fp16/bf16 use the
 translator's mixed policy, calibrated on page-like inputs of the ``dynamic_shapes`` opt shape.
-``torch.compile`` is opt-in (``TorchOptions.compile``): 10-20 s of compiling per model and shape on an H100.
+
+Options come from ``backend_config.torch`` (``hpinfer.config.TorchConfig``): ``compile`` (a torch.compile
+mode, opt-in: 10-20 s of compiling per model and shape on an H100, at every start), ``aot`` (torch.export +
+AOTInductor with dynamic shapes, compiled once and kept in the model cache next to the engine entry, keyed by GPU
+architecture, CUDA, driver and torch versions: the second start loads the package instead of compiling),
+``cuda_graphs``, ``tf32``, ``contexts``, ``channels_last`` and ``device_preprocess`` (detectors hand over the
+resized uint8 image and it is normalised on the GPU, see ``image_runner``).
+
+Thread safety: ``run`` may be called from any number of threads. Each call takes a free execution context
+(or waits for one); a context's stream, graphs and shape counts are only touched by the thread holding it;
+captures exclude every other torch-engine run in the process (``_GPU_LOCK``); an AOTInductor runner loaded in
+single-threaded mode (needed for graph capture) is serialised by a lock for its eager runs.
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
+import hashlib
+import inspect
 import logging
 import queue
+import subprocess
 import threading
-from dataclasses import dataclass
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ...config import BackendConfig
+from ...config import BackendConfig, TorchConfig
 from ...device import Device
 from ..hardware import cpu_count, cpu_has_fast_bf16
 from ..shapes import bounds_for
@@ -54,16 +68,10 @@ Shape = Tuple[int, ...]
 CALIBRATION_SIZES = ((640, 640), (48, 320))
 
 
-@dataclass(frozen=True)
-class TorchOptions:
-    """Engine settings beyond ``BackendConfig``; the defaults are what ``load`` uses."""
-
-    cuda_graphs: bool = True
-    compile: bool = False  # torch.compile (Inductor) the module; compiled once per shape
-    tf32: bool = False  # TF32 convolutions/matmuls in fp32: faster, ~1e-3 relative error
-    contexts: int = 1  # execution contexts, each with its own stream, graphs and memory (see above)
-    capture_after: int = 2  # sightings of a shape before its graph is captured (1 with dynamic_shapes)
-    max_graphs: int = 64  # per context; they share one memory pool, so mostly their outputs add up
+# The engine's options are ``BackendConfig.torch``; the old name stays for callers of ``load(..., options)``.
+TorchOptions = TorchConfig
+AOT_PACKAGE = "model.pt2"
+AOT_KIND = "torch_aoti"
 
 
 def batch_buckets(lo: int, hi: int) -> List[int]:
@@ -161,6 +169,9 @@ def _pinned(arrays: Sequence[np.ndarray]) -> List["torch.Tensor"]:
     return [torch.from_numpy(np.ascontiguousarray(a)).pin_memory() for a in arrays]
 
 
+Key = Tuple[object, ...]  # (variant tag, padded input shapes...)
+
+
 class _CudaContext:
     """A stream with its own captured graphs; used by one caller at a time."""
 
@@ -170,53 +181,65 @@ class _CudaContext:
         self.session = session
         self.stream = torch.cuda.Stream(session.torch_device)
         self.pool = torch.cuda.graph_pool_handle()
-        self.graphs: "collections.OrderedDict[Tuple[Shape, ...], _Captured]" = collections.OrderedDict()
-        self.seen: Dict[Tuple[Shape, ...], int] = collections.Counter()
+        self.graphs: "collections.OrderedDict[Key, _Captured]" = collections.OrderedDict()
+        self.seen: Dict[Key, int] = collections.Counter()
+        self.uncapturable: set = set()
 
-    def run(self, arrays: Sequence[np.ndarray]) -> List[np.ndarray]:
+    def run(self, arrays: Sequence[np.ndarray], fn: Optional[Callable] = None, tag: str = "") -> List[np.ndarray]:
+        """``fn`` (default: the session's model) on ``arrays``: staged through pinned memory, replayed from a
+        graph when this shape has one. ``tag`` names the variant (e.g. the uint8-image entry) in graph keys."""
         import torch
 
         s = self.session
+        fn = s.fn if fn is None else fn  # not ``fn or``: a compiled module has no truth value
         n = arrays[0].shape[0]
-        key = tuple(s.padded_shape(a.shape) for a in arrays)
+        shapes = tuple(s.padded_shape(a.shape) for a in arrays)
+        key: Key = (tag, *shapes)
         with torch.cuda.stream(self.stream):
             if self._should_capture(key):
                 with _GPU_LOCK.exclusive():
-                    self._capture(key, _pinned(arrays))
+                    self._capture(key, fn, _pinned(arrays))
             with _GPU_LOCK.shared():
                 staged = _pinned(arrays)
                 captured = self.graphs.get(key)
                 if captured is None:
-                    outputs = s.fn(*[x.to(s.torch_device, non_blocking=True) for x in staged])
+                    outputs = fn(*[x.to(s.torch_device, non_blocking=True) for x in staged])
                 else:
                     self.graphs.move_to_end(key)
                     for static, x in zip(captured.inputs, staged):
                         static[: x.shape[0]].copy_(x, non_blocking=True)
                     captured.graph.replay()
-                    outputs = [o[:n] if o.shape[0] == key[0][0] else o for o in captured.outputs]
+                    outputs = [o[:n] if o.shape[0] == shapes[0][0] else o for o in captured.outputs]
                 host = [torch.empty(o.shape, dtype=o.dtype, pin_memory=True) for o in outputs]
                 for h, o in zip(host, outputs):
                     h.copy_(o, non_blocking=True)
                 self.stream.synchronize()
         return [h.numpy() for h in host]
 
-    def _should_capture(self, key: Tuple[Shape, ...]) -> bool:
+    def _should_capture(self, key: Key) -> bool:
         """True once a shape without a graph has been seen ``capture_after`` times (graphs enabled)."""
-        if not self.session.options.cuda_graphs or key in self.graphs:
+        if not self.session.own_graphs or key in self.graphs or key in self.uncapturable:
             return False
         self.seen[key] += 1
         return self.seen[key] >= self.session.capture_after
 
-    def _capture(self, key: Tuple[Shape, ...], staged: List["torch.Tensor"]) -> None:
+    def _capture(self, key: Key, fn: Callable, staged: List["torch.Tensor"]) -> None:
         import torch
 
         s = self.session
-        statics = [torch.zeros(shape, dtype=x.dtype, device=s.torch_device) for shape, x in zip(key, staged)]
+        shapes = key[1:]
+        statics = [torch.zeros(shape, dtype=x.dtype, device=s.torch_device) for shape, x in zip(shapes, staged)]
         for static, x in zip(statics, staged):
             static[: x.shape[0]].copy_(x, non_blocking=True)
-        captured = _Captured(s.fn, statics, self.stream, self.pool)
         del self.seen[key]
-        if any(o.shape[0] != key[0][0] for o in captured.outputs) and key[0][0] != staged[0].shape[0]:
+        try:
+            captured = _Captured(fn, statics, self.stream, self.pool)
+        except Exception as err:  # e.g. a compiled or AOT function that can't be captured: run it eagerly
+            log.warning("%s: CUDA graph capture of %s failed (%s); this shape runs without a graph", s.settings, key, err)
+            self.uncapturable.add(key)
+            self.stream.synchronize()
+            return
+        if any(o.shape[0] != shapes[0][0] for o in captured.outputs) and shapes[0][0] != staged[0].shape[0]:
             log.info("%s: outputs are not batch-major; shape %s runs without batch padding", s.settings, key)
             s.pad_batch = False
             return
@@ -228,16 +251,24 @@ class _CudaContext:
 class TorchSession(EngineSession):
     backend = "torch"
 
-    def __init__(self, module: "OnnxModule", graph: "Graph", device: Device, config: BackendConfig, options: TorchOptions, settings: str):
+    def __init__(
+        self, module: "OnnxModule", graph: "Graph", device: Device, config: BackendConfig, settings: str,
+        fn: Optional[Callable[..., Sequence["torch.Tensor"]]] = None,
+    ):
+        """``fn`` runs the model (compiled, AOT-loaded or channels-last); default: ``module`` itself."""
         import torch
 
         inputs = [TensorInfo(name, shape, dtype) for name, shape, dtype in graph.inputs]
         outputs = [TensorInfo(name, shape, dtype) for name, shape, dtype in graph.output_info]
         super().__init__(inputs, outputs, settings)
+        options = config.torch
         self.module = module
         self.options = options
         self.torch_device = torch.device(f"cuda:{device.index}") if device.is_gpu else torch.device("cpu")
-        self.fn: Callable[..., Sequence[torch.Tensor]] = torch.compile(module, dynamic=False, fullgraph=True) if options.compile else module
+        self.fn: Callable[..., Sequence[torch.Tensor]] = module if fn is None else fn  # (a compiled module has no truth value)
+        self.own_graphs = device.is_gpu and options.own_cuda_graphs
+        self.aot: Optional[Dict[str, object]] = None  # AOTInductor package: path, built or loaded, seconds
+        self._image_fns: Dict[Tuple[float, ...], Callable] = {}
         self._names = [t.name for t in inputs]
         bounds = bounds_for(config, self._names[0], 0, inputs[0].shape)  # dynamic_shapes, else the model's defaults
         self.buckets = batch_buckets(bounds[0][0], bounds[2][0]) if bounds else []
@@ -266,6 +297,53 @@ class TorchSession(EngineSession):
             finally:
                 self._contexts.put(context)
 
+    def image_runner(self, scale: np.ndarray, shift: np.ndarray) -> Optional[Callable[[np.ndarray], List[np.ndarray]]]:
+        """GPU pre-processing for image models: a function of one resized uint8 HxWx3 image that uploads it as is
+        (a quarter of the float32 bytes), computes ``x * scale + shift`` per channel in float32 on the device (the
+        same two roundings as the host path's numpy multiply and add, so fp32 results are unchanged) and runs
+        the model. None where it does not apply (CPU, ``device_preprocess`` off, not one NCHW input of 3 channels)."""
+        shape = self.inputs[0].shape
+        if self.torch_device.type != "cuda" or not self.options.device_preprocess or len(self._names) != 1:
+            return None
+        if len(shape) != 4 or shape[1] not in (None, 3) or len(scale) != 3:
+            return None
+        factors = (*map(float, scale), *map(float, shift))
+        fn = self._image_fns.get(factors)
+        if fn is None:
+            fn = self._image_fns[factors] = self._normalising(np.asarray(scale, np.float32), np.asarray(shift, np.float32))
+        tag = "u8:" + ",".join(f"{f:.9g}" for f in factors)
+        name = self._names[0]
+
+        def run(image: np.ndarray) -> List[np.ndarray]:
+            import torch
+
+            batch = np.ascontiguousarray(image)[None]
+            if self.shape_bounds is not None and name in self.shape_bounds.inputs:
+                self.shape_bounds._check(name, (1, 3, *image.shape[:2]), self.shape_bounds.inputs[name])
+            with self.timer.stage("infer"), torch.inference_mode():
+                context = self._acquire()
+                try:
+                    return context.run([batch], fn, tag)
+                finally:
+                    self._contexts.put(context)
+
+        return run
+
+    def _normalising(self, scale: np.ndarray, shift: np.ndarray) -> Callable:
+        import torch
+
+        scale_t = torch.from_numpy(scale).to(self.torch_device).view(1, 3, 1, 1)
+        shift_t = torch.from_numpy(shift).to(self.torch_device).view(1, 3, 1, 1)
+        model = self.fn
+
+        def fn(image: "torch.Tensor") -> Sequence["torch.Tensor"]:
+            x = image.permute(0, 3, 1, 2).float()  # N x H x W x 3 uint8 → N x 3 x H x W float32
+            x = x * scale_t  # two separate kernels: no fused multiply-add, exactly numpy's rounding
+            x = x + shift_t
+            return model(x.contiguous())
+
+        return fn
+
     def _acquire(self) -> _CudaContext:
         """A free context; a new one while fewer than ``options.contexts`` exist, else wait for one."""
         try:
@@ -279,32 +357,54 @@ class TorchSession(EngineSession):
         return self._contexts.get()
 
     def profile(self, feeds: Mapping[str, np.ndarray], iters: int = 10, rows: int = 25) -> str:
-        """Per-op time table (torch profiler, one label per ONNX op type) over ``iters`` eager runs."""
+        """Where the time goes, from the torch profiler over ``iters`` eager runs of the translated module: a table
+        per ONNX op type (each node in a range named by its op) and, on a GPU, a table per CUDA kernel; both sorted
+        by device time (CPU time on a CPU), ``rows`` rows each. Eager, because a captured graph or a compiled
+        module hides the per-op split; the replayed graph runs the same kernels with the launch gaps removed."""
         import torch
         from torch.profiler import ProfilerActivity, profile, record_function
 
         arrays = [torch.from_numpy(np.ascontiguousarray(feeds[n])).to(self.torch_device) for n in self._names]
-        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if self.torch_device.type == "cuda" else [])
+        cuda = self.torch_device.type == "cuda"
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
         with torch.inference_mode():
-            self.module(*arrays)
+            for _ in range(2):
+                self.module(*arrays)
+            if cuda:
+                torch.cuda.synchronize(self.torch_device)
             with profile(activities=activities) as prof:
                 for _ in range(iters):
                     with record_function("model"):
                         self.module.labelled(*arrays)
-                if self.torch_device.type == "cuda":
+                if cuda:
                     torch.cuda.synchronize(self.torch_device)
-        sort = "cuda_time_total" if self.torch_device.type == "cuda" else "cpu_time_total"
-        return prof.key_averages().table(sort_by=sort, row_limit=rows)
+        events = prof.key_averages()
+        if not cuda:
+            return f"per ONNX op type and aten op, CPU time, {iters} runs:\n" + events.table(sort_by="cpu_time_total", row_limit=rows)
+        ops = _table(events, "device_time_total", "cuda_time_total", rows)
+        kernels = _table(events, "self_device_time_total", "self_cuda_time_total", rows)
+        return (f"per ONNX op type (and aten op), total CUDA time, {iters} runs:\n{ops}\n\n"
+                f"per CUDA kernel, self CUDA time, {iters} runs:\n{kernels}")
 
     def close(self) -> None:
         self._contexts = queue.LifoQueue()
+        self._image_fns = {}
         self.module = self.fn = None
+
+
+def _table(events, sort: str, legacy_sort: str, rows: int) -> str:
+    """``events.table`` sorted by ``sort``, or by its older name on torch versions that lack it."""
+    try:
+        return events.table(sort_by=sort, row_limit=rows)
+    except (AttributeError, KeyError, ValueError):
+        return events.table(sort_by=legacy_sort, row_limit=rows)
 
 
 class TorchEngine(Engine):
     name = "torch"
     module = "torch"
     pip_name = "torch"
+    bakes_shape_bounds = True
 
     @classmethod
     def unsupported_reason(cls, device: Device, precision: str) -> Optional[str]:
@@ -327,26 +427,209 @@ class TorchEngine(Engine):
         return None
 
     @classmethod
-    def load(cls, model_path: Path, config: BackendConfig, device: Device, options: Optional[TorchOptions] = None) -> TorchSession:
+    def load(cls, model_path: Path, config: BackendConfig, device: Device, options: Optional[TorchConfig] = None) -> TorchSession:
+        """``options`` (if given) replaces ``config.torch``. An AOT package goes to the model cache beside the model."""
+        if options is not None:
+            config = config.model_copy(update={"torch": options})
+        return cls._load(model_path, config, device, None)
+
+    @classmethod
+    def open(cls, artifact_dir: Path, config: BackendConfig, device: Device) -> TorchSession:
+        """From the engine's cache entry (the ONNX file); an AOT package is a sibling entry of the same model."""
+        return cls._load(artifact_dir / "model.onnx", config, device, artifact_dir.parent)
+
+    @classmethod
+    def _load(cls, model_path: Path, config: BackendConfig, device: Device, aot_home: Optional[Path]) -> TorchSession:
         import torch
 
         from ..onnx_to_torch import load_graph
 
-        options = options or TorchOptions()
+        options = config.torch
         graph = load_graph(model_path)
         module = _convert(graph, config.precision, (config.dynamic_shapes or {}).get(graph.inputs[0][0])).eval()
         if device.is_gpu:
             torch.backends.cudnn.benchmark = True  # picks the fastest algorithm per shape; graphs replay it
-            torch.backends.cudnn.allow_tf32 = options.tf32
+            torch.backends.cudnn.allow_tf32 = options.tf32  # process-wide in torch: the last session loaded sets it
             torch.backends.cuda.matmul.allow_tf32 = options.tf32
             module = module.to(f"cuda:{device.index}")
             where = f"CUDA {torch.cuda.get_device_name(device.index)}"
         else:
             torch.set_num_threads(config.cpu_num_threads or cpu_count())
             where = f"CPU threads={torch.get_num_threads()}"
-        if options.compile:
+        entry = _Entry(module, options.channels_last)
+        if options.channels_last:
+            module.to(memory_format=torch.channels_last)
+        fn: Callable = entry if options.channels_last else module
+        aot = None
+        if options.aot:
+            fn, aot = _aot(entry, graph, model_path, config, device, aot_home)
+        elif options.compile != "none":
             torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 4 * options.max_graphs)
-        features = [f for f, on in (("cuda-graphs", device.is_gpu and options.cuda_graphs), ("compile", options.compile), ("tf32", options.tf32)) if on]
+            mode = None if options.compile == "default" else options.compile
+            fn = torch.compile(fn, mode=mode, dynamic=False, fullgraph=True)
+        own_graphs = device.is_gpu and options.own_cuda_graphs
+        features = [
+            f for f, on in (
+                ("cuda-graphs", own_graphs), (f"compile={options.compile}", options.compile != "none"),
+                ("aot", options.aot), ("tf32", options.tf32), ("channels-last", options.channels_last),
+                (f"contexts={options.contexts}", device.is_gpu and options.contexts > 1),
+            ) if on
+        ]
         settings = f"torch {torch.__version__} {where} precision={config.precision} {' '.join(features)}".strip()
-        session = TorchSession(module, graph, device, config, options, settings)
+        session = TorchSession(module, graph, device, config, settings, fn)
+        session.aot = aot
         return session
+
+
+def _entry_class():
+    import torch
+
+    class Entry(torch.nn.Module):
+        """The model with one positional input per ONNX input; NHWC (channels-last) inputs when asked."""
+
+        def __init__(self, module: "OnnxModule", channels_last: bool):
+            super().__init__()
+            self.module = module
+            self.channels_last = channels_last
+
+        def forward(self, *inputs: "torch.Tensor"):
+            if self.channels_last:
+                inputs = tuple(x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x for x in inputs)
+            return self.module(*inputs)
+
+    class One(torch.nn.Module):
+        """One named positional input: what ``torch.export``'s ``dynamic_shapes`` can describe."""
+
+        def __init__(self, entry: "torch.nn.Module"):
+            super().__init__()
+            self.entry = entry
+
+        def forward(self, x: "torch.Tensor"):
+            return self.entry(x)
+
+    Entry.One = One
+    return Entry
+
+
+def _Entry(module: "OnnxModule", channels_last: bool):
+    return _entry_class()(module, channels_last)
+
+
+# ------------------------------------------------------------------------------------------ AOTInductor packages
+
+
+def driver_version() -> str:
+    """The NVIDIA driver version (e.g. 580.159.04), or "unknown"."""
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=20)
+        return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _translator_digest() -> str:
+    """The translator's source: a changed op translation must not load an old package."""
+    digest = hashlib.sha256()
+    for path in sorted((Path(__file__).resolve().parents[1] / "onnx_to_torch").glob("*.py")):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def aot_fields(model_path: Path, config: BackendConfig, device: Device) -> Dict[str, object]:
+    """Everything that changes an AOTInductor package: the model, translator, precision and shapes, and the
+    machine it was compiled for (GPU architecture, CUDA, driver and torch versions)."""
+    import torch
+
+    from ..cache import CACHE_FORMAT, file_sha256
+    from ..hardware import cpu_name
+
+    if device.is_gpu:
+        props = torch.cuda.get_device_properties(device.index)
+        target = {"gpu": props.name, "arch": f"sm_{props.major}{props.minor}", "cuda": torch.version.cuda, "driver": driver_version()}
+    else:
+        target = {"cpu": cpu_name()}
+    return {
+        "format": CACHE_FORMAT, "model_sha256": file_sha256(model_path), "translator": _translator_digest(),
+        "torch": torch.__version__, "precision": config.precision, "dynamic_shapes": config.dynamic_shapes,
+        "channels_last": config.torch.channels_last, **target,
+    }
+
+
+def _example_shapes(shape: Sequence[Optional[int]], bounds: Optional[Sequence[Sequence[int]]]) -> List[Shape]:
+    """Example inputs to export with: batch 2 (batch 1 would be specialised), at the opt shape or page/line sizes."""
+    return [(max(2, s[0]) if shape[0] is None else s[0], *s[1:]) for s in calibration_shapes(shape, bounds)]
+
+
+def _export(entry, graph: "Graph", device: Device, bounds) -> Tuple[object, Dict[str, object]]:
+    """``torch.export`` with the model's dynamic axes left dynamic (``Dim.AUTO``: torch keeps static what the
+    graph needs static). Tried in turn: all dynamic axes, batch and width, batch alone, none."""
+    import torch
+    from torch.export import Dim
+
+    (name, shape, _), = graph.inputs
+    dynamic = [i for i, d in enumerate(shape) if d is None]
+    last = len(shape) - 1
+    axis_sets = [dynamic, [a for a in dynamic if a in (0, last)], [a for a in dynamic if a == 0], []]
+    errors = []
+    target = f"cuda:{device.index}" if device.is_gpu else "cpu"
+    for example in _example_shapes(shape, bounds):
+        x = torch.rand(example, device=target) * 2 - 1
+        for axes in dict.fromkeys(map(tuple, axis_sets)):
+            try:
+                program = torch.export.export(entry.One(entry), (x,), dynamic_shapes=({a: Dim.AUTO for a in axes},), strict=False)
+            except Exception as err:  # unsolvable shape constraints on this axis set: try fewer dynamic axes
+                errors.append(f"{example} axes {axes}: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
+                continue
+            placeholder = [n for n in program.graph.nodes if n.op == "placeholder"][-1]
+            exported_shape = [d if isinstance(d, int) else str(d) for d in placeholder.meta["val"].shape]
+            return program, {"example": list(example), "exported_shape": exported_shape}
+    raise RuntimeError(f"torch.export failed for {name}: " + "; ".join(errors))
+
+
+def _aot(entry, graph: "Graph", model_path: Path, config: BackendConfig, device: Device, home: Optional[Path]):
+    """The model as an AOTInductor package from the model cache (built there once): a callable and facts about it."""
+    import torch
+
+    from ..cache import ModelCache, cache_root, key_of
+
+    fields = aot_fields(model_path, config, device)
+    cache = ModelCache(cache_root(model_path))
+    if home is None:
+        entry_dir = cache.entry_dir(model_path, AOT_KIND, fields)
+    else:
+        entry_dir = home / f"{AOT_KIND}-{key_of(fields)[:24]}"
+    bounds = (config.dynamic_shapes or {}).get(graph.inputs[0][0])
+
+    def build(folder: Path) -> Dict[str, object]:
+        start = time.perf_counter()
+        program, info = _export(entry, graph, device, bounds)
+        info["export_seconds"] = round(time.perf_counter() - start, 2)
+        with torch.inference_mode():
+            torch._inductor.aoti_compile_and_package(program, package_path=str(folder / AOT_PACKAGE))
+        return info
+
+    found = cache.get_or_build(entry_dir, fields, build, model_path.stem)
+    start = time.perf_counter()
+    kwargs: Dict[str, object] = {}
+    parameters = inspect.signature(torch._inductor.aoti_load_package).parameters
+    single = "run_single_threaded" in parameters and device.is_gpu and config.torch.own_cuda_graphs
+    if single:
+        kwargs["run_single_threaded"] = True  # no internal locking: what CUDA-graph capture needs
+    if "device_index" in parameters and device.is_gpu:
+        kwargs["device_index"] = device.index
+    runner = torch._inductor.aoti_load_package(str(found.path / AOT_PACKAGE), **kwargs)
+    lock = threading.Lock() if single else contextlib.nullcontext()
+
+    def fn(*inputs: "torch.Tensor") -> Tuple["torch.Tensor", ...]:
+        with lock:
+            out = runner(*inputs)
+        return tuple(out) if isinstance(out, (list, tuple)) else (out,)
+
+    info = {
+        "path": str(found.path), "built": found.built, "build_seconds": found.info.get("build_seconds") if found.built else None,
+        "load_seconds": round(time.perf_counter() - start + (0.0 if found.built else found.seconds), 3),
+        **{k: v for k, v in found.info.items() if k in ("example", "exported_shape", "export_seconds")},
+    }
+    log.info("%s: AOTInductor package %s (%s)", model_path.stem, "built" if found.built else "loaded from cache", info)
+    return fn, info

@@ -49,7 +49,17 @@ def ints(v: Value) -> List[int]:
     """A shape-like input as a list of ints (a CPU tensor is accepted from user graphs)."""
     if isinstance(v, torch.Tensor):
         v = v.tolist()
-    return [int(x) for x in v] if isinstance(v, list) else [int(v)]
+    return [_int(x) for x in v] if isinstance(v, list) else [_int(v)]
+
+
+def _int(x: Any) -> Any:
+    """``int(x)``, except that a symbolic size (``torch.export`` with dynamic shapes) stays symbolic: casting it
+    would specialise the exported program to the example's size."""
+    return x if isinstance(x, torch.SymInt) else int(x)
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, (int, torch.SymInt)) and not isinstance(x, bool)
 
 
 def scalar(v: Value) -> Any:
@@ -75,6 +85,8 @@ def _host_map(fn: Callable[[Any, Any], Any], a: Host, b: Host) -> Host:
 
 
 def _host_div(x: Any, y: Any) -> Any:
+    if isinstance(x, torch.SymInt) or isinstance(y, torch.SymInt):
+        return x // y  # sizes: non-negative, so floor = truncation
     return int(x / y) if isinstance(x, int) and isinstance(y, int) else x / y  # ONNX integer Div truncates
 
 
@@ -128,7 +140,7 @@ def cast(node: Node, dtype: torch.dtype) -> Op:
 
     def run(x: Value) -> Value:
         if is_host(x):
-            convert = float if target.is_floating_point else (bool if target == torch.bool else int)
+            convert = float if target.is_floating_point else (bool if target == torch.bool else _int)
             return [convert(v) for v in x] if isinstance(x, list) else convert(x)
         return x.to(target)
 
