@@ -9,7 +9,8 @@ results stay within tolerance of fp32, and write a pipeline YAML that uses them.
    compared), then ``repeats`` timed passes, of which the fastest counts (least disturbed by other load).
    Drift from the reference is the task's metric of ``hpinfer.runtime.accuracy`` (detection 1 - box F1 x
    IoU, recognition CER, classification 1 - top-1 agreement).
-3. choose: per sub-module the fastest candidate at fp32, or at a reduced precision whose drift is at most
+3. choose: candidates within 10% of a sub-module's fastest are timed again in interleaved rounds (outside
+   load then falls on all of them alike); per sub-module the fastest candidate at fp32, or at a reduced precision whose drift is at most
    the tolerance (``--tolerance``, else the task's default). fp32 is the reference precision: its drift (an
    engine's float rounding) is shown but never rejects it.
 4. write: the pipeline's own YAML with ``use_hpip: true`` and, per sub-module, the winner's ``hpi_config``
@@ -38,6 +39,7 @@ log = logging.getLogger("hpinfer.tune")
 DEFAULT_ENGINES = ("openvino", "onnxruntime")
 DEFAULT_PRECISIONS = ("fp32", "bf16")
 DEFAULT_BATCHES = (6, 16, 32)  # recognition lines per engine call (max_batch_size)
+FINAL_MARGIN = 0.10  # candidates this close to a module's fastest are timed again, interleaved
 REFERENCE = "fp32"
 
 Feeds = Dict[str, np.ndarray]
@@ -84,7 +86,7 @@ class Trial:
 
     @property
     def ok(self) -> bool:
-        return self.verdict == "ok"
+        return self.verdict.startswith("ok")
 
 
 @dataclass
@@ -270,6 +272,44 @@ def choose(trials: Sequence[Trial]) -> Dict[str, Candidate]:
     return {key: trial.candidate for key, trial in best.items()}
 
 
+def finalists(trials: Sequence[Trial], margin: float = FINAL_MARGIN) -> Dict[str, List[Trial]]:
+    """Per module, the accepted trials within ``margin`` of its fastest: too close to call from passes timed
+    minutes apart, when other load comes and goes."""
+    fastest: Dict[str, float] = {}
+    for trial in trials:
+        if trial.ok:
+            fastest[trial.module] = min(trial.ms, fastest.get(trial.module, float("inf")))
+    close: Dict[str, List[Trial]] = {}
+    for trial in trials:
+        if trial.ok and trial.ms <= fastest[trial.module] * (1 + margin):
+            close.setdefault(trial.module, []).append(trial)
+    return {module: group for module, group in close.items() if len(group) > 1}
+
+
+def confirm(rec: Recorded, group: Sequence[Trial], device: Any, repeats: int) -> None:
+    """Time the close candidates again in interleaved rounds (A B C, A B C, ...), so that load from outside
+    falls on all of them alike; each trial's ``ms`` becomes its fastest interleaved pass."""
+    sessions = [open_candidate(rec, trial.candidate, device) for trial in group]
+    try:
+        plans = [rebatch([feeds for feeds, _ in rec.calls], trial.candidate.batch)[0] for trial in group]
+        best = [float("inf")] * len(group)
+        for session, calls in zip(sessions, plans):  # warm each once more after the others ran
+            for feeds in calls:
+                session.run(feeds)
+        for _ in range(repeats):
+            for i, (session, calls) in enumerate(zip(sessions, plans)):
+                start = time.perf_counter()
+                for feeds in calls:
+                    session.run(feeds)
+                best[i] = min(best[i], (time.perf_counter() - start) * 1000)
+        for trial, ms in zip(group, best):
+            trial.ms = ms
+            trial.verdict = "ok (confirmed interleaved)"
+    finally:
+        for session in sessions:
+            session.close()
+
+
 # -------------------------------------------------------------------------------------------------- write
 
 
@@ -341,6 +381,9 @@ def tune(
             continue
         limit = tolerance if tolerance is not None else DEFAULT_TOLERANCE.get(rec.task, 0.0)
         trials.append(measure(rec, cand, device, limit, repeats))
+    by_key = {rec.key: rec for rec in recorded}
+    for module, group in finalists(trials).items():
+        confirm(by_key[module], group, device, repeats)
     chosen = choose(trials)
     path = Path(output) if output else None
     if path is not None:

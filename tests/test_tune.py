@@ -10,7 +10,7 @@ import yaml
 import hpinfer
 from hpinfer.cli import main
 from hpinfer.runtime.hardware import cpu_has_fast_bf16
-from hpinfer.tune import Candidate, rebatch, tune
+from hpinfer.tune import Candidate, Trial, finalists, rebatch, tune
 
 pytest.importorskip("openvino")
 
@@ -58,7 +58,7 @@ def test_an_impossible_tolerance_rejects_reduced_precision(samples):
     # detection boxes always move a little in bf16: fp32 must win there
     assert any(t.drift for t in bf16 if t.module == "TextDetection")
     assert report.chosen["TextDetection"].precision == "fp32"
-    assert all(t.verdict == "ok" for t in report.trials if t.candidate.precision == "fp32")
+    assert all(t.ok for t in report.trials if t.candidate.precision == "fp32")
 
 
 def test_cli_tune_with_no_budget_skips_every_candidate(samples, tmp_path, capsys):
@@ -80,3 +80,16 @@ def test_rebatch_splits_and_remembers_the_origin():
     assert [len(c["x"]) for c in split] == [2, 2, 1, 2] and origin == [0, 0, 0, 1]
     assert rebatch(calls, None)[1] == [0, 1]
     assert Candidate("openvino", "fp32", 2).hpi_config()["backend_config"] == {"cpu_num_threads": 2, "precision": "fp32"}
+
+
+def test_only_close_accepted_candidates_are_timed_again():
+    def trial(module, ms, verdict="ok", threads=1):
+        return Trial(module, Candidate("openvino", "fp32", threads), ms=ms, verdict=verdict)
+
+    trials = [
+        trial("det", 100.0), trial("det", 105.0, threads=2), trial("det", 150.0, threads=3),
+        trial("det", 90.0, "rejected (drift)", threads=4),  # faster but rejected: not a finalist, not the bar
+        trial("rec", 50.0),  # alone: nothing to confirm
+    ]
+    close = finalists(trials)
+    assert list(close) == ["det"] and [t.ms for t in close["det"]] == [100.0, 105.0]
