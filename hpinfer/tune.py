@@ -17,6 +17,15 @@ results stay within tolerance of fp32, and write a pipeline YAML that uses them.
    (manual mode: it runs as measured) and for recognition ``max_batch_size`` (speed only: results do not
    depend on it). A sub-module's own ``hpi_config`` is the highest level of the precedence rules, so it
    holds even when ``--hpi_config`` is given at the command line.
+5. verify (with an output path; ``verify_output=False`` / ``--no_verify`` skip it): the written YAML is loaded with
+   ``create_pipeline(path)`` and timed end to end, ``predict`` one image at a time on the same decoded samples,
+   against the pipeline with plain ``use_hpip=True`` defaults: one untimed warm-up pass each, then ``repeats``
+   passes interleaved (tuned, default, tuned, default, ...) so that load from outside falls on both alike.
+   Each pass is ``hpinfer.bench.benchmark(..., warmup=0, iters=1)``, i.e. timed as ``hpinfer bench`` times it;
+   the *median* pass counts (closer to the mean that ``hpinfer bench`` prints than the fastest would be).
+   The numbers are printed, kept in ``TuneReport.tuned_speed`` / ``default_speed`` and written into the YAML's
+   header comment, so that ``hpinfer bench --pipeline tuned.yaml --input samples`` can later be checked
+   against them.
 
 Modules are timed alone, one call at a time, as ``predict`` runs them.
 """
@@ -90,11 +99,52 @@ class Trial:
 
 
 @dataclass
+class PipelineSpeed:
+    """A pipeline timed end to end, ``predict`` one image at a time: the median of ``passes_ms`` (one pass =
+    every sample once) counts."""
+
+    label: str  # "tuned" | "use_hpip defaults"
+    images: int  # per pass
+    passes_ms: List[float]
+
+    @property
+    def ms_per_image(self) -> float:
+        return float(np.median(self.passes_ms)) / self.images
+
+    @property
+    def images_per_s(self) -> float:
+        return 1000.0 / self.ms_per_image if self.ms_per_image > 0 else 0.0
+
+
+@dataclass
 class TuneReport:
     trials: List[Trial]
     chosen: Dict[str, Candidate]  # per SubModules key
     output: Optional[Path]
     images: int
+    tuned_speed: Optional[PipelineSpeed] = None  # the written YAML, end to end (verify step)
+    default_speed: Optional[PipelineSpeed] = None  # the pipeline with plain use_hpip=True, timed interleaved with it
+    verify_error: Optional[str] = None  # why the verify step could not run, if it failed
+
+    @property
+    def speedup(self) -> Optional[float]:
+        """Tuned images/s over use_hpip defaults images/s (> 1: the tuned YAML is faster)."""
+        if self.tuned_speed is None or self.default_speed is None or self.default_speed.images_per_s <= 0:
+            return None
+        return self.tuned_speed.images_per_s / self.default_speed.images_per_s
+
+    def speed_line(self) -> Optional[str]:
+        if self.tuned_speed is None or self.default_speed is None:
+            return None
+        t, d = self.tuned_speed, self.default_speed
+        line = (
+            f"tuned pipeline: {t.images_per_s:.2f} images/s ({t.ms_per_image:.1f} ms per image) vs use_hpip defaults: "
+            f"{d.images_per_s:.2f} images/s ({d.ms_per_image:.1f} ms per image) -- ratio {self.speedup:.2f}x "
+            f"(median of {len(t.passes_ms)} interleaved pass(es) over {t.images} image(s), predict one image at a time)"
+        )
+        if self.output is not None:
+            line += f"\ncheck later with: hpinfer bench --pipeline {self.output} --input <the same samples>"
+        return line
 
     def table(self) -> str:
         head = ("module", "engine", "precision", "threads", "batch", "ms", "drift", "verdict")
@@ -338,6 +388,46 @@ def write_yaml(data: Dict[str, Any], path: Path, note: str) -> None:
     path.write_text(text, encoding="utf-8")
 
 
+# ------------------------------------------------------------------------------------------------- verify
+
+
+def verify(
+    tuned: "str | Path", pipeline: "str | Path", images: Sequence[np.ndarray], device: Any = None, repeats: int = 3,
+) -> Tuple[PipelineSpeed, PipelineSpeed]:
+    """Time the tuned YAML and the pipeline with plain ``use_hpip=True`` end to end on ``images``: one warm-up
+    pass each, then ``repeats`` passes interleaved (tuned, default, tuned, default, ...). A pass is
+    ``hpinfer.bench.benchmark(runner, images, warmup=0, iters=1)``: ``predict`` one image at a time, the sum of
+    the calls' latencies, as ``hpinfer bench`` measures."""
+    from .bench import benchmark
+    from .pipelines import create_pipeline
+
+    images = list(images)
+    speeds = (PipelineSpeed("tuned", len(images), []), PipelineSpeed("use_hpip defaults", len(images), []))
+    with create_pipeline(str(tuned), device=device) as tuned_pipe, \
+            create_pipeline(str(pipeline), device=device, use_hpip=True) as default_pipe:
+        runners = (tuned_pipe, default_pipe)
+        for runner in runners:  # warm-up: first-call allocations, engine caches
+            for image in images:
+                runner.predict(image)
+        for _ in range(repeats):
+            for runner, speed in zip(runners, speeds):
+                speed.passes_ms.append(benchmark(runner, images, warmup=0, iters=1).time_s * 1000.0)
+    return speeds
+
+
+def _speed_note(report: TuneReport, pipeline: "str | Path") -> str:
+    t, d = report.tuned_speed, report.default_speed
+    return (
+        f"\nVerified end to end after writing (predict one image at a time, {t.images} image(s), one warm-up pass, median of "
+        f"{len(t.passes_ms)} pass(es) interleaved with {pipeline} under use_hpip=True defaults):\n"
+        f"  tuned pipeline:     {t.images_per_s:.2f} images/s ({t.ms_per_image:.1f} ms per image)\n"
+        f"  use_hpip defaults:  {d.images_per_s:.2f} images/s ({d.ms_per_image:.1f} ms per image)\n"
+        f"  ratio tuned/defaults: {report.speedup:.2f}x\n"
+        f"Check with: hpinfer bench --pipeline {report.output} --input <the same samples> "
+        f"(expect about {t.images_per_s:.2f} images/s on this machine)"
+    )
+
+
 # ----------------------------------------------------------------------------------------------------- all
 
 
@@ -355,8 +445,10 @@ def tune(
     max_images: Optional[int] = 20,
     device: Any = None,
     progress: bool = True,
+    verify_output: bool = True,
 ) -> TuneReport:
-    """Measure, choose and (with ``output``) write; see the module docstring. ``threads`` default: 1..cores.
+    """Measure, choose and (with ``output``) write, then (``verify_output``) time the written YAML against
+    ``use_hpip=True`` defaults; see the module docstring. ``threads`` default: 1..cores.
     ``budget_s`` bounds the measuring: candidates left when it runs out are skipped (listed as such)."""
     from tqdm import tqdm
 
@@ -386,13 +478,23 @@ def tune(
         confirm(by_key[module], group, device, repeats)
     chosen = choose(trials)
     path = Path(output) if output else None
+    report = TuneReport(trials, chosen, path, len(images))
     if path is not None:
         note = (
             f"Written by `hpinfer tune` on {time.strftime('%Y-%m-%d %H:%M:%S')} from {pipeline}, {len(images)} sample "
             f"image(s).\nPer sub-module the fastest configuration measured whose drift from fp32 is within tolerance."
         )
-        write_yaml(tuned_config(pipeline, chosen), path, note)
-    return TuneReport(trials, chosen, path, len(images))
+        data = tuned_config(pipeline, chosen)
+        write_yaml(data, path, note)
+        if verify_output:
+            try:
+                report.tuned_speed, report.default_speed = verify(path, pipeline, images, device, repeats)
+            except Exception as err:  # the YAML is written; say why it could not be timed rather than lose the tune
+                report.verify_error = f"{type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}"
+                log.warning("verify step failed: %s", report.verify_error)
+            else:
+                write_yaml(data, path, note + _speed_note(report, pipeline))
+    return report
 
 
 # ------------------------------------------------------------------------------------------------ command
@@ -426,6 +528,8 @@ def add_command(commands: Any, common: argparse.ArgumentParser) -> None:
     tune_cmd.add_argument("--repeats", type=int, default=3, help="timed passes per candidate; the fastest counts (default 3)")
     tune_cmd.add_argument("--max_images", type=int, default=20, help="samples used at most (default 20)")
     tune_cmd.add_argument("--device", default=None, help="cpu (default)")
+    tune_cmd.add_argument("--no_verify", action="store_true",
+                          help="skip timing the written YAML end to end against use_hpip defaults")
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -443,11 +547,16 @@ def run_command(args: argparse.Namespace) -> int:
         raise ConfigError("--repeats must be at least 1 and --tolerance between 0 and 1")
     report = tune(
         args.pipeline, args.input, args.output, args.tolerance, args.budget_s, args.engines, precisions,
-        args.threads, args.batches, args.repeats, args.max_images, args.device,
+        args.threads, args.batches, args.repeats, args.max_images, args.device, verify_output=not args.no_verify,
     )
     print(report.table())
     for key, cand in report.chosen.items():
         print(f"{key}: {cand.label()}")
     if report.output is not None:
         print(f"wrote {report.output} (use it with: hpinfer predict --pipeline {report.output} --input ...)")
+    line = report.speed_line()
+    if line is not None:
+        print(line)
+    elif report.verify_error is not None:
+        print(f"verify step failed: {report.verify_error}")
     return 0

@@ -48,6 +48,19 @@ def test_tune_writes_a_pipeline_that_loads_with_the_measured_winners(samples, tm
         image = str(samples / NAMES[0])
         assert tuned.predict(image)[0]["rec_texts"] == plain.predict(image)[0]["rec_texts"]
 
+    # verify step: the written YAML timed end to end against use_hpip defaults, numbers in the report and header
+    assert report.verify_error is None
+    for speed in (report.tuned_speed, report.default_speed):
+        assert speed.images == 2 and len(speed.passes_ms) == 1
+        assert speed.images_per_s > 0 and speed.ms_per_image > 0
+    assert report.speedup > 0
+    line = report.speed_line()
+    assert "tuned pipeline:" in line and "use_hpip defaults:" in line and f"hpinfer bench --pipeline {out}" in line
+    header = "".join(l for l in out.read_text().splitlines(keepends=True) if l.startswith("#"))
+    assert f"{report.tuned_speed.images_per_s:.2f} images/s" in header
+    assert f"{report.default_speed.images_per_s:.2f} images/s" in header
+    assert f"hpinfer bench --pipeline {out}" in header
+
 
 @pytest.mark.skipif(not cpu_has_fast_bf16(), reason="no bf16 on this CPU")
 def test_an_impossible_tolerance_rejects_reduced_precision(samples):
@@ -64,9 +77,10 @@ def test_an_impossible_tolerance_rejects_reduced_precision(samples):
 def test_cli_tune_with_no_budget_skips_every_candidate(samples, tmp_path, capsys):
     out = tmp_path / "t.yaml"
     assert main(["tune", "--pipeline", "OCR", "--input", str(samples), "--output", str(out), "--engines", "openvino",
-                 "--precisions", "fp32", "--threads", "1", "--budget_s", "0", "--log_level", "WARNING"]) == 0
+                 "--precisions", "fp32", "--threads", "1", "--budget_s", "0", "--repeats", "1", "--log_level", "WARNING"]) == 0
     printed = capsys.readouterr().out
     assert "skipped (budget)" in printed and "<- chosen" not in printed
+    assert "tuned pipeline:" in printed and f"hpinfer bench --pipeline {out}" in printed
     data = yaml.safe_load(out.read_text())
     assert data["use_hpip"] is True and "hpi_config" not in data["SubModules"]["TextDetection"]
     assert main(["tune", "--pipeline", "OCR", "--input", str(samples), "--engines", "nope"]) == 2
