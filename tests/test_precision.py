@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -217,3 +218,24 @@ def test_text_scores_and_ctc_labels():
     for step, label in enumerate([1, 1, 0, 1, 3, 3]):
         probs[0, step, label] = 1
     assert accuracy.ctc_labels(probs) == [(1, 1, 3)]
+
+
+def test_layout_int8_is_calibrated_on_pages_and_its_region_drift_measured(cache_dir, shared_images, tmp_path):
+    """The layout model gets calibration pages through its own pre-processing and a class-aware region metric,
+    so the guard can judge it like the OCR models."""
+    page = str(shared_images / "doc_page_zh_en.jpg")
+    with create_model("PicoDet_layout_1x_CDLA", use_hpip=True, hpi_config={"backend": "onnxruntime"}) as fp32:
+        reference = fp32.predict(page)[0]["boxes"]
+    pages = tmp_path / "pages"  # document pages only, so the held-back input has regions to lose
+    pages.mkdir()
+    shutil.copyfile(page, pages / "page.jpg")
+    config = hpi(pages, "onnxruntime", "int8", auto=False, calibration={"num_samples": 5})
+    with create_model("PicoDet_layout_1x_CDLA", use_hpip=True, hpi_config=config) as int8:
+        assert "precision=int8" in int8.session.settings
+        drift = manifest(int8)["info"]["drift"]
+        regions = int8.predict(page)[0]["boxes"]
+    assert drift["metric"] == "1 - region F1 x IoU (per class)" and drift["inputs"] >= 1
+    assert 0 <= drift["value"] <= 1 and set(drift["details"]) == {"recall", "precision", "f1", "mean_iou"}
+    # What the guard measured on held-back pages says what happens on this page too: int8 loses regions.
+    assert len(regions) != len(reference) and drift["value"] > 0
+

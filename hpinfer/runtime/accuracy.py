@@ -23,6 +23,7 @@ DEFAULT_TOLERANCE: Dict[str, float] = {
     "text_recognition": 0.02,  # CER <= 2%
     "textline_orientation": 0.02,
     "image_classification": 0.02,
+    "layout_detection": 0.08,  # class-aware region F1 x mean IoU >= 0.92 against fp32
 }
 
 
@@ -114,6 +115,29 @@ def _detection(refs: List[List[np.ndarray]], outs: List[List[np.ndarray]], param
     return "1 - box F1 x IoU", 1.0 - scores["f1"] * scores["mean_iou"], scores
 
 
+def _layout(refs: List[List[np.ndarray]], outs: List[List[np.ndarray]], params) -> Tuple[str, float, Dict[str, float]]:
+    """Regions must keep their class: each class's boxes are matched separately, then pooled."""
+    from ..models.layout_detection import postprocess
+
+    height, width = params.image_size
+
+    def regions_by_class(outputs) -> Dict[int, List[np.ndarray]]:
+        found: Dict[int, List[np.ndarray]] = {}
+        for region in postprocess(outputs, height, width, params):
+            x1, y1, x2, y2 = region["coordinate"]
+            found.setdefault(region["cls_id"], []).append(np.array([[x1, y1], [x2, y1], [x2, y2], [x1, y2]], np.float32))
+        return found
+
+    reference, got = [], []
+    for ref_out, out in zip(refs, outs):
+        ref_regions, out_regions = regions_by_class(ref_out), regions_by_class(out)
+        for cls in set(ref_regions) | set(out_regions):
+            reference.append(ref_regions.get(cls, []))
+            got.append(out_regions.get(cls, []))
+    scores = box_scores(reference, got)
+    return "1 - region F1 x IoU (per class)", 1.0 - scores["f1"] * scores["mean_iou"], scores
+
+
 def _recognition(refs, outs, params) -> Tuple[str, float, Dict[str, float]]:
     reference = [label for r in refs for label in ctc_labels(r[0])]
     texts = [label for o in outs for label in ctc_labels(o[0])]
@@ -133,6 +157,7 @@ DRIFT: Dict[str, Callable[..., Tuple[str, float, Dict[str, float]]]] = {
     "text_recognition": _recognition,
     "textline_orientation": _classification,
     "image_classification": _classification,
+    "layout_detection": _layout,
 }
 
 

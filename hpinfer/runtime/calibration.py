@@ -71,7 +71,7 @@ def samples(task: ModelTask, config: CalibrationConfig, input_name: str, held_ba
     if maker is None:
         raise ConfigError(
             f"reduced precision needs calibration inputs, and hpinfer cannot make them for {task.task} models yet; "
-            f"use precision fp32 (or int8 on a text detection, recognition, line orientation or classification model)"
+            f"use precision fp32 (or int8 on a text detection, recognition, line orientation, classification or layout model)"
         )
     count = config.num_samples
     for index, tensor in enumerate(maker(config, task.params, count)):
@@ -223,9 +223,18 @@ def _classification(config: CalibrationConfig, params, count: int) -> Iterator[n
         yield preprocess(image if turn is None else cv2.rotate(image, turn), params)
 
 
+def _layout(config: CalibrationConfig, params, count: int) -> Iterator[np.ndarray]:
+    from ..models.layout_detection import preprocess
+
+    images = _images(config)
+    for index in range(count):
+        yield preprocess(_variant(images[index % len(images)], index, len(images)), params)
+
+
 _MAKERS: Dict[str, Callable[[CalibrationConfig, Any, int], Iterator[np.ndarray]]] = {
     "text_detection": _detection,
     "text_recognition": _recognition,
     "textline_orientation": _orientation,
     "image_classification": _classification,
+    "layout_detection": _layout,
 }
