@@ -54,14 +54,25 @@ def _characters_from_onnx(path: Path) -> Optional[List[str]]:
     return None
 
 
-def resize_norm(crop: np.ndarray, height: int, width: int) -> np.ndarray:
-    """One crop → 3 x height x width float32 in [-1, 1], aspect kept, zero right padding."""
+def resize_norm_into(out: np.ndarray, crop: np.ndarray) -> None:
+    """One crop into ``out`` (3 x height x width float32 zeros): values in [-1, 1], aspect kept, zero right
+    padding. Written in place, plane by plane, so a batch tensor is filled without intermediate copies."""
+    _, height, width = out.shape
     h, w = crop.shape[:2]
     resized_w = min(width, int(math.ceil(height * w / float(h))))
-    resized = cv2.resize(crop, (resized_w, height)).astype(np.float32)
+    for c, plane in enumerate(cv2.split(cv2.resize(crop, (resized_w, height)))):
+        np.multiply(plane, _TO_UNIT, out=out[c, :, :resized_w], dtype=np.float32)
+        out[c, :, :resized_w] -= 1.0
+
+
+def resize_norm(crop: np.ndarray, height: int, width: int) -> np.ndarray:
+    """One crop → 3 x height x width float32 in [-1, 1], aspect kept, zero right padding."""
     out = np.zeros((3, height, width), dtype=np.float32)
-    out[:, :, :resized_w] = resized.transpose(2, 0, 1) * (2.0 / 255.0) - 1.0
+    resize_norm_into(out, crop)
     return out
+
+
+_TO_UNIT = np.float32(2.0 / 255.0)  # x * 2/255 - 1 maps 0..255 to [-1, 1] (the reference's float32 steps)
 
 
 def batches_by_ratio(crops: Sequence[np.ndarray], batch_size: int) -> List[np.ndarray]:
@@ -88,7 +99,7 @@ def padded_widths(crops: Sequence[np.ndarray], groups: np.ndarray, p: RecParams)
 def ctc_decode(probs: np.ndarray, characters: Sequence[str]) -> List[Tuple[str, float]]:
     """Greedy CTC: per step argmax; drop repeats and blanks; score = mean kept probability (0 if none)."""
     indices = probs.argmax(axis=2)
-    maxima = probs.max(axis=2)
+    maxima = np.take_along_axis(probs, indices[..., None], axis=2)[..., 0]  # no second pass over the classes
     keep = np.ones_like(indices, dtype=bool)
     keep[:, 1:] = indices[:, 1:] != indices[:, :-1]
     keep &= indices != 0
@@ -123,7 +134,9 @@ class TextRecognizer(Predictor):
             same_width = np.flatnonzero(widths == width)
             for start in range(0, len(same_width), p.max_batch_size):
                 batch = same_width[start : start + p.max_batch_size]
-                tensor = np.stack([resize_norm(crops[i], height, int(width)) for i in batch])
+                tensor = np.zeros((len(batch), 3, height, int(width)), dtype=np.float32)
+                for row, i in enumerate(batch):
+                    resize_norm_into(tensor[row], crops[i])
                 probs = self.session.run_one(tensor)[0]
                 for i, decoded in zip(batch, ctc_decode(probs, self.characters)):
                     results[i] = decoded
