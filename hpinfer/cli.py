@@ -53,14 +53,17 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hpinfer", description="Fast OCR and document AI inference.")
     commands = parser.add_subparsers(dest="command", required=True)
 
+    # What a command works on: exactly one of a pipeline, a built-in model or a model directory.
+    target = argparse.ArgumentParser(add_help=False)
+    choice = target.add_mutually_exclusive_group(required=True)
+    choice.add_argument("--pipeline", help="bundled pipeline name (see 'hpinfer pipelines') or a pipeline YAML path")
+    choice.add_argument("--model", help="a built-in model name (see 'hpinfer models')")
+    choice.add_argument("--model_dir", help="your own model directory (ONNX file + hpinfer.yaml)")
+
     predict = commands.add_parser(
-        "predict", parents=[common], help="run a pipeline or a single model",
+        "predict", parents=[common, target], help="run a pipeline or a single model",
         epilog="Other --name value options are passed to the pipeline/model, e.g. --use_textline_orientation False",
     )
-    target = predict.add_mutually_exclusive_group(required=True)
-    target.add_argument("--pipeline", help="bundled pipeline name (see 'hpinfer pipelines') or a pipeline YAML path")
-    target.add_argument("--model", help="a built-in model name (see 'hpinfer models')")
-    target.add_argument("--model_dir", help="your own model directory (ONNX file + hpinfer.yaml)")
     predict.add_argument("--input", required=True, help="image file, directory, PDF or http(s) URL")
     predict.add_argument("--device", default=None, help="cpu (default) or gpu:N")
     predict.add_argument("--use_hpip", action="store_true", default=None, help="high-performance inference: pick the best engine")
@@ -69,16 +72,12 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--page_range", default=None, help="PDF pages, 1-based: 3 or 2-5")
 
     bench = commands.add_parser(
-        "bench", parents=[common], help="time a pipeline or model: per-stage times, latency, throughput, memory",
+        "bench", parents=[common, target], help="time a pipeline or model: per-stage times, latency, throughput, memory",
         epilog="Inputs are decoded once before timing; latency is per call of --batch_size images. A pipeline with "
         "predict_batch (OCR) processes a call's images together; a single model takes them one after another, so "
         "there --batch_size changes how latency is counted, not the work. "
         "Other --name value options are passed to the pipeline (or, for a model, to predict).",
     )
-    target = bench.add_mutually_exclusive_group(required=True)
-    target.add_argument("--pipeline", help="bundled pipeline name or a pipeline YAML path")
-    target.add_argument("--model", help="a built-in model name")
-    target.add_argument("--model_dir", help="your own model directory")
     bench.add_argument("--input", required=True, help="image file, directory or PDF")
     bench.add_argument("--warmup", type=int, default=1, help="untimed passes over the inputs first (default 1)")
     bench.add_argument("--iters", type=int, default=3, help="timed passes over the inputs (default 3)")
@@ -95,7 +94,7 @@ def _parser() -> argparse.ArgumentParser:
 
     commands.add_parser("models", parents=[common], help="list built-in models and where they come from")
     commands.add_parser("pipelines", parents=[common], help="list bundled pipelines")
-    runtime_commands.add_commands(commands, common)
+    runtime_commands.add_commands(commands, common, target)
     serving_cli.add_commands(commands, common)
     tune.add_command(commands, common)
     return parser

@@ -227,10 +227,9 @@ def test_a_read_only_model_dir_falls_back_to_the_user_cache():
 
 
 def _cli(*argv: str) -> argparse.Namespace:
-    parser = argparse.ArgumentParser()
-    common = argparse.ArgumentParser(add_help=False)
-    commands.add_commands(parser.add_subparsers(dest="command", required=True), common)
-    return parser.parse_args(argv)
+    from hpinfer.cli import _parser
+
+    return _parser().parse_args(argv)
 
 
 def test_cache_list_and_clear_commands(tmp_path, capsys):

@@ -15,16 +15,15 @@ from .cache import ModelCache, cache_root, user_cache_dir
 COMMANDS = ("build", "cache")
 
 
-def add_commands(subparsers: "argparse._SubParsersAction", common_parent: argparse.ArgumentParser) -> None:
+def add_commands(
+    subparsers: "argparse._SubParsersAction", common_parent: argparse.ArgumentParser, target_parent: argparse.ArgumentParser
+) -> None:
+    """``target_parent`` brings the --pipeline | --model | --model_dir choice that predict and bench share."""
     build = subparsers.add_parser(
-        "build", parents=[common_parent], help="build (or check) the cached engines of a pipeline or model",
+        "build", parents=[common_parent, target_parent], help="build (or check) the cached engines of a pipeline or model",
         epilog="Builds every model a pipeline file lists (switched on or not) with use_hpip and the given hpi_config, "
         "exactly as predict would, so a later start loads them from the cache.",
     )
-    target = build.add_mutually_exclusive_group(required=True)
-    target.add_argument("--pipeline", help="bundled pipeline name or a pipeline YAML path")
-    target.add_argument("--model", help="a built-in model name")
-    target.add_argument("--model_dir", help="your own model directory")
     build.add_argument("--device", default=None, help="cpu (default) or gpu:N")
     build.add_argument("--hpi_config", default=None, help='JSON, e.g. \'{"backend_config": {"precision": "int8"}}\'')
 
