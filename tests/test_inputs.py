@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import functools
 import http.server
 import io
 import os
 import re
 import shutil
-import threading
 import types
 from pathlib import Path
 from typing import Iterator, List, Sequence
@@ -20,6 +18,7 @@ from PIL import Image
 from hpinfer.errors import ConfigError, InputError
 from hpinfer.io import InputItem, count_inputs, iter_inputs
 from hpinfer.io.inputs import parse_page_range
+from test_serving_support import static_files
 
 PDF_SOURCES = ["single_line.jpg", "tiny.png", "wide_line.jpg"]
 
@@ -224,26 +223,14 @@ def test_streaming_renders_lazily_and_closes_early(tmp_path: Path) -> None:
 # --- URLs -------------------------------------------------------------------------------------------
 
 
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args: object) -> None:
-        pass
-
-
 @pytest.fixture(scope="module")
 def http_root(shared_images: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     root = tmp_path_factory.mktemp("www")
     shutil.copy(shared_images / "tiny.png", root / "tiny.png")
     make_pdf([Image.new("RGB", (20, 10))] * 2, root / "doc.pdf")
     (root / "noext").write_bytes(make_pdf([Image.new("RGB", (20, 10))]))  # sniffed, not named, as PDF
-    handler = functools.partial(_QuietHandler, directory=str(root))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with static_files(root) as url:
+        yield url
 
 
 def test_url_inputs(http_root: str) -> None:
@@ -264,7 +251,7 @@ def test_url_errors(http_root: str, tmp_path: Path) -> None:
         list(iter_inputs(f"{http_root}/tiny.png", max_download_bytes=100))
     with pytest.raises(InputError, match="only http:// and https://"):
         list(iter_inputs("ftp://example.com/a.png"))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _QuietHandler)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
     closed = f"http://127.0.0.1:{server.server_address[1]}/a.png"
     server.server_close()  # nothing listens there any more
     with pytest.raises(InputError, match=rf"^{re.escape(closed)}: download failed"):
