@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Issue 5/6 runs on a lent GPU machine (the device tool), one call per group of steps:
+#
+#   bash benchmarks/gpu_run.sh tests aot      # GPU-only tests, AOTInductor build vs load (+ env)
+#   bash benchmarks/gpu_run.sh rec128         # rec 128x3x48x320 variants (compile modes, 1x1 convs as matmuls, ...)
+#   bash benchmarks/gpu_run.sh serve          # serve_load.py with the torch engine: batching on vs off
+#
+# That machine has torch but not our other dependencies and cannot reach a package index: the wheels, model
+# packages and sample images travel in .device_carry/torch6 (gitignored; name it in the call's `carry`).
+# Logs and JSON go to $OUT. Every step has its own time limit so that one slow step cannot eat the call.
+set -u -o pipefail
+export PYTHONUNBUFFERED=1
+CARRY=.device_carry/torch6
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$CARRY"/whl/*.whl || exit 1
+export PYTHONPATH="/tmp/site:$PWD/$CARRY/site:$PWD"
+python3 -c "import cv2, numpy, onnx, onnxruntime, PIL, pypdfium2, pyclipper, yaml, tqdm, filelock, fastapi, uvicorn, httpx, torch" || exit 1
+mkdir -p ../shared/data && ln -sfn "$PWD/$CARRY/images" ../shared/data/images
+IMAGES=../shared/data/images
+# cuDNN autotuning per new shape stalls a batching server for seconds (2026-11-26 run: p99 5 s); off for serving.
+SERVE_HPI=${SERVE_HPI:-'{"auto_config": false, "backend": "torch", "backend_config": {"precision": "fp16", "torch": {"cudnn_benchmark": false}}}'}
+
+for step in "$@"; do
+  case $step in
+    tests)
+      timeout 300 python3 -m pytest -q -p no:cacheprovider tests/test_torch_engine.py -rs \
+        -k "cuda_graphs_and or concurrent_callers or gpu_preprocessing or aot_package" 2>&1 | tee "$OUT/tests.log" ;;
+    aot)
+      timeout 420 python3 benchmarks/gpu_bench.py --out "$OUT/aot" --images $IMAGES --sections env,aot 2>&1 | tee "$OUT/aot.log" ;;
+    rec128)
+      timeout 570 python3 benchmarks/gpu_bench.py --out "$OUT/rec128" --images $IMAGES --sections env,rec128 \
+        --variant-limit 200 2>&1 | tee "$OUT/rec128.log" ;;
+    serve)
+      timeout 560 python3 benchmarks/serve_load.py --device gpu:0 --use_hpip --hpi_config "$SERVE_HPI" \
+        --requests 1:16,8:64,32:128 --rounds 3 --json "$OUT/serve_load_gpu.json" 2>&1 | tee "$OUT/serve.log" ;;
+    *) echo "unknown step $step" >&2; exit 2 ;;
+  esac
+done
