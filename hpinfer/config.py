@@ -51,6 +51,9 @@ class TorchConfig(BaseModel):
     - ``channels_last``: NHWC memory format for weights and inputs (cuDNN's preferred layout in fp16/bf16).
     - ``device_preprocess``: detection models get the resized uint8 image and normalise it on the GPU
       (4x less to copy, no host normalisation); same arithmetic as the CPU path.
+    - ``cudnn_benchmark``: cuDNN times its algorithms for every new convolution shape and keeps the fastest (the
+      graphs replay it). Each new input shape then pays an autotuning pass, seconds for a detector: turn it off
+      where shapes keep changing (a server batching pages of all sizes across requests).
     - ``capture_after``: sightings of a shape before its graph is captured (1 when ``dynamic_shapes`` is set);
       ``max_graphs``: graphs kept per context (least recently used dropped).
     """
@@ -64,6 +67,7 @@ class TorchConfig(BaseModel):
     contexts: int = Field(default=1, ge=1, le=16)
     channels_last: bool = False
     device_preprocess: bool = True
+    cudnn_benchmark: bool = True
     capture_after: int = Field(default=2, ge=1, le=100)
     max_graphs: int = Field(default=64, ge=1, le=4096)
 

@@ -23,7 +23,7 @@ from hpinfer.models import image_classification, layout_detection, text_detectio
 from hpinfer.models.registry import BUILT_IN, resolve_model  # noqa: E402
 from hpinfer.models.text_recognition import resize_norm  # noqa: E402
 from hpinfer.config import BackendConfig, TorchConfig, parse_hpi_config  # noqa: E402
-from hpinfer.errors import ConfigError  # noqa: E402
+from hpinfer.errors import ConfigError, EngineUnavailableError  # noqa: E402
 from hpinfer.runtime.engines.torch_engine import TorchEngine, TorchOptions, batch_buckets  # noqa: E402
 from hpinfer.runtime.onnx_to_torch import OnnxModule, calibration_inputs, convert, load_graph, plan_dtypes  # noqa: E402
 from hpinfer.runtime.onnx_to_torch.graph import normalize  # noqa: E402
@@ -334,3 +334,10 @@ def test_aot_package_is_built_once_then_loaded(tmp_path, monkeypatch):
     for batch in (3, 8, 3):
         x = rng.uniform(-1, 1, (batch, 3, 48, 192)).astype(np.float32)
         np.testing.assert_allclose(second.run_one(x)[0], eager.run_one(x)[0], atol=1e-4)
+
+
+@needs_cuda
+def test_aot_in_reduced_precision_is_refused_on_gpu():
+    spec = resolve_model("ch_ppocr_mobile_v2.0_cls")
+    with pytest.raises(EngineUnavailableError, match="precision=fp16 on gpu:0 is refused"):
+        TorchEngine.load(spec.model_file, BackendConfig(precision="fp16", torch=TorchConfig(aot=True)), Device.parse("gpu:0"))

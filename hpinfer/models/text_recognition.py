@@ -77,22 +77,26 @@ _TO_UNIT = np.float32(2.0 / 255.0)  # x * 2/255 - 1 maps 0..255 to [-1, 1] (the 
 
 def batches_by_ratio(crops: Sequence[np.ndarray], batch_size: int) -> List[np.ndarray]:
     """Index batches of crops sorted by width/height, so padding within a batch is small."""
-    ratios = np.array([c.shape[1] / float(c.shape[0]) for c in crops])
-    order = np.argsort(ratios, kind="quicksort")
+    order = np.argsort(_ratios(crops), kind="quicksort")
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
-def padded_widths(crops: Sequence[np.ndarray], groups: np.ndarray, p: RecParams) -> np.ndarray:
-    """Each line's input width as PaddleOCR pads it: within its own image (``groups``), lines sorted
-    by aspect ratio are chunked by ``batch_size`` and padded to the chunk's widest ratio."""
+def _ratios(crops: Sequence[np.ndarray]) -> np.ndarray:
+    return np.array([c.shape[1] / float(c.shape[0]) for c in crops])
+
+
+def padded_widths(crops: Sequence[np.ndarray], groups: Optional[np.ndarray], p: RecParams) -> np.ndarray:
+    """Each line's input width as PaddleOCR pads it: within its own image (``groups``; None: all one image),
+    lines sorted by aspect ratio are chunked by ``batch_size`` and padded to the chunk's widest ratio."""
     _, height, min_width = p.image_shape
+    ratios = _ratios(crops)
     widths = np.empty(len(crops), dtype=np.int64)
-    for group in np.unique(groups):
-        members = np.flatnonzero(groups == group)
-        for chunk in batches_by_ratio([crops[i] for i in members], p.batch_size):
-            chunk = members[chunk]
-            widest = max(min_width / height, *(crops[i].shape[1] / float(crops[i].shape[0]) for i in chunk))
-            widths[chunk] = int(height * widest)
+    images = [np.arange(len(crops))] if groups is None else [np.flatnonzero(groups == g) for g in np.unique(groups)]
+    for members in images:
+        order = members[np.argsort(ratios[members], kind="quicksort")]
+        for start in range(0, len(order), p.batch_size):
+            chunk = order[start : start + p.batch_size]
+            widths[chunk] = int(height * max(min_width / height, float(ratios[chunk].max())))
     return widths
 
 
@@ -128,7 +132,7 @@ class TextRecognizer(Predictor):
         and lines of equal padded width (most short lines share the minimum) run in one engine call."""
         p = params or self.params
         height = p.image_shape[1]
-        widths = padded_widths(crops, np.zeros(len(crops), np.int64) if groups is None else np.asarray(groups), p)
+        widths = padded_widths(crops, None if groups is None else np.asarray(groups), p)
         results: List[Tuple[str, float]] = [("", 0.0)] * len(crops)
         for width in np.unique(widths):
             same_width = np.flatnonzero(widths == width)

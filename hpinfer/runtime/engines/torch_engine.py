@@ -25,8 +25,8 @@ Options come from ``backend_config.torch`` (``hpinfer.config.TorchConfig``): ``c
 mode, opt-in: 10-20 s of compiling per model and shape on an H100, at every start), ``aot`` (torch.export +
 AOTInductor with dynamic shapes, compiled once and kept in the model cache next to the engine entry, keyed by GPU
 architecture, CUDA, driver and torch versions: the second start loads the package instead of compiling),
-``cuda_graphs``, ``tf32``, ``contexts``, ``channels_last`` and ``device_preprocess`` (detectors hand over the
-resized uint8 image and it is normalised on the GPU, see ``image_runner``).
+``cuda_graphs``, ``tf32``, ``contexts``, ``channels_last``, ``cudnn_benchmark`` and ``device_preprocess`` (detectors
+hand over the resized uint8 image and it is normalised on the GPU, see ``image_runner``).
 
 Thread safety: ``run`` may be called from any number of threads. Each call takes a free execution context
 (or waits for one); a context's stream, graphs and shape counts are only touched by the thread holding it;
@@ -52,6 +52,7 @@ import numpy as np
 
 from ...config import BackendConfig, TorchConfig
 from ...device import Device
+from ...errors import EngineUnavailableError
 from ..hardware import cpu_count, cpu_has_fast_bf16
 from ..shapes import bounds_for
 from .base import Engine, EngineSession, TensorInfo
@@ -448,7 +449,7 @@ class TorchEngine(Engine):
         graph = load_graph(model_path)
         module = _convert(graph, config.precision, (config.dynamic_shapes or {}).get(graph.inputs[0][0])).eval()
         if device.is_gpu:
-            torch.backends.cudnn.benchmark = True  # picks the fastest algorithm per shape; graphs replay it
+            torch.backends.cudnn.benchmark = options.cudnn_benchmark  # process-wide too
             torch.backends.cudnn.allow_tf32 = options.tf32  # process-wide in torch: the last session loaded sets it
             torch.backends.cuda.matmul.allow_tf32 = options.tf32
             module = module.to(f"cuda:{device.index}")
@@ -473,6 +474,7 @@ class TorchEngine(Engine):
                 ("cuda-graphs", own_graphs), (f"compile={options.compile}", options.compile != "none"),
                 ("aot", options.aot), ("tf32", options.tf32), ("channels-last", options.channels_last),
                 (f"contexts={options.contexts}", device.is_gpu and options.contexts > 1),
+                ("no-cudnn-benchmark", device.is_gpu and not options.cudnn_benchmark),
             ) if on
         ]
         settings = f"torch {torch.__version__} {where} precision={config.precision} {' '.join(features)}".strip()
@@ -593,6 +595,12 @@ def _aot(entry, graph: "Graph", model_path: Path, config: BackendConfig, device:
 
     from ..cache import ModelCache, cache_root, key_of
 
+    if device.is_gpu and config.precision != "fp32":
+        # Seen on an H100 with torch 2.11 (2026-11-26): packages of the fp16 rec and det models build (108 s) and
+        # then crash the process with a segmentation fault inside aoti_load_package, whatever its options; fp32 loads.
+        raise EngineUnavailableError(
+            f"{model_path.name}: torch.aot with precision={config.precision} on {device} is refused: its packages crashed "
+            f"torch 2.11's AOTInductor loader (segmentation fault, H100); use fp32 with aot, or compile instead of aot")
     fields = aot_fields(model_path, config, device)
     cache = ModelCache(cache_root(model_path))
     if home is None:
