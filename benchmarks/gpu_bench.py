@@ -18,8 +18,8 @@ Sections (each one's failure is recorded and the next one runs):
                GPU) vs the CPU ONNX Runtime fp32 pipeline
   throughput   pipeline images/s with several workers (processes x threads), GPU vs the same machine's CPU cores
                (each at its best concurrency), plus a per-stage breakdown of one GPU worker
-  rec128       rec 128x3x48x320 fp16: graph, channels-last, compile modes, fp16 end to end; --max-autotune adds
-               compile mode max-autotune-no-cudagraphs (in a subprocess with a time limit)
+  rec128       rec 128x3x48x320: fp32/fp16 graphs, compile modes, channels-last, 1x1 convolutions as matrix products,
+               max-autotune (REC128_VARIANTS; each in a fresh process with a time limit)
   aot          AOTInductor packages in the model cache: first start (build) vs second start (load), in fresh processes
   profile2     ``hpinfer bench --profile`` of the OCR pipeline on the GPU (fp16), and rec 128 per kernel
 
@@ -569,87 +569,73 @@ def _graph_ms(fn: Callable, x) -> float:
         return gpu_ms(graph.replay, iters=100)
 
 
+# rec 128x3x48x320 variants: node dtypes ("fp32", the engine's "mixed" fp16 plan, or "fp16" end to end with only
+# the always-fp32 op types kept), torch.compile mode, channels-last, Inductor options. conv_1x1_as_mm turns the
+# 1x1 convolutions (most of the FLOPs) into matrix products whose pointwise epilogues Inductor can fuse.
+REC128_VARIANTS: Dict[str, Dict[str, Any]] = {
+    "fp32 graph": {"plan": "fp32"},
+    "fp16 mixed graph": {"plan": "mixed"},
+    "fp16 mixed compile default": {"plan": "mixed", "compile": "default"},
+    "fp16 e2e compile default": {"plan": "fp16", "compile": "default"},
+    "fp16 e2e compile default channels-last": {"plan": "fp16", "compile": "default", "channels_last": True},
+    "fp16 e2e compile default 1x1-as-mm": {"plan": "fp16", "compile": "default", "inductor": {"conv_1x1_as_mm": True}},
+    "fp16 e2e compile default 1x1-as-mm channels-last": {"plan": "fp16", "compile": "default", "channels_last": True,
+                                                         "inductor": {"conv_1x1_as_mm": True}},
+    "fp16 e2e max-autotune-no-cudagraphs 1x1-as-mm channels-last": {
+        "plan": "fp16", "compile": "max-autotune-no-cudagraphs", "channels_last": True, "inductor": {"conv_1x1_as_mm": True}},
+}
+
+
 def rec128(pics) -> Dict[str, Any]:
-    """rec 128x3x48x320 fp16 variants, each timed as a replayed CUDA graph (compiled ones compiled first)."""
-    import torch
-
-    from hpinfer.runtime.onnx_to_torch import KEEP_FP32_OPS, OnnxModule, load_graph
-
-    shape = (128, 3, 48, 320) if not ARGS.smoke else (8, 3, 48, 320)
-    x_np = real_input(REC, shape, pics)
-    x = torch.from_numpy(x_np).to(f"cuda:{DEVICE.index}" if DEVICE.is_gpu else "cpu")
+    """Each variant in a fresh process with a time limit (a slow autotune costs only its own row)."""
     out: Dict[str, Any] = {}
-    with torch.inference_mode():
-        reference = load(REC, "fp32").module(x)[0].float()
-
-    def agree(y) -> float:
-        return round(float((y.float().argmax(-1) == reference.argmax(-1)).float().mean()), 5)
-
-    def variant(precision: str, **options: Any) -> Dict[str, Any]:
-        session = load(REC, precision, **options)
-        start = time.perf_counter()
-        with torch.inference_mode():
-            y = session.fn(x)[0]
-        if DEVICE.is_gpu:
-            torch.cuda.synchronize()
-        first_s = time.perf_counter() - start
-        return {"graph_ms": round(_graph_ms(session.fn, x), 3), "first_call_s": round(first_s, 1), "argmax_vs_fp32": agree(y)}
-
-    cases = {
-        "fp32 graph": ("fp32", {}), "fp32 channels-last graph": ("fp32", {"channels_last": True}), "fp16 graph (mixed)": ("fp16", {}), "fp16 channels-last graph": ("fp16", {"channels_last": True}),
-        "fp16 compile default + graph": ("fp16", {"compile": "default"}),
-        "fp16 compile default channels-last + graph": ("fp16", {"compile": "default", "channels_last": True}),
-        "fp32 tf32 compile default + graph": ("fp32", {"compile": "default", "tf32": True}),
-    }
-    if ARGS.smoke:  # a CPU dry run: no fp16, no compiling
-        cases = {k: v for k, v in cases.items() if v[0] == "fp32" and "compile" not in v[1]}
-    for label, (precision, options) in cases.items():
-        log(label, attempt(out, label, lambda: variant(precision, **options)))
-    if ARGS.smoke:
-        return out
-
-    def pure_fp16(compile_it: bool) -> Dict[str, Any]:
-        """Every node in fp16 (only the always-fp32 op types kept), the input cast once: fp16 end to end."""
-        graph = load_graph(resolve_model(REC).model_file)
-        plan = {i: torch.float32 if n.op in KEEP_FP32_OPS else torch.float16 for i, n in enumerate(graph.nodes)}
-        module = OnnxModule(graph, plan).eval().to(x.device)
-        fn = torch.compile(module, dynamic=False, fullgraph=True) if compile_it else module
-        xh = x.half()
-        with torch.inference_mode():
-            y = fn(xh)[0]
-        return {"graph_ms": round(_graph_ms(fn, xh), 3), "argmax_vs_fp32": agree(y),
-                "fp32_nodes": sum(d == torch.float32 for d in plan.values()), "nodes": len(plan)}
-
-    log("fp16 end to end", attempt(out, "fp16 end to end graph", lambda: pure_fp16(False)))
-    log("fp16 end to end compiled", attempt(out, "fp16 end to end compile default + graph", lambda: pure_fp16(True)))
-    mixed = load(REC, "fp16").module
-    out["mixed plan fp32 nodes"] = f"{sum(1 for d in mixed._steps if d[3] == torch.float32)}/{len(mixed._steps)}"
-    torch.backends.cudnn.benchmark = True
-    if ARGS.max_autotune:
-        code = ("import sys,json; sys.argv=['x','--out','/tmp/ma','--images',%r]; sys.path.insert(0,%r); import gpu_bench as g; "
-                "g.main_args(); print('RESULT', json.dumps(g.rec128_autotune()))") % (str(ARGS.images), str(Path(__file__).parent))
+    wanted = ARGS.rec_variants.split(",") if ARGS.rec_variants else list(REC128_VARIANTS)
+    for label in wanted:
+        code = ("import sys,json; sys.argv=['x','--out',%r,'--images',%r,'--device',%r]; sys.path.insert(0,%r); "
+                "import gpu_bench as g; g.main_args(); print('RESULT', json.dumps(g.rec128_variant(%r)))") % (
+            str(ARGS.out), str(ARGS.images), str(DEVICE), str(Path(__file__).parent), label)
         try:
-            done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=ARGS.autotune_limit)
+            done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=ARGS.variant_limit)
             line = [ln for ln in done.stdout.splitlines() if ln.startswith("RESULT ")]
-            out["fp16 compile max-autotune-no-cudagraphs + graph"] = json.loads(line[0][7:]) if line else {"error": done.stderr[-1500:]}
+            out[label] = json.loads(line[0][7:]) if line else {"error": done.stderr[-1500:]}
         except subprocess.TimeoutExpired:
-            out["fp16 compile max-autotune-no-cudagraphs + graph"] = {"error": f"compile did not finish within {ARGS.autotune_limit}s"}
-        log(out["fp16 compile max-autotune-no-cudagraphs + graph"])
-    log(json.dumps(out, indent=1))
+            out[label] = {"error": f"did not finish within {ARGS.variant_limit}s"}
+        log(label, out[label])
     return out
 
 
-def rec128_autotune() -> Dict[str, Any]:
+def rec128_variant(label: str) -> Dict[str, Any]:
+    """One REC128_VARIANTS row: first call (compile) time, CUDA-graph replay time, arg-max agreement with fp32."""
     import torch
+    import torch._inductor.config as inductor_config
 
-    pics = images(ARGS.images)
-    x = torch.from_numpy(real_input(REC, (128, 3, 48, 320), pics)).cuda()
-    session = load(REC, "fp16", compile="max-autotune-no-cudagraphs")
-    start = time.perf_counter()
+    from hpinfer.runtime.onnx_to_torch import KEEP_FP32_OPS, OnnxModule, load_graph
+
+    spec = REC128_VARIANTS[label]
+    shape = (128, 3, 48, 320) if not ARGS.smoke else (8, 3, 48, 320)
+    x = torch.from_numpy(real_input(REC, shape, images(ARGS.images))).to(f"cuda:{DEVICE.index}" if DEVICE.is_gpu else "cpu")
     with torch.inference_mode():
-        session.fn(x)
-    torch.cuda.synchronize()
-    return {"compile_s": round(time.perf_counter() - start, 1), "graph_ms": round(_graph_ms(session.fn, x), 3)}
+        reference = load(REC, "fp32").module(x)[0].float()
+    if spec["plan"] == "fp16":
+        graph = load_graph(resolve_model(REC).model_file)
+        plan = {i: torch.float32 if n.op in KEEP_FP32_OPS else torch.float16 for i, n in enumerate(graph.nodes)}
+        module, x_in = OnnxModule(graph, plan).eval().to(x.device), x.half()
+    else:
+        module, x_in = load(REC, "fp32" if spec["plan"] == "fp32" else "fp16").module, x
+    if spec.get("channels_last"):
+        module, x_in = module.to(memory_format=torch.channels_last), x_in.contiguous(memory_format=torch.channels_last)
+    fn = module
+    if spec.get("compile"):
+        fn = torch.compile(module, mode=spec["compile"], dynamic=False, fullgraph=True)
+    with inductor_config.patch(spec.get("inductor", {})):
+        start = time.perf_counter()
+        with torch.inference_mode():
+            y = fn(x_in)[0]
+        if DEVICE.is_gpu:
+            torch.cuda.synchronize()
+        first_s = time.perf_counter() - start
+    agree = float((y.float().argmax(-1) == reference.argmax(-1)).float().mean())
+    return {"graph_ms": round(_graph_ms(fn, x_in), 3), "first_call_s": round(first_s, 1), "argmax_vs_fp32": round(agree, 5)}
 
 
 def aot_section(pics) -> Dict[str, Any]:
@@ -663,10 +649,12 @@ def aot_section(pics) -> Dict[str, Any]:
                 str(ARGS.out), str(ARGS.images), str(DEVICE), str(Path(__file__).parent), name, precision)
             env = dict(os.environ, HPINFER_CACHE_DIR=str(cache))
             label = f"{name} {precision} {start}"
-            try:
-                done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=ARGS.aot_limit, env=env)
+            try:  # faulthandler: a crash in native code still says where; the whole stderr is kept beside the JSON
+                done = subprocess.run([sys.executable, "-X", "faulthandler", "-c", code], capture_output=True, text=True,
+                                      timeout=ARGS.aot_limit, env=env)
+                (ARGS.out / f"aot_{name}_{precision}_{start.split()[0]}.stderr.txt").write_text(done.stderr)
                 line = [ln for ln in done.stdout.splitlines() if ln.startswith("RESULT ")]
-                out[label] = json.loads(line[0][7:]) if line else {"error": done.stderr[-2500:]}
+                out[label] = json.loads(line[0][7:]) if line else {"error": f"exit code {done.returncode}: {done.stderr[-2500:]}"}
             except subprocess.TimeoutExpired:
                 out[label] = {"error": f"did not finish within {ARGS.aot_limit}s"}
             log(label, out[label])
@@ -746,12 +734,12 @@ def main_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--sections", default="env,fidelity,throughput,rec128,profile2")
     parser.add_argument("--device", default="gpu:0")
     parser.add_argument("--smoke", action="store_true", help="small shapes: checks the script, measures nothing")
-    parser.add_argument("--max-autotune", dest="max_autotune", action="store_true", help="rec128: also max-autotune-no-cudagraphs")
-    parser.add_argument("--autotune-limit", dest="autotune_limit", type=float, default=240, help="seconds for that compile")
+    parser.add_argument("--rec-variants", dest="rec_variants", default="", help="rec128: labels, comma-separated (default all)")
+    parser.add_argument("--variant-limit", dest="variant_limit", type=float, default=240, help="rec128: seconds per variant")
     parser.add_argument("--aot-limit", dest="aot_limit", type=float, default=200, help="seconds per AOT start")
     parser.add_argument("--cpu-seconds", dest="cpu_seconds", type=float, default=20, help="throughput: timed seconds, CPU")
     parser.add_argument("--gpu-seconds", dest="gpu_seconds", type=float, default=10, help="throughput: timed seconds, GPU")
-    parser.add_argument("--aot-models", dest="aot_models", default=f"{REC}:fp16,{DET}:fp16", help="aot: name:precision,...")
+    parser.add_argument("--aot-models", dest="aot_models", default=f"{REC}:fp32,{DET}:fp32", help="aot: name:precision,...")
     parser.add_argument("--skip-cpu", dest="skip_cpu", action="store_true", help="throughput: GPU configurations only")
     parser.add_argument("--gpu-configs", dest="gpu_configs", default="", help="throughput: precision:procs:threads:contexts,...")
     parser.add_argument("--capture-after", dest="capture_after", type=int, default=2, help="throughput: torch.capture_after")

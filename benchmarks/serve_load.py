@@ -3,6 +3,7 @@ the HTTP overhead over in-process ``predict``, and an optional soak. Bounded req
 
     python benchmarks/serve_load.py [--pipeline OCR] [--requests 1:6,8:16,32:32] [--rounds 3] [--two_threads_too] [--json out.json]
     python benchmarks/serve_load.py --soak 600          # concurrency 16 for 10 minutes, errors and RSS growth
+    python benchmarks/serve_load.py --device gpu:0 --use_hpip --hpi_config '{"backend": "torch", ...}'   # on a GPU
 
 The configurations run as real server processes at once (``python -m hpinfer.serving serve --port 0``,
 visualize off), loaded in turn by this asyncio client process (httpx): "batching off" is
@@ -53,6 +54,9 @@ OVERHEAD_OPTIONS = {"text_det_limit_type": "max", "text_det_limit_side_len": 320
 PAUSE_S = 0.05
 
 
+ENGINE_ARGS: List[str] = []  # --device/--use_hpip/--hpi_config given to this script, passed to every server
+
+
 class Server:
     """A ``python -m hpinfer.serving serve`` process on 127.0.0.1:<free port>, ready when entered."""
 
@@ -60,7 +64,7 @@ class Server:
         self.log = tempfile.NamedTemporaryFile("w+", suffix=".log", delete=False)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "hpinfer.serving", "serve", "--pipeline", pipeline, "--host", "127.0.0.1",
-             "--port", "0", "--no_visualize", "--log_level", "INFO", *extra],
+             "--port", "0", "--no_visualize", "--log_level", "INFO", *ENGINE_ARGS, *extra],
             stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT,
         )
 
@@ -155,14 +159,15 @@ def _rps(run: Run) -> float:
     return len(latencies) / wall if wall else float("nan")
 
 
-def http_overhead(server: "Server", endpoint: str, pipeline_name: str, images_dir: Path, pairs: int) -> Dict[str, Any]:
+def http_overhead(server: "Server", endpoint: str, pipeline_name: str, images_dir: Path, pairs: int,
+                  engine: Dict[str, Any]) -> Dict[str, Any]:
     """Median of paired (HTTP request − in-process predict) times, same bytes, same options."""
     import hpinfer
 
     data = (images_dir / OVERHEAD_IMAGE).read_bytes()
     (payload,) = bodies(images_dir, [OVERHEAD_IMAGE], **OVERHEAD_OPTIONS)
     http_ms, local_ms = [], []
-    with hpinfer.create_pipeline(pipeline_name) as pipeline, httpx.Client(timeout=600) as client:
+    with hpinfer.create_pipeline(pipeline_name, **engine) as pipeline, httpx.Client(timeout=600) as client:
         for i in range(pairs + 3):  # the first 3 pairs warm up
             start = time.perf_counter()
             assert client.post(server.url + endpoint, json=payload).status_code == 200
@@ -233,9 +238,16 @@ def soak(pipeline: str, endpoint: str, images_dir: Path, seconds: float, concurr
 def environment() -> Dict[str, str]:
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), "?")
-    versions = {p: importlib.metadata.version(p) for p in ("hpinfer", "fastapi", "uvicorn", "httpx", "onnxruntime")}
+    versions = {p: _version(p) for p in ("hpinfer", "fastapi", "uvicorn", "httpx", "onnxruntime", "torch")}
     return {"date": time.strftime("%Y-%m-%d %H:%M"), "cpu": cpu, "cores": str(os.cpu_count()),
             "python": platform.python_version(), "load_average_at_start": _load(), **versions}
+
+
+def _version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:  # e.g. hpinfer run from a checkout on PYTHONPATH
+        return "not installed"
 
 
 def _load() -> str:
@@ -252,9 +264,15 @@ def main() -> int:
     parser.add_argument("--soak", type=float, default=None, metavar="SECONDS", help="run only the soak, this long")
     parser.add_argument("--endpoint", default="/ocr", help="the pipeline's endpoint (the OCR request bodies are sent)")
     parser.add_argument("--two_threads_too", action="store_true", help='also measure "batching on, 2 threads"')
+    parser.add_argument("--device", default=None, help="passed to the servers and the in-process pipeline, e.g. gpu:0")
+    parser.add_argument("--use_hpip", action="store_true", help="likewise")
+    parser.add_argument("--hpi_config", default=None, help="likewise (JSON)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
-    report: Dict[str, Any] = {"environment": environment()}
+    engine = {"device": args.device, "use_hpip": args.use_hpip or None, "hpi_config": json.loads(args.hpi_config) if args.hpi_config else None}
+    ENGINE_ARGS.extend([*(["--device", args.device] if args.device else []), *(["--use_hpip"] if args.use_hpip else []),
+                        *(["--hpi_config", args.hpi_config] if args.hpi_config else [])])
+    report: Dict[str, Any] = {"environment": {**environment(), "engine_args": " ".join(ENGINE_ARGS)}}
     if args.soak:
         report["soak"] = soak(args.pipeline, args.endpoint, args.images, args.soak)
     else:
@@ -268,7 +286,7 @@ def main() -> int:
                 servers["batching on, 2 threads"] = stack.enter_context(Server(args.pipeline, "--inference_threads", "2"))
             report["levels"] = compare(servers, args.endpoint, bodies(args.images, IMAGES), levels, args.rounds)
             report["http_overhead"] = http_overhead(servers["batching on"], args.endpoint, args.pipeline, args.images,
-                                                    args.overhead_pairs)
+                                                    args.overhead_pairs, engine)
     report["environment"]["load_average_at_end"] = _load()
     print(json.dumps(report, indent=2))
     if args.json:
