@@ -673,7 +673,8 @@ def aot_once(name: str, precision: str) -> Dict[str, Any]:
     model = hpinfer.create_model(name, device=str(DEVICE), use_hpip=True, hpi_config=hpi)
     session = model.session
     load_s = time.perf_counter() - start
-    shapes = [(1, 3, 960, 960), (1, 3, 640, 736)] if name.endswith("_det") else [(128, 3, 48, 320), (6, 3, 48, 480)]
+    shapes = {DET: [(1, 3, 960, 960), (1, 3, 640, 736)], CLS: [(64, 3, 48, 192), (6, 3, 48, 192)]}.get(
+        name, [(128, 3, 48, 320), (6, 3, 48, 480)])
     if ARGS.smoke:
         shapes = [(8, 3, 48, 192)]
     row: Dict[str, Any] = {"session_start_s": round(load_s, 2), "aot": session.aot, "settings": session.settings}

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Issue 5/6 runs on a lent GPU machine (the device tool), one call per group of steps:
 #
-#   bash benchmarks/gpu_run.sh tests aot      # GPU-only tests, AOTInductor build vs load (+ env)
+#   bash benchmarks/gpu_run.sh tests aot      # GPU-only tests, AOTInductor build vs load (+ env); AOT_MODELS=name:precision,...
 #   bash benchmarks/gpu_run.sh rec128         # rec 128x3x48x320 variants (compile modes, 1x1 convs as matmuls, ...)
 #   bash benchmarks/gpu_run.sh serve          # serve_load.py with the torch engine: batching on vs off
 #
@@ -23,9 +23,10 @@ for step in "$@"; do
   case $step in
     tests)
       timeout 300 python3 -m pytest -q -p no:cacheprovider tests/test_torch_engine.py -rs \
-        -k "cuda_graphs_and or concurrent_callers or gpu_preprocessing or aot_package" 2>&1 | tee "$OUT/tests.log" ;;
+        -k "cuda_graphs_and or concurrent_callers or gpu_preprocessing or aot_" 2>&1 | tee "$OUT/tests.log" ;;
     aot)
-      timeout 420 python3 benchmarks/gpu_bench.py --out "$OUT/aot" --images $IMAGES --sections env,aot 2>&1 | tee "$OUT/aot.log" ;;
+      timeout 420 python3 benchmarks/gpu_bench.py --out "$OUT/aot" --images $IMAGES --sections env,aot \
+        ${AOT_MODELS:+--aot-models "$AOT_MODELS"} 2>&1 | tee "$OUT/aot.log" ;;
     rec128)
       timeout 570 python3 benchmarks/gpu_bench.py --out "$OUT/rec128" --images $IMAGES --sections env,rec128 \
         --variant-limit 200 2>&1 | tee "$OUT/rec128.log" ;;

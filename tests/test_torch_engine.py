@@ -321,23 +321,30 @@ def test_gpu_preprocessing_gives_the_host_results(shared_images):
         np.testing.assert_array_equal(a, b)
 
 
-@needs_cuda
-def test_aot_package_is_built_once_then_loaded(tmp_path, monkeypatch):
+@pytest.mark.parametrize("device", ["cpu", pytest.param("gpu:0", marks=needs_cuda)])
+def test_aot_package_is_built_once_then_loaded(device, tmp_path, monkeypatch):
     monkeypatch.setenv("HPINFER_CACHE_DIR", str(tmp_path))
     spec = resolve_model("ch_ppocr_mobile_v2.0_cls")
     config = BackendConfig(torch=TorchConfig(aot=True))
-    first = TorchEngine.load(spec.model_file, config, Device.parse("gpu:0"))
-    second = TorchEngine.load(spec.model_file, config, Device.parse("gpu:0"))
+    try:
+        first = TorchEngine.load(spec.model_file, config, Device.parse(device))
+    except EngineUnavailableError as err:
+        # torch 2.11 on an H100 (2026-11-26): every package segfaulted when loaded by a fresh process
+        assert device != "cpu" and "fails to load and run" in str(err) and "check process" in str(err)
+        pytest.xfail(f"this torch build's AOTInductor packages don't load here: {err}")
+    second = TorchEngine.load(spec.model_file, config, Device.parse(device))
     assert first.aot["built"] and not second.aot["built"] and first.aot["path"] == second.aot["path"]
-    eager = TorchEngine.load(spec.model_file, BackendConfig(), Device.parse("gpu:0"))
+    eager = TorchEngine.load(spec.model_file, BackendConfig(), Device.parse(device))
     rng = np.random.RandomState(0)
     for batch in (3, 8, 3):
         x = rng.uniform(-1, 1, (batch, 3, 48, 192)).astype(np.float32)
         np.testing.assert_allclose(second.run_one(x)[0], eager.run_one(x)[0], atol=1e-4)
 
 
-@needs_cuda
-def test_aot_is_refused_on_gpu_for_inputs_of_varying_size():
-    spec = resolve_model("PP-OCRv4_mobile_rec")
-    with pytest.raises(EngineUnavailableError, match="varying height/width"):
-        TorchEngine.load(spec.model_file, BackendConfig(torch=TorchConfig(aot=True)), Device.parse("gpu:0"))
+def test_a_package_that_crashes_its_loader_is_refused_not_fatal(tmp_path):
+    from hpinfer.runtime.engines.torch_engine import _check_package_in_child
+
+    broken = tmp_path / "model.pt2"
+    broken.write_bytes(b"not a package")
+    with pytest.raises(EngineUnavailableError, match="fails to load and run on cpu .*check process.*compile instead"):
+        _check_package_in_child(broken, [1, 3, 8, 8], Device.parse("cpu"), "m.onnx", {})

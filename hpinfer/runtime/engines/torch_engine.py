@@ -40,6 +40,7 @@ import collections
 import contextlib
 import hashlib
 import inspect
+import json
 import logging
 import queue
 import subprocess
@@ -589,6 +590,42 @@ def _export(entry, graph: "Graph", device: Device, bounds) -> Tuple[object, Dict
     raise RuntimeError(f"torch.export failed for {name}: " + "; ".join(errors))
 
 
+# Loads a fresh package and runs it once on zeros of the export's example shape: argv = package, device, shape,
+# aoti_load_package's keyword arguments (JSON; the engine's own: without them even a good package crashed).
+_PACKAGE_CHECK = """
+import json, sys, torch
+torch.zeros(1, device=sys.argv[2])  # a CUDA context first, as the engine has one when it loads
+runner = torch._inductor.aoti_load_package(sys.argv[1], **json.loads(sys.argv[4]))
+with torch.inference_mode():
+    runner(torch.zeros(*map(int, sys.argv[3].split(",")), device=sys.argv[2]))
+torch.cuda.synchronize() if sys.argv[2].startswith("cuda") else None
+"""
+
+
+def _check_package_in_child(package: Path, example: Sequence[int], device: Device, model_name: str,
+                            load_kwargs: Mapping[str, object]) -> None:
+    """Load and run a new package in a child process before the cache keeps it. On an H100 with torch 2.11
+    (2026-11-26) the rec and det packages (fp32 and fp16) built, then killed the loading process with a
+    segmentation fault inside ``aoti_load_package`` (the line classifier's loaded): such a package must cost a
+    refusal with a reason, never the caller's process."""
+    import sys
+
+    import torch
+
+    target = f"cuda:{device.index}" if device.is_gpu else "cpu"
+    try:
+        done = subprocess.run([sys.executable, "-c", _PACKAGE_CHECK, str(package), target, ",".join(map(str, example)),
+                               json.dumps(dict(load_kwargs))], capture_output=True, text=True, timeout=600)
+    except subprocess.TimeoutExpired:
+        raise EngineUnavailableError(f"{model_name}: the AOTInductor package did not load and run within 600 s in a check process")
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no message"])[-1]
+        how = "a segmentation fault" if done.returncode == -11 else f"exit code {done.returncode}: {last}"
+        raise EngineUnavailableError(
+            f"{model_name}: torch {torch.__version__} built an AOTInductor package that fails to load and run on {device} "
+            f"({how}, in a check process); use compile instead of aot")
+
+
 def _aot(entry, graph: "Graph", model_path: Path, config: BackendConfig, device: Device, home: Optional[Path]):
     """The model as an AOTInductor package from the model cache (built there once): a callable and facts about it."""
     import torch
@@ -603,23 +640,6 @@ def _aot(entry, graph: "Graph", model_path: Path, config: BackendConfig, device:
         entry_dir = home / f"{AOT_KIND}-{key_of(fields)[:24]}"
     bounds = (config.dynamic_shapes or {}).get(graph.inputs[0][0])
 
-    def build(folder: Path) -> Dict[str, object]:
-        start = time.perf_counter()
-        program, info = _export(entry, graph, device, bounds)
-        info["export_seconds"] = round(time.perf_counter() - start, 2)
-        if device.is_gpu and any(not isinstance(d, int) for d in info["exported_shape"][1:]):
-            # Seen on an H100 with torch 2.11 (2026-11-26): packages whose height/width stay symbolic (the rec and
-            # det models, fp32 and fp16) build in ~100 s and then crash the process with a segmentation fault
-            # inside aoti_load_package; packages with only the batch dynamic (the line classifier) load and run.
-            raise EngineUnavailableError(
-                f"{model_path.name}: torch.aot is refused on {device} for inputs of varying height/width (exported as "
-                f"{info['exported_shape']}): such packages crashed torch 2.11's AOTInductor loader; use compile instead")
-        with torch.inference_mode():
-            torch._inductor.aoti_compile_and_package(program, package_path=str(folder / AOT_PACKAGE))
-        return info
-
-    found = cache.get_or_build(entry_dir, fields, build, model_path.stem)
-    start = time.perf_counter()
     kwargs: Dict[str, object] = {}
     parameters = inspect.signature(torch._inductor.aoti_load_package).parameters
     single = "run_single_threaded" in parameters and device.is_gpu and config.torch.own_cuda_graphs
@@ -627,6 +647,18 @@ def _aot(entry, graph: "Graph", model_path: Path, config: BackendConfig, device:
         kwargs["run_single_threaded"] = True  # no internal locking: what CUDA-graph capture needs
     if "device_index" in parameters and device.is_gpu:
         kwargs["device_index"] = device.index
+
+    def build(folder: Path) -> Dict[str, object]:
+        start = time.perf_counter()
+        program, info = _export(entry, graph, device, bounds)
+        info["export_seconds"] = round(time.perf_counter() - start, 2)
+        with torch.inference_mode():
+            torch._inductor.aoti_compile_and_package(program, package_path=str(folder / AOT_PACKAGE))
+        _check_package_in_child(folder / AOT_PACKAGE, info["example"], device, model_path.name, kwargs)
+        return info
+
+    found = cache.get_or_build(entry_dir, fields, build, model_path.stem)
+    start = time.perf_counter()
     runner = torch._inductor.aoti_load_package(str(found.path / AOT_PACKAGE), **kwargs)
     lock = threading.Lock() if single else contextlib.nullcontext()
 
