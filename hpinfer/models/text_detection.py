@@ -8,6 +8,8 @@ min-area quadrilateral, as PaddleOCR's DBPostProcess does, and orders the polygo
 
 from __future__ import annotations
 
+import functools
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple, Union
 
 import cv2
@@ -15,6 +17,7 @@ import numpy as np
 import pyclipper
 from pydantic import Field
 
+from ..runtime.hardware import cpu_count
 from ..visualize import draw_polygons
 from .base import Params, Predictor
 
@@ -67,13 +70,32 @@ def normalize_to_nchw(image: np.ndarray, mean, std) -> np.ndarray:
     """uint8 HWC BGR → float32 1x3xHxW, ``(x/255 - mean) / std`` folded into one multiply-add.
 
     Channel planes are split first (contiguous) and each is converted and scaled in one pass: 2.6x faster
-    than transposing the interleaved image, with the same float32 roundings (bit-identical results)."""
+    than transposing the interleaved image, with the same float32 roundings (bit-identical results). Pages
+    of a megapixel or more are done in horizontal bands on all cores (numpy releases the GIL)."""
     scale, shift = norm_factors(mean, std)
     out = np.empty((1, 3, *image.shape[:2]), dtype=np.float32)
-    for c, plane in enumerate(cv2.split(image)):
-        np.multiply(plane, scale[c], out=out[0, c], dtype=np.float32)
-        out[0, c] += shift[c]
+
+    def fill(rows: slice) -> None:
+        for c, plane in enumerate(cv2.split(image[rows])):
+            np.multiply(plane, scale[c], out=out[0, c, rows], dtype=np.float32)
+            out[0, c, rows] += shift[c]
+
+    height = image.shape[0]
+    bands = cpu_count() if height * image.shape[1] >= _PARALLEL_PIXELS else 1
+    if bands == 1:
+        fill(slice(0, height))
+    else:
+        step = -(-height // bands)
+        list(_band_pool().map(fill, [slice(top, min(top + step, height)) for top in range(0, height, step)]))
     return out
+
+
+_PARALLEL_PIXELS = 1 << 20  # below this a band's thread hand-off costs more than it saves
+
+
+@functools.lru_cache(maxsize=1)
+def _band_pool() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=cpu_count(), thread_name_prefix="hpinfer-normalize")
 
 
 def preprocess(image: np.ndarray, p: DetParams) -> Optional[np.ndarray]:
