@@ -24,7 +24,8 @@ translator's mixed policy, calibrated on page-like inputs of the ``dynamic_shape
 Options come from ``backend_config.torch`` (``hpinfer.config.TorchConfig``): ``compile`` (a torch.compile
 mode, opt-in: 10-20 s of compiling per model and shape on an H100, at every start), ``aot`` (torch.export +
 AOTInductor with dynamic shapes, compiled once and kept in the model cache next to the engine entry, keyed by GPU
-architecture, CUDA, driver and torch versions: the second start loads the package instead of compiling),
+architecture, CUDA, driver and torch versions: the second start loads the package instead of compiling; a new
+package is first loaded and run in a child process and refused if that fails, see ``_check_package_in_child``),
 ``cuda_graphs``, ``tf32``, ``contexts``, ``channels_last``, ``cudnn_benchmark`` and ``device_preprocess`` (detectors
 hand over the resized uint8 image and it is normalised on the GPU, see ``image_runner``).
 
