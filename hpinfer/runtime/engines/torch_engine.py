@@ -592,7 +592,7 @@ def _export(entry, graph: "Graph", device: Device, bounds) -> Tuple[object, Dict
 
 
 # Loads a fresh package and runs it once on zeros of the export's example shape: argv = package, device, shape,
-# aoti_load_package's keyword arguments (JSON; the engine's own: without them even a good package crashed).
+# aoti_load_package's keyword arguments (JSON: the engine's own, so the package is loaded as the engine will).
 _PACKAGE_CHECK = """
 import json, sys, torch
 torch.zeros(1, device=sys.argv[2])  # a CUDA context first, as the engine has one when it loads
@@ -606,9 +606,9 @@ torch.cuda.synchronize() if sys.argv[2].startswith("cuda") else None
 def _check_package_in_child(package: Path, example: Sequence[int], device: Device, model_name: str,
                             load_kwargs: Mapping[str, object]) -> None:
     """Load and run a new package in a child process before the cache keeps it. On an H100 with torch 2.11
-    (2026-11-26) the rec and det packages (fp32 and fp16) built, then killed the loading process with a
-    segmentation fault inside ``aoti_load_package`` (the line classifier's loaded): such a package must cost a
-    refusal with a reason, never the caller's process."""
+    (2026-11-26) every package built there (line classifier, rec, det; fp32 and fp16) killed a fresh process
+    that loaded it with a segmentation fault inside ``aoti_load_package``: such a package must cost a refusal
+    with a reason, never the caller's process."""
     import sys
 
     import torch
