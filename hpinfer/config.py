@@ -44,8 +44,8 @@ class TorchConfig(BaseModel):
     - ``aot``: ``torch.export`` + AOTInductor: the module is compiled once (dynamic shapes within
       ``dynamic_shapes``, or the model's own dynamic axes) into a package stored in the model cache, keyed by GPU
       architecture, CUDA/driver and torch versions; later starts load it in well under a second. Not with ``compile``.
-      Each new package is loaded and run once in a child process before it is kept: with torch 2.11 on an H100 the
-      rec and det packages crash the loader (segmentation fault), so there they are refused with that reason.
+      Each new package is loaded and run once in a child process before it is kept: with torch 2.11 on an H100
+      every package crashed a fresh process's loader (segmentation fault), so there they are refused with that reason.
     - ``cuda_graphs``: capture a CUDA graph per input shape (batch padded to power-of-two buckets when
       ``dynamic_shapes`` is given) and replay it; the PP-OCR models are launch-bound without.
     - ``tf32``: TF32 convolutions/matmuls in fp32 (faster, ~1e-3 relative error; off for fidelity with the CPU).

@@ -65,6 +65,14 @@ def resize_norm_into(out: np.ndarray, crop: np.ndarray) -> None:
         out[c, :, :resized_w] -= 1.0
 
 
+def batch_tensor(crops: Sequence[np.ndarray], indices: Sequence[int], height: int, width: int) -> np.ndarray:
+    """The crops at ``indices`` as one N x 3 x height x width float32 batch, each row filled in place."""
+    tensor = np.zeros((len(indices), 3, height, width), dtype=np.float32)
+    for row, i in enumerate(indices):
+        resize_norm_into(tensor[row], crops[i])
+    return tensor
+
+
 def resize_norm(crop: np.ndarray, height: int, width: int) -> np.ndarray:
     """One crop → 3 x height x width float32 in [-1, 1], aspect kept, zero right padding."""
     out = np.zeros((3, height, width), dtype=np.float32)
@@ -138,10 +146,7 @@ class TextRecognizer(Predictor):
             same_width = np.flatnonzero(widths == width)
             for start in range(0, len(same_width), p.max_batch_size):
                 batch = same_width[start : start + p.max_batch_size]
-                tensor = np.zeros((len(batch), 3, height, int(width)), dtype=np.float32)
-                for row, i in enumerate(batch):
-                    resize_norm_into(tensor[row], crops[i])
-                probs = self.session.run_one(tensor)[0]
+                probs = self.session.run_one(batch_tensor(crops, batch, height, int(width)))[0]
                 for i, decoded in zip(batch, ctc_decode(probs, self.characters)):
                     results[i] = decoded
         return results

@@ -10,7 +10,7 @@ from pydantic import Field
 
 from ..visualize import draw_polygons
 from .base import Params, Predictor
-from .text_recognition import batches_by_ratio, resize_norm_into
+from .text_recognition import batch_tensor, batches_by_ratio
 
 
 class ClsParams(Params):
@@ -30,10 +30,7 @@ class TextLineOrientationClassifier(Predictor):
         _, height, width = p.image_shape
         results: List[Tuple[int, float]] = [(0, 0.0)] * len(crops)
         for batch in batches_by_ratio(crops, p.batch_size):
-            tensor = np.zeros((len(batch), 3, height, width), dtype=np.float32)
-            for row, i in enumerate(batch):
-                resize_norm_into(tensor[row], crops[i])
-            probs = self.session.run_one(tensor)[0]
+            probs = self.session.run_one(batch_tensor(crops, batch, height, width))[0]
             for i, row in zip(batch, probs):
                 label = int(row.argmax())
                 results[i] = (label, float(row[label]))

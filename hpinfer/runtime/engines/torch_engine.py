@@ -45,6 +45,7 @@ import json
 import logging
 import queue
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -609,8 +610,6 @@ def _check_package_in_child(package: Path, example: Sequence[int], device: Devic
     (2026-11-26) every package built there (line classifier, rec, det; fp32 and fp16) killed a fresh process
     that loaded it with a segmentation fault inside ``aoti_load_package``: such a package must cost a refusal
     with a reason, never the caller's process."""
-    import sys
-
     import torch
 
     target = f"cuda:{device.index}" if device.is_gpu else "cpu"
