@@ -1,12 +1,14 @@
 """OpenVINO on Intel/AMD/Arm CPUs: measured 1.5-2.1x faster than ONNX Runtime on PP-OCR here.
 
-Its cached artifact is the model as OpenVINO IR (reshaped to the ``dynamic_shapes`` bounds, int8 already
-converted from QDQ) plus OpenVINO's own compiled-blob cache (``CACHE_DIR``) beside it, so a warm start
+ONNX models are first rewritten into equivalent graphs OpenVINO fuses better (``graph_rewrites``: DB detectors
+12-20 % faster). Its cached artifact is the model as OpenVINO IR (rewritten, reshaped to the ``dynamic_shapes``
+bounds, int8 already converted from QDQ) plus OpenVINO's own compiled-blob cache (``CACHE_DIR``) beside it, so a warm start
 imports the compiled model instead of converting and compiling it.
 """
 
 from __future__ import annotations
 
+import logging
 import queue
 from pathlib import Path
 from typing import List, Mapping, Optional
@@ -15,6 +17,7 @@ import numpy as np
 
 from ...config import BackendConfig
 from ...device import Device
+from .. import graph_rewrites
 from ..hardware import cpu_count, cpu_has_fast_bf16, cpu_has_fast_fp16
 from ..shapes import ShapeBounds
 from .base import Engine, EngineSession, TensorInfo
@@ -22,12 +25,23 @@ from .base import Engine, EngineSession, TensorInfo
 # OpenVINO's own names for inference precision hints; an int8 model keeps its float parts in f32.
 _PRECISION_HINT = {"fp32": "f32", "bf16": "bf16", "fp16": "f16", "int8": "f32"}
 IR_MODEL = "model.xml"
+log = logging.getLogger("hpinfer.runtime")
 BLOB_CACHE = "ov_cache"
 
 
 def _tensor_info(port) -> TensorInfo:
     shape = tuple(d.get_length() if d.is_static else None for d in port.get_partial_shape())
     return TensorInfo(port.get_any_name(), shape, port.get_element_type().to_dtype().name)
+
+
+def _rewritten_onnx(model_path: Path) -> bytes:
+    import onnx
+
+    model = onnx.load(str(model_path))
+    applied = graph_rewrites.rewrite(model)
+    if any(applied.values()):
+        log.info("%s: graph rewritten for OpenVINO (%s)", model_path.name, ", ".join(f"{k} x{v}" for k, v in applied.items() if v))
+    return model.SerializeToString()
 
 
 class OpenVINOSession(EngineSession):
@@ -64,6 +78,12 @@ class OpenVINOEngine(Engine):
     int8_op_types = ("Conv", "MatMul")
 
     @classmethod
+    def version(cls) -> Optional[str]:
+        """The package's version and our graph rewrites' revision: a cached IR holds the rewritten graph."""
+        version = super().version()
+        return version and f"{version}+rewrites{graph_rewrites.REVISION}"
+
+    @classmethod
     def unsupported_reason(cls, device: Device, precision: str) -> Optional[str]:
         if device.is_gpu:
             return "hpinfer uses OpenVINO on CPUs only (NVIDIA GPUs: tensorrt, onnxruntime-gpu or torch)"
@@ -98,10 +118,11 @@ class OpenVINOEngine(Engine):
 
     @staticmethod
     def _prepare(model_path: Path, config: BackendConfig):
-        """Read the model and apply the dynamic_shapes bounds, so OpenVINO compiles for that range only."""
+        """Read the model (ONNX: rewritten first) and apply the dynamic_shapes bounds, so OpenVINO compiles for
+        that range only."""
         import openvino as ov
 
-        model = ov.Core().read_model(str(model_path))
+        model = ov.Core().read_model(_rewritten_onnx(model_path) if model_path.suffix == ".onnx" else str(model_path))
         bounds = ShapeBounds.from_config(config, [_tensor_info(p) for p in model.inputs], model_path)
         if bounds is not None:
             model.reshape({
