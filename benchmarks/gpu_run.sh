@@ -17,7 +17,8 @@ python3 -c "import cv2, numpy, onnx, onnxruntime, PIL, pypdfium2, pyclipper, yam
 mkdir -p ../shared/data && ln -sfn "$PWD/$CARRY/images" ../shared/data/images
 IMAGES=../shared/data/images
 # cuDNN autotuning per new shape stalls a batching server for seconds (2026-11-26 run: p99 5 s); off for serving.
-SERVE_HPI=${SERVE_HPI:-'{"auto_config": false, "backend": "torch", "backend_config": {"precision": "fp16", "torch": {"cudnn_benchmark": false}}}'}
+# Batches bring (width x batch bucket) shapes that one page at a time never sees: room for 512 graphs, not 64.
+SERVE_HPI=${SERVE_HPI:-'{"auto_config": false, "backend": "torch", "backend_config": {"precision": "fp16", "torch": {"cudnn_benchmark": false, "max_graphs": 512}}}'}
 
 for step in "$@"; do
   case $step in
@@ -32,7 +33,8 @@ for step in "$@"; do
         --variant-limit 200 2>&1 | tee "$OUT/rec128.log" ;;
     serve)
       timeout 560 python3 benchmarks/serve_load.py --device gpu:0 --use_hpip --hpi_config "$SERVE_HPI" \
-        --requests 1:16,8:64,32:128 --rounds 3 --json "$OUT/serve_load_gpu.json" 2>&1 | tee "$OUT/serve.log" ;;
+        --requests ${SERVE_REQUESTS:-8:96,32:192} --rounds 3 --warm_up ${SERVE_WARM_UP:-192} --two_threads_too \
+        --overhead_pairs 20 --json "$OUT/serve_load_gpu.json" 2>&1 | tee "$OUT/serve.log" ;;
     *) echo "unknown step $step" >&2; exit 2 ;;
   esac
 done

@@ -10,7 +10,8 @@ visualize off), loaded in turn by this asyncio client process (httpx): "batching
 ``--max_batch_size 1 --inference_threads 1``, one page per pipeline call and one call at a time, which is
 how PaddleX's basic serving runs its pipeline; "batching on" is the defaults (pages of concurrent requests
 in shared ``predict_batch`` calls, one call at a time). ``--two_threads_too`` adds "batching on, 2 threads"
-(``--inference_threads 2``: two batches in flight). Each concurrency level runs
+(``--inference_threads 2``: two batches in flight) and "batching off, 2 threads" (two single pages in flight:
+what the second thread alone gives). Each concurrency level runs
 ``--rounds`` rounds, each round measuring every configuration (order reversed every round) with the same
 requests, so that drift in machine load hits all alike; a ratio to "off" is the median of the per-round
 throughput ratios. Latency is per request (send → full response), pooled over rounds; throughput is
@@ -43,7 +44,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import httpx
 
@@ -111,7 +112,7 @@ async def load(url: str, payloads: List[Dict[str, Any]], concurrency: int, count
                 elif record:
                     latencies.append(time.perf_counter() - start)
 
-        await asyncio.gather(*(worker([w], False) for w in range(warm_up)))
+        await asyncio.gather(*(worker(list(range(w, warm_up, concurrency)), False) for w in range(min(concurrency, warm_up))))
         start = time.perf_counter()
         await asyncio.gather(*(worker(list(range(w, count, concurrency)), True) for w in range(concurrency)))
         wall = time.perf_counter() - start
@@ -133,15 +134,15 @@ def summarize(runs: List[Run]) -> Dict[str, Any]:
 
 
 def compare(servers: Dict[str, "Server"], endpoint: str, payloads: List[Dict[str, Any]], levels: List[Tuple[int, int]],
-            rounds: int) -> Dict[str, Any]:
+            rounds: int, warm_up: Optional[int] = None) -> Dict[str, Any]:
     """Per level: each configuration's pooled stats and its median per-round throughput ratio to "batching off"."""
     out: Dict[str, Any] = {}
     for concurrency, count in levels:
         runs: Dict[str, List[Run]] = {label: [] for label in servers}
         for r in range(rounds):
             for label in (list(servers) if r % 2 == 0 else list(reversed(servers))):
-                warm_up = min(concurrency, 4) if r == 0 else 0
-                runs[label].append(asyncio.run(load(servers[label].url + endpoint, payloads, concurrency, count, warm_up)))
+                uncounted = (min(concurrency, 4) if warm_up is None else warm_up) if r == 0 else 0
+                runs[label].append(asyncio.run(load(servers[label].url + endpoint, payloads, concurrency, count, uncounted)))
         level: Dict[str, Any] = {label: summarize(label_runs) for label, label_runs in runs.items()}
         for label in servers:
             if label == "batching off":
@@ -152,6 +153,17 @@ def compare(servers: Dict[str, "Server"], endpoint: str, payloads: List[Dict[str
             level[key.replace("throughput_ratio", "per_round_ratios")] = [round(x, 2) for x in ratios]
         out[str(concurrency)] = level
     return out
+
+
+def stage_seconds(url: str) -> Dict[str, Any]:
+    """The server's own account (its /metrics): seconds per pipeline module and stage, and its batch sizes."""
+    text = httpx.get(f"{url}/metrics").text
+    stages = {f"{m}/{s}": round(float(v), 2) for m, s, v in
+              re.findall(r'^hpinfer_stage_seconds_total\{module="([^"]+)",stage="([^"]+)"\} (\S+)', text, re.M)}
+    count = re.search(r"^hpinfer_batch_size_count (\S+)", text, re.M)
+    total = re.search(r"^hpinfer_batch_size_sum (\S+)", text, re.M)
+    batches = float(count.group(1)) if count else 0.0
+    return {"stages": stages, "batches": batches, "mean_batch_size": round(float(total.group(1)) / batches, 2) if batches else None}
 
 
 def _rps(run: Run) -> float:
@@ -263,7 +275,11 @@ def main() -> int:
     parser.add_argument("--overhead_pairs", type=int, default=30)
     parser.add_argument("--soak", type=float, default=None, metavar="SECONDS", help="run only the soak, this long")
     parser.add_argument("--endpoint", default="/ocr", help="the pipeline's endpoint (the OCR request bodies are sent)")
-    parser.add_argument("--two_threads_too", action="store_true", help='also measure "batching on, 2 threads"')
+    parser.add_argument("--two_threads_too", action="store_true",
+                        help='also measure "batching on, 2 threads" and "batching off, 2 threads" (what the threads alone give)')
+    parser.add_argument("--warm_up", type=int, default=None,
+                        help="uncounted requests per server before each level's first round (default: min(concurrency, 4)); "
+                             "engines that prepare per input shape (CUDA graphs, cuDNN autotuning) need many")
     parser.add_argument("--device", default=None, help="passed to the servers and the in-process pipeline, e.g. gpu:0")
     parser.add_argument("--use_hpip", action="store_true", help="likewise")
     parser.add_argument("--hpi_config", default=None, help="likewise (JSON)")
@@ -284,7 +300,10 @@ def main() -> int:
             }
             if args.two_threads_too:
                 servers["batching on, 2 threads"] = stack.enter_context(Server(args.pipeline, "--inference_threads", "2"))
-            report["levels"] = compare(servers, args.endpoint, bodies(args.images, IMAGES), levels, args.rounds)
+                servers["batching off, 2 threads"] = stack.enter_context(
+                    Server(args.pipeline, "--max_batch_size", "1", "--inference_threads", "2"))
+            report["levels"] = compare(servers, args.endpoint, bodies(args.images, IMAGES), levels, args.rounds, args.warm_up)
+            report["server_stage_seconds"] = {label: stage_seconds(server.url) for label, server in servers.items()}
             report["http_overhead"] = http_overhead(servers["batching on"], args.endpoint, args.pipeline, args.images,
                                                     args.overhead_pairs, engine)
     report["environment"]["load_average_at_end"] = _load()
