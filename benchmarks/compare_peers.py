@@ -59,9 +59,11 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import cv2
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from pages import compose_page  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_IMAGES = Path(__file__).resolve().parents[2] / "shared/data/images"
-PAGE_SIZE = (1754, 1240)  # A4 portrait at 150 dpi (h, w)
 
 V4 = "PP-OCRv4 mobile"
 V6 = "PP-OCRv6 small"
@@ -97,28 +99,6 @@ def load_inputs(images_dir: Path, pages: int, workdir: Path) -> List[Tuple[str, 
         cv2.imwrite(str(path), compose_page([img for _, img in singles], index))
         out.append((path.name, next(iter(iter_inputs(str(path)))).image))
     return out
-
-
-def compose_page(images: List[np.ndarray], index: int, margin: int = 70, gap: int = 40) -> np.ndarray:
-    """A white A4 page with the shared images (those with some content, each at most 700 px tall and
-    as wide as the text column) laid out in rows, starting at a different image on each page."""
-    height, width = PAGE_SIZE
-    page = np.full((height, width, 3), 255, np.uint8)
-    usable = [img for img in images if min(img.shape[:2]) >= 32 and img.std() > 10]
-    x, y, row_h = margin, margin, 0
-    for k in range(len(usable)):
-        img = usable[(index * 3 + k) % len(usable)]
-        scale = min(1.0, (width - 2 * margin) / img.shape[1], 700 / img.shape[0])
-        if scale < 1.0:
-            img = cv2.resize(img, (int(img.shape[1] * scale), int(img.shape[0] * scale)), interpolation=cv2.INTER_AREA)
-        h, w = img.shape[:2]
-        if x + w > width - margin:
-            x, y, row_h = margin, y + row_h + gap, 0
-        if y + h > height - margin:
-            continue
-        page[y : y + h, x : x + w] = img
-        x, row_h = x + w + gap, max(row_h, h)
-    return page
 
 
 # ---------------------------------------------------------------------------------------- configurations

@@ -3,7 +3,7 @@
 #
 #   bash benchmarks/gpu_run.sh tests aot      # GPU-only tests, AOTInductor build vs load (+ env); AOT_MODELS=name:precision,...
 #   bash benchmarks/gpu_run.sh rec128         # rec 128x3x48x320 variants (compile modes, 1x1 convs as matmuls, ...)
-#   bash benchmarks/gpu_run.sh serve          # serve_load.py with the torch engine: batching on vs off
+#   bash benchmarks/gpu_run.sh serve          # serve_load.py with the torch engine: batching on vs off (SERVE_PAYLOADS=pages)
 #
 # That machine has torch but not our other dependencies and cannot reach a package index: the wheels, model
 # packages and sample images travel in .device_carry/torch6 (gitignored; name it in the call's `carry`).
@@ -32,9 +32,10 @@ for step in "$@"; do
       timeout 570 python3 benchmarks/gpu_bench.py --out "$OUT/rec128" --images $IMAGES --sections env,rec128 \
         --variant-limit 200 2>&1 | tee "$OUT/rec128.log" ;;
     serve)
-      timeout 560 python3 benchmarks/serve_load.py --device gpu:0 --use_hpip --hpi_config "$SERVE_HPI" \
-        --requests ${SERVE_REQUESTS:-8:96,32:192} --rounds 3 --warm_up ${SERVE_WARM_UP:-192} --two_threads_too \
-        --overhead_pairs 20 --json "$OUT/serve_load_gpu.json" 2>&1 | tee "$OUT/serve.log" ;;
+      P=${SERVE_PAYLOADS:-images}
+      timeout ${SERVE_TIMEOUT:-560} python3 benchmarks/serve_load.py --device gpu:0 --use_hpip --hpi_config "$SERVE_HPI" \
+        --payloads $P --requests ${SERVE_REQUESTS:-8:96,32:192} --rounds 3 --warm_up ${SERVE_WARM_UP:-192} --two_threads_too \
+        --overhead_pairs 20 --json "$OUT/serve_load_gpu_$P.json" 2>&1 | tee "$OUT/serve_$P.log" ;;
     *) echo "unknown step $step" >&2; exit 2 ;;
   esac
 done

@@ -4,6 +4,7 @@ the HTTP overhead over in-process ``predict``, and an optional soak. Bounded req
     python benchmarks/serve_load.py [--pipeline OCR] [--requests 1:6,8:16,32:32] [--rounds 3] [--two_threads_too] [--json out.json]
     python benchmarks/serve_load.py --soak 600          # concurrency 16 for 10 minutes, errors and RSS growth
     python benchmarks/serve_load.py --device gpu:0 --use_hpip --hpi_config '{"backend": "torch", ...}'   # on a GPU
+    python benchmarks/serve_load.py --payloads pages     # A4 pages of one size instead of 5 images of 5 sizes
 
 The configurations run as real server processes at once (``python -m hpinfer.serving serve --port 0``,
 visualize off), loaded in turn by this asyncio client process (httpx): "batching off" is
@@ -49,6 +50,8 @@ from typing import Any, Dict, List, Optional, Tuple
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 IMAGES = ["bilevel_test.png", "single_line.jpg", "exif_rotated.jpg", "wide_line.jpg", "ja_lines.jpg"]
 OVERHEAD_IMAGE = "bilevel_test.png"
 OVERHEAD_OPTIONS = {"text_det_limit_type": "max", "text_det_limit_side_len": 320}
@@ -90,8 +93,25 @@ class Server:
 
 
 def bodies(images_dir: Path, names: List[str], **options: Any) -> List[Dict[str, Any]]:
+    return [_body((images_dir / n).read_bytes(), **options) for n in names]
+
+
+def page_bodies(images_dir: Path, count: int) -> List[Dict[str, Any]]:
+    """``count`` A4 pages of one size (150 dpi, the shared images laid out on white; JPEG as a scanner sends
+    them): the traffic of a document service, where detection inputs share a shape and batch."""
+    import cv2
+
+    from hpinfer.io import iter_inputs
+    from pages import compose_page
+
+    images = [item.image for item in iter_inputs(str(images_dir))]
+    return [_body(cv2.imencode(".jpg", compose_page(images, i), [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes())
+            for i in range(count)]
+
+
+def _body(data: bytes, **options: Any) -> Dict[str, Any]:
     camel = {"".join(p if i == 0 else p.title() for i, p in enumerate(k.split("_"))): v for k, v in options.items()}
-    return [{"file": base64.b64encode((images_dir / n).read_bytes()).decode(), "fileType": 1, **camel} for n in names]
+    return {"file": base64.b64encode(data).decode(), "fileType": 1, **camel}
 
 
 Run = Tuple[List[float], float, Dict[str, int]]  # latencies (s), wall time (s), errors by status
@@ -277,6 +297,8 @@ def main() -> int:
     parser.add_argument("--endpoint", default="/ocr", help="the pipeline's endpoint (the OCR request bodies are sent)")
     parser.add_argument("--two_threads_too", action="store_true",
                         help='also measure "batching on, 2 threads" and "batching off, 2 threads" (what the threads alone give)')
+    parser.add_argument("--payloads", choices=["images", "pages"], default="images",
+                        help="images: 5 shared images of 5 sizes (default); pages: 5 A4 pages of one size")
     parser.add_argument("--warm_up", type=int, default=None,
                         help="uncounted requests per server before each level's first round (default: min(concurrency, 4)); "
                              "engines that prepare per input shape (CUDA graphs, cuDNN autotuning) need many")
@@ -302,7 +324,9 @@ def main() -> int:
                 servers["batching on, 2 threads"] = stack.enter_context(Server(args.pipeline, "--inference_threads", "2"))
                 servers["batching off, 2 threads"] = stack.enter_context(
                     Server(args.pipeline, "--max_batch_size", "1", "--inference_threads", "2"))
-            report["levels"] = compare(servers, args.endpoint, bodies(args.images, IMAGES), levels, args.rounds, args.warm_up)
+            payloads = bodies(args.images, IMAGES) if args.payloads == "images" else page_bodies(args.images, 5)
+            report["payloads"] = IMAGES if args.payloads == "images" else "5 A4 pages, 1240x1754 JPEG (benchmarks/pages.py)"
+            report["levels"] = compare(servers, args.endpoint, payloads, levels, args.rounds, args.warm_up)
             report["server_stage_seconds"] = {label: stage_seconds(server.url) for label, server in servers.items()}
             report["http_overhead"] = http_overhead(servers["batching on"], args.endpoint, args.pipeline, args.images,
                                                     args.overhead_pairs, engine)

@@ -36,6 +36,29 @@ def test_batch_of_images_gives_each_image_its_own_result(ocr, images):
         np.testing.assert_array_equal(a["rec_polys"], b["rec_polys"], err_msg=name)
 
 
+@pytest.mark.parametrize("hpi", [None, {"backend": "openvino"}], ids=["onnxruntime", "openvino"])
+def test_pages_of_one_size_are_detected_in_one_engine_call_with_the_same_results(hpi, images):
+    """Two crops of a real page at one size, one of another size: two detector calls, not three, when asked
+    for (the default on a GPU; on a CPU one page per call is as fast or faster)."""
+    page = images[0]
+    same_size = [page[:800, :600], page[77:877, 21:621], page[:500, :500]]
+    with hpinfer.create_pipeline("OCR", use_hpip=hpi is not None, hpi_config=hpi) as ocr:
+        alone = [ocr.predict(image)[0] for image in same_size]
+        session = ocr.text_det.session
+        batches, run = [], session._run
+        session._run = lambda feeds: (batches.append(next(iter(feeds.values())).shape[0]), run(feeds))[1]
+        ocr.predict_batch(same_size)
+        assert batches == [1, 1, 1]
+        batches.clear()
+        ocr.text_det.params = ocr.text_det.with_overrides({"max_batch_size": 8})
+        together = ocr.predict_batch(same_size)
+    assert sorted(batches) == [1, 2]
+    for a, b in zip(alone, together):
+        assert a["rec_texts"] == b["rec_texts"]
+        np.testing.assert_array_equal(a["dt_polys"], b["dt_polys"])
+        np.testing.assert_allclose(a["rec_scores"], b["rec_scores"], atol=1e-6)
+
+
 def test_engine_batch_size_does_not_change_results(images):
     """max_batch_size is speed only: one line per engine call reads the same as many."""
     with hpinfer.create_pipeline("OCR") as wide, hpinfer.create_pipeline("OCR") as narrow:

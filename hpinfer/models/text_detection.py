@@ -35,6 +35,11 @@ class DetParams(Params):
     mean: Tuple[float, float, float] = (0.5, 0.5, 0.5)
     std: Tuple[float, float, float] = (0.5, 0.5, 0.5)
     box_type: Literal["quad", "poly"] = "quad"  # poly: curved outlines (seal text), N x 2 points each
+    # Images whose resized inputs have the same shape go through the engine together (``detect_many``, used
+    # when a server batches requests), this many at a time: speed only, results unchanged. None: 8 on a GPU,
+    # 1 on a CPU, where 8 A4 pages in one call took as long per page as one at a time with OpenVINO and 1.4x
+    # as long with ONNX Runtime (2026-11-26, 2 cores).
+    max_batch_size: Optional[int] = Field(None, ge=1, le=64)
 
 
 # quad: an N x 4 x 2 array; poly: one P x 2 array per text, P >= 4 varying
@@ -233,16 +238,37 @@ class TextDetector(Predictor):
     params_type = DetParams
 
     def detect(self, image: np.ndarray, params: Optional[DetParams] = None) -> Tuple[Boxes, List[float]]:
+        return self.detect_many([image], params)[0]
+
+    def detect_many(self, images: Sequence[np.ndarray], params: Optional[DetParams] = None) -> List[Tuple[Boxes, List[float]]]:
+        """Boxes and scores per image. Images whose resized inputs share a shape (pages of one size) run through
+        the engine as one batch, up to ``max_batch_size``: fewer calls, the same results."""
         p = params or self.params
-        resized = resize_for_det(image, p)
-        if resized is None:
-            return (np.zeros((0, 4, 2), dtype=np.float32) if p.box_type == "quad" else []), []
+        resized = [resize_for_det(image, p) for image in images]
+        results: List[Tuple[Boxes, List[float]]] = [
+            ((np.zeros((0, 4, 2), dtype=np.float32) if p.box_type == "quad" else []), []) for _ in images
+        ]
+        same_shape: Dict[Tuple[int, ...], List[int]] = {}
+        for i, work in enumerate(resized):
+            if work is not None:
+                same_shape.setdefault(work.shape, []).append(i)
+        per_call = p.max_batch_size or (8 if self.device.is_gpu else 1)
+        for members in same_shape.values():
+            for start in range(0, len(members), per_call):
+                chunk = members[start : start + per_call]
+                preds = self._probability_maps([resized[i] for i in chunk], p)
+                for i, pred in zip(chunk, preds):
+                    results[i] = postprocess(pred[None], images[i].shape[0], images[i].shape[1], p)
+        return results
+
+    def _probability_maps(self, resized: List[np.ndarray], p: DetParams) -> np.ndarray:
+        """N x 1 x H x W maps for N resized images of one shape."""
         on_device = self._device_normalising(p)
         if on_device is not None:  # GPU engine: upload uint8, normalise there (identical arithmetic)
-            pred = on_device(resized)[0]
-        else:
-            pred = self.session.run_one(normalize_to_nchw(resized, p.mean, p.std))[0]
-        return postprocess(pred, image.shape[0], image.shape[1], p)
+            return on_device(resized[0] if len(resized) == 1 else np.stack(resized))[0]
+        if len(resized) == 1:
+            return self.session.run_one(normalize_to_nchw(resized[0], p.mean, p.std))[0]
+        return self.session.run_one(np.concatenate([normalize_to_nchw(r, p.mean, p.std) for r in resized]))[0]
 
     def _device_normalising(self, p: DetParams):
         """The session's uint8-image entry (torch engine on a GPU with ``device_preprocess``), else None."""

@@ -181,9 +181,10 @@ class OCRPipeline(PipelineBase):
             yield outcome.value
 
     def predict_batch(self, images: Sequence[np.ndarray], **options: Any) -> List[Result]:
-        """Several decoded images at once: detection per image, then every text line of every image
-        through the classifier and recogniser together (what a server batching requests wants).
-        Each line is padded as it would be alone with its own image, so the results equal ``predict``'s."""
+        """Several decoded images at once (what a server batching requests wants): images whose detector inputs
+        share a shape are detected in one engine call, then every text line of every image goes through the
+        classifier and recogniser together. Each line is padded as it would be alone with its own image, so
+        the results equal ``predict``'s."""
         opts, det_params = self._call_options(options)
         items = [InputItem(to_bgr(image, f"image {i}"), None, None) for i, image in enumerate(images)]
         return self._run(items, opts, det_params)
@@ -217,7 +218,7 @@ class OCRPipeline(PipelineBase):
                 doc_results[i] = {"doc_preprocessor_res": doc_res}
                 upright_items.append(InputItem(image, item.input_path, item.page_index))
             items = upright_items  # boxes are in the upright page's pixels, so results show that page
-        pages = [self._detect(item.image, opts, det_params) for item in items]
+        pages = self._detect([item.image for item in items], opts, det_params)
         return items, doc_results, pages
 
     def _complete(self, items, doc_results, pages, opts: OCROptions, det_params: DetParams) -> List[Result]:
@@ -234,17 +235,24 @@ class OCRPipeline(PipelineBase):
             start = end
         return results
 
-    def _detect(self, image: np.ndarray, opts: OCROptions, det_params: DetParams) -> "_DetectedPage":
+    def _detect(self, images: Sequence[np.ndarray], opts: OCROptions, det_params: DetParams) -> List["_DetectedPage"]:
+        """Text lines of each image; pages whose detector inputs share a shape are detected in one engine call."""
         with self.timer.stage("pre"):
-            work, ratio_h, ratio_w = fit_side_bounds(image, opts.min_side_len, opts.max_side_len)
-            work, pad_top = pad_flat_image(work, opts.min_height, opts.width_height_ratio)
+            prepared = []
+            for image in images:
+                work, ratio_h, ratio_w = fit_side_bounds(image, opts.min_side_len, opts.max_side_len)
+                work, pad_top = pad_flat_image(work, opts.min_height, opts.width_height_ratio)
+                prepared.append((work, pad_top, ratio_h, ratio_w))
         with self.text_det.timer.stage("call"):
-            boxes, _ = self.text_det.detect(work, det_params)
-        with self.timer.stage("crop"):
-            crops = [crop_quad(work, box) for box in boxes]
-        with self.timer.stage("post"):
-            polys = to_input_coords(boxes, pad_top, ratio_h, ratio_w, image.shape[0], image.shape[1])
-        return _DetectedPage(polys, crops)
+            detected = self.text_det.detect_many([work for work, *_ in prepared], det_params)
+        pages = []
+        for image, (work, pad_top, ratio_h, ratio_w), (boxes, _) in zip(images, prepared, detected):
+            with self.timer.stage("crop"):
+                crops = [crop_quad(work, box) for box in boxes]
+            with self.timer.stage("post"):
+                polys = to_input_coords(boxes, pad_top, ratio_h, ratio_w, image.shape[0], image.shape[1])
+            pages.append(_DetectedPage(polys, crops))
+        return pages
 
     def _recognise(self, crops: List[np.ndarray], groups: List[int], opts: OCROptions) -> Tuple[List[int], List[Tuple[str, float]]]:
         angles = [-1] * len(crops)

@@ -302,7 +302,8 @@ class TorchSession(EngineSession):
                 self._contexts.put(context)
 
     def image_runner(self, scale: np.ndarray, shift: np.ndarray) -> Optional[Callable[[np.ndarray], List[np.ndarray]]]:
-        """GPU pre-processing for image models: a function of one resized uint8 HxWx3 image that uploads it as is
+        """GPU pre-processing for image models: a function of one resized uint8 HxWx3 image (or an NxHxWx3 batch of
+        them) that uploads it as is
         (a quarter of the float32 bytes), computes ``x * scale + shift`` per channel in float32 on the device (the
         same two roundings as the host path's numpy multiply and add, so fp32 results are unchanged) and runs
         the model. None where it does not apply (CPU, ``device_preprocess`` off, not one NCHW input of 3 channels)."""
@@ -321,9 +322,11 @@ class TorchSession(EngineSession):
         def run(image: np.ndarray) -> List[np.ndarray]:
             import torch
 
-            batch = np.ascontiguousarray(image)[None]
+            batch = np.ascontiguousarray(image)
+            if batch.ndim == 3:
+                batch = batch[None]
             if self.shape_bounds is not None and name in self.shape_bounds.inputs:
-                self.shape_bounds._check(name, (1, 3, *image.shape[:2]), self.shape_bounds.inputs[name])
+                self.shape_bounds._check(name, (batch.shape[0], 3, *batch.shape[1:3]), self.shape_bounds.inputs[name])
             with self.timer.stage("infer"), torch.inference_mode():
                 context = self._acquire()
                 try:
