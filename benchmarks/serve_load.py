@@ -81,6 +81,7 @@ class Server:
         self.url = match.group(1)
         while httpx.get(f"{self.url}/health/ready").status_code != 200:
             time.sleep(0.1)
+        print(f"server {' '.join(self.process.args[-4:])} ready", file=sys.stderr, flush=True)
         return self
 
     def rss_mb(self) -> float:
@@ -162,7 +163,10 @@ def compare(servers: Dict[str, "Server"], endpoint: str, payloads: List[Dict[str
         for r in range(rounds):
             for label in (list(servers) if r % 2 == 0 else list(reversed(servers))):
                 uncounted = (min(concurrency, 4) if warm_up is None else warm_up) if r == 0 else 0
+                started = time.perf_counter()
                 runs[label].append(asyncio.run(load(servers[label].url + endpoint, payloads, concurrency, count, uncounted)))
+                print(f"c={concurrency} round {r + 1}/{rounds} {label}: {_rps(runs[label][-1]):.2f} requests/s "
+                      f"({time.perf_counter() - started:.0f} s with {uncounted} warm-up requests)", file=sys.stderr, flush=True)
         level: Dict[str, Any] = {label: summarize(label_runs) for label, label_runs in runs.items()}
         for label in servers:
             if label == "batching off":
