@@ -28,6 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 import hpinfer  # noqa: E402
 from hpinfer.io.inputs import iter_inputs  # noqa: E402
+from hpinfer.models import image_classification, layout_detection, text_detection  # noqa: E402
 from hpinfer.pipelines.ocr import crop_quad  # noqa: E402
 
 PAGE_MODELS = ("PP-OCRv4_mobile_det", "PP-LCNet_x1_0_doc_ori", "PicoDet_layout_1x_CDLA")
@@ -45,8 +46,17 @@ def line_crops(images: List[np.ndarray]) -> List[np.ndarray]:
     return crops
 
 
+HOST_PREPROCESS = {  # page models' float inputs, normalised on the host as the model file expects them
+    "text_detection": lambda image, p: text_detection.preprocess(image, p),
+    "layout_detection": lambda image, p: layout_detection.preprocess(image, p),
+    "image_classification": lambda image, p: image_classification.preprocess(image, p),
+}
+
+
 def record_feeds(model: Any, image: np.ndarray) -> List[Dict[str, np.ndarray]]:
-    """The feeds ``predict(image)`` hands the engine."""
+    """The float feeds the model file takes for ``image``: those ``predict(image)`` hands the engine, or, where
+    predict hands it uint8 pixels to normalise itself (OpenVINO fp32's image entry), the host-normalised tensor
+    of the same pixels: raw then runs the model as given, and the in-engine normalisation counts as ours."""
     session = model.session
     feeds_seen: List[Dict[str, np.ndarray]] = []
     original = session._run
@@ -60,6 +70,8 @@ def record_feeds(model: Any, image: np.ndarray) -> List[Dict[str, np.ndarray]]:
         model.predict(image)
     finally:
         session._run = original
+    if not feeds_seen:
+        feeds_seen.append({session.inputs[0].name: HOST_PREPROCESS[model.task](image, model.params)})
     return feeds_seen
 
 

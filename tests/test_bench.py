@@ -74,9 +74,9 @@ def test_timers_off_after_benchmark_and_results_unchanged(ocr, shared_images, re
 def test_batch_size(ocr, shared_images):
     rep = benchmark(ocr, [shared_images / name for name in IMAGES], warmup=0, iters=1, batch_size=2)
     assert rep.images_timed == 2 and rep.latency_ms["p50"] > 0
-    assert rep.modules["TextDetection"].calls == 2  # detection is per image in any case
-    if hasattr(ocr, "predict_batch"):  # text lines of both images recognised in one call
-        assert rep.batching.startswith("predict_batch") and rep.modules["TextRecognition"].calls == 1
+    if hasattr(ocr, "predict_batch"):  # both images detected in one call, their text lines recognised in one call
+        assert rep.batching.startswith("predict_batch")
+        assert rep.modules["TextDetection"].calls == 1 and rep.modules["TextRecognition"].calls == 1
     else:
         assert rep.batching.startswith("predict(list)") and rep.modules["TextRecognition"].calls == 2
 

@@ -44,9 +44,9 @@ def test_pages_of_one_size_are_detected_in_one_engine_call_with_the_same_results
     same_size = [page[:800, :600], page[77:877, 21:621], page[:500, :500]]
     with hpinfer.create_pipeline("OCR", use_hpip=hpi is not None, hpi_config=hpi) as ocr:
         alone = [ocr.predict(image)[0] for image in same_size]
-        session = ocr.text_det.session
-        batches, run = [], session._run
-        session._run = lambda feeds: (batches.append(next(iter(feeds.values())).shape[0]), run(feeds))[1]
+        detector = ocr.text_det
+        batches, run = [], detector._probability_maps
+        detector._probability_maps = lambda resized, p: (batches.append(len(resized)), run(resized, p))[1]
         ocr.predict_batch(same_size)
         assert batches == [1, 1, 1]
         batches.clear()

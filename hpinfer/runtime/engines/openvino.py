@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import logging
 import queue
+import threading
 from pathlib import Path
-from typing import List, Mapping, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
@@ -44,29 +45,88 @@ def _rewritten_onnx(model_path: Path) -> bytes:
     return model.SerializeToString()
 
 
-class OpenVINOSession(EngineSession):
-    backend = "openvino"
+class _RequestPool:
+    """Infer requests of one compiled model. A request is not thread-safe: a small pool lets concurrent callers
+    run in parallel."""
 
-    def __init__(self, compiled, settings: str, pool_size: int):
-        self._compiled = compiled
-        super().__init__([_tensor_info(p) for p in compiled.inputs], [_tensor_info(p) for p in compiled.outputs], settings)
-        # An infer request is not thread-safe: a small pool lets concurrent callers run in parallel.
-        self._requests: "queue.Queue" = queue.Queue()
-        for _ in range(pool_size):
-            self._requests.put(compiled.create_infer_request())
+    def __init__(self, compiled, size: int):
+        self.compiled = compiled
+        self._free: "queue.Queue" = queue.Queue()
+        for _ in range(size):
+            self._free.put(compiled.create_infer_request())
 
-    def _run(self, feeds: Mapping[str, np.ndarray]) -> List[np.ndarray]:
-        request = self._requests.get()
+    def run(self, feeds: Mapping[Any, np.ndarray]) -> List[np.ndarray]:
+        request = self._free.get()
         try:
             request.infer(dict(feeds), share_inputs=True)
             # The request's buffers are reused by the next call: hand out copies.
-            return [request.get_output_tensor(i).data.copy() for i in range(len(self.outputs))]
+            return [request.get_output_tensor(i).data.copy() for i in range(len(self.compiled.outputs))]
         finally:
-            self._requests.put(request)
+            self._free.put(request)
+
+
+class OpenVINOSession(EngineSession):
+    backend = "openvino"
+
+    def __init__(self, model, compiled, properties: Dict[str, Any], settings: str, pool_size: int):
+        super().__init__([_tensor_info(p) for p in compiled.inputs], [_tensor_info(p) for p in compiled.outputs], settings)
+        self._model, self._properties, self._pool_size = model, properties, pool_size
+        self._pool = _RequestPool(compiled, pool_size)
+        self._image_pools: Dict[Tuple[float, ...], _RequestPool] = {}
+        self._image_lock = threading.Lock()
+
+    def _run(self, feeds: Mapping[str, np.ndarray]) -> List[np.ndarray]:
+        return self._pool.run(feeds)
+
+    def image_runner(self, scale: np.ndarray, shift: np.ndarray) -> Optional[Callable[[np.ndarray], List[np.ndarray]]]:
+        """Pre-processing inside OpenVINO for image models: a function of one resized uint8 HxWx3 image (or an
+        NxHxWx3 batch) that hands it over as is; the model, compiled once more for this entry, converts it to
+        float32, computes ``x * scale + shift`` per channel and lays it out NCHW in its own first pass over the
+        input, which it makes anyway. Saves the host's normalising pass and OpenVINO's input reorder (PP-OCRv4
+        det on the shared images: 7.5 % less time per page in fp32); results move by float rounding only (OpenVINO
+        may fuse the multiply and add). fp32 only: in bf16 the same entry measured 10 % slower. None where it
+        does not apply."""
+        shape = self.inputs[0].shape
+        if (self._model is None or self._properties.get("INFERENCE_PRECISION_HINT") != "f32" or len(self.inputs) != 1
+                or len(shape) != 4 or shape[1] not in (None, 3) or len(scale) != 3):
+            return None
+        key = (*map(float, scale), *map(float, shift))
+        with self._image_lock:
+            pool = self._image_pools.get(key)
+            if pool is None:
+                pool = self._image_pools[key] = _RequestPool(self._compile_image_entry(scale, shift), self._pool_size)
+        name = self.inputs[0].name
+
+        def run(image: np.ndarray) -> List[np.ndarray]:
+            batch = np.ascontiguousarray(image)
+            if batch.ndim == 3:
+                batch = batch[None]
+            if self.shape_bounds is not None and name in self.shape_bounds.inputs:
+                self.shape_bounds._check(name, (batch.shape[0], 3, *batch.shape[1:3]), self.shape_bounds.inputs[name])
+            with self.timer.stage("infer"):
+                return pool.run({0: batch})
+
+        return run
+
+    def _compile_image_entry(self, scale: np.ndarray, shift: np.ndarray):
+        import openvino as ov
+        import openvino.opset13 as ops
+        from openvino.preprocess import PrePostProcessor
+
+        ppp = PrePostProcessor(self._model.clone())
+        ppp.input().tensor().set_element_type(ov.Type.u8).set_layout(ov.Layout("NHWC"))
+        ppp.input().model().set_layout(ov.Layout("NCHW"))
+        factors = [np.asarray(f, np.float32).reshape(1, 1, 1, 3) for f in (scale, shift)]  # NHWC, before the layout change
+        ppp.input().preprocess().convert_element_type(ov.Type.f32).custom(
+            lambda node: ops.add(ops.multiply(node, ops.constant(factors[0])), ops.constant(factors[1])).output(0)
+        )
+        # A core of its own, without the model cache's CACHE_DIR: a cache entry never changes after it is written.
+        return ov.Core().compile_model(ppp.build(), "CPU", self._properties)
 
     def close(self) -> None:
-        self._requests = queue.Queue()
-        self._compiled = None
+        self._pool = None
+        self._image_pools = {}
+        self._model = None
 
 
 class OpenVINOEngine(Engine):
@@ -154,4 +214,4 @@ class OpenVINOEngine(Engine):
         settings = f"openvino {ov.__version__} CPU threads={threads}" + (f" streams={got}" if streams else "") + (
             f" precision={config.precision}"
         )
-        return OpenVINOSession(compiled, settings, pool_size=max(2, got))
+        return OpenVINOSession(model, compiled, properties, settings, pool_size=max(2, got))
