@@ -10,7 +10,6 @@ from hpinfer.io.inputs import iter_inputs
 from hpinfer.models import create_model
 from hpinfer.models.normalize import norm_factors, normalize_to_nchw
 from hpinfer.models.text_detection import postprocess, resize_for_det
-from hpinfer.runtime.hardware import cpu_has_fast_bf16
 
 DET = "PP-OCRv4_mobile_det"
 
@@ -38,10 +37,3 @@ def test_uint8_entry_keeps_the_dynamic_shapes_bounds(shared_images):
         assert entry(np.zeros((64, 96, 3), np.uint8))[0].shape == (1, 1, 64, 96)
         with pytest.raises(InputError, match="dynamic_shapes"):
             entry(np.zeros((64, 2048, 3), np.uint8))
-
-
-@pytest.mark.skipif(not cpu_has_fast_bf16(), reason="bf16 needs a CPU with AVX512-BF16 or AMX")
-def test_no_uint8_entry_in_bf16():
-    """Measured slower than normalising on the host there."""
-    with create_model(DET, use_hpip=True, hpi_config={"backend": "openvino", "backend_config": {"precision": "bf16"}}) as model:
-        assert model.session.image_runner(*norm_factors(model.params.mean, model.params.std)) is None
