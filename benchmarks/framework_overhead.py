@@ -55,7 +55,7 @@ HOST_PREPROCESS = {  # page models' float inputs, normalised on the host as the 
 
 def record_feeds(model: Any, image: np.ndarray) -> List[Dict[str, np.ndarray]]:
     """The float feeds the model file takes for ``image``: those ``predict(image)`` hands the engine, or, where
-    predict hands it uint8 pixels to normalise itself (OpenVINO fp32's image entry), the host-normalised tensor
+    predict hands it uint8 pixels to normalise itself (OpenVINO's image entry), the host-normalised tensor
     of the same pixels: raw then runs the model as given, and the in-engine normalisation counts as ours."""
     session = model.session
     feeds_seen: List[Dict[str, np.ndarray]] = []

@@ -54,7 +54,7 @@ def _band_pool() -> ThreadPoolExecutor:
 
 def run_normalized(session: Any, images: np.ndarray, mean, std) -> List[np.ndarray]:
     """The session's outputs for resized uint8 image(s), HxWx3 or NxHxWx3 of one shape. Engines that normalise
-    the pixels themselves get them as they are (``image_runner``: OpenVINO fp32 in the compiled model, the torch
+    the pixels themselves get them as they are (``image_runner``: OpenVINO in the compiled model, the torch
     engine on the GPU: less to copy, no host pass); otherwise the host normalises them here."""
     image_runner = getattr(session, "image_runner", None)
     in_engine = image_runner(*norm_factors(mean, std)) if image_runner is not None else None
