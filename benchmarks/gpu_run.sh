@@ -34,7 +34,7 @@ for step in "$@"; do
     serve)
       P=${SERVE_PAYLOADS:-images}
       timeout ${SERVE_TIMEOUT:-560} python3 benchmarks/serve_load.py --device gpu:0 --use_hpip --hpi_config "$SERVE_HPI" \
-        --payloads $P --requests ${SERVE_REQUESTS:-8:96,32:192} --rounds 3 --warm_up ${SERVE_WARM_UP:-192} ${SERVE_TWO_THREADS:---two_threads_too} \
+        --payloads $P --requests ${SERVE_REQUESTS:-8:96,32:192} --rounds 3 --warm_up ${SERVE_WARM_UP:-192} ${SERVE_TWO_THREADS---two_threads_too} \
         --overhead_pairs 20 --json "$OUT/serve_load_gpu_$P.json" 2>&1 | tee "$OUT/serve_$P.log" ;;
     *) echo "unknown step $step" >&2; exit 2 ;;
   esac
