@@ -47,9 +47,9 @@ def line_crops(images: List[np.ndarray]) -> List[np.ndarray]:
 
 
 HOST_PREPROCESS = {  # page models' float inputs, normalised on the host as the model file expects them
-    "text_detection": lambda image, p: text_detection.preprocess(image, p),
-    "layout_detection": lambda image, p: layout_detection.preprocess(image, p),
-    "image_classification": lambda image, p: image_classification.preprocess(image, p),
+    "text_detection": text_detection.preprocess,
+    "layout_detection": layout_detection.preprocess,
+    "image_classification": image_classification.preprocess,
 }
 
 

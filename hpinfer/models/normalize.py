@@ -14,9 +14,17 @@ from ..runtime.hardware import cpu_count
 
 
 def norm_factors(mean, std) -> Tuple[np.ndarray, np.ndarray]:
-    """float32 ``scale`` and ``shift`` per channel with ``(x/255 - mean) / std == x * scale + shift``."""
+    """float32 ``scale`` and ``shift`` per channel with ``(x/255 - mean) / std == x * scale + shift``; computed once
+    per (mean, std) and shared, so read-only."""
+    return _factors(tuple(map(float, mean)), tuple(map(float, std)))
+
+
+@functools.lru_cache(maxsize=32)
+def _factors(mean: Tuple[float, ...], std: Tuple[float, ...]) -> Tuple[np.ndarray, np.ndarray]:
     scale = (1.0 / (255.0 * np.asarray(std, dtype=np.float64))).astype(np.float32)
     shift = (-np.asarray(mean, dtype=np.float64) / np.asarray(std, dtype=np.float64)).astype(np.float32)
+    for factor in (scale, shift):
+        factor.flags.writeable = False
     return scale, shift
 
 

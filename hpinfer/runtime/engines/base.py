@@ -103,6 +103,22 @@ class EngineSession(ABC):
         with self.timer.stage("infer"):
             return self._run_bounded({self.inputs[0].name: array})
 
+    def _takes_images(self, scale: np.ndarray) -> bool:
+        """Whether an ``image_runner`` can serve this model: one NCHW input of 3 channels, 3 normalising factors."""
+        shape = self.inputs[0].shape
+        return len(self.inputs) == 1 and len(shape) == 4 and shape[1] in (None, 3) and len(scale) == 3
+
+    def _image_batch(self, image: np.ndarray) -> np.ndarray:
+        """An ``image_runner``'s argument (HxWx3 or NxHxWx3 uint8) as a contiguous NxHxWx3 batch, checked
+        against ``dynamic_shapes`` as the NCHW tensor it stands for."""
+        batch = np.ascontiguousarray(image)
+        if batch.ndim == 3:
+            batch = batch[None]
+        name = self.inputs[0].name
+        if self.shape_bounds is not None and name in self.shape_bounds.inputs:
+            self.shape_bounds._check(name, (batch.shape[0], 3, *batch.shape[1:3]), self.shape_bounds.inputs[name])
+        return batch
+
     def _run_bounded(self, feeds: Mapping[str, np.ndarray]) -> List[np.ndarray]:
         return self._run(feeds) if self.shape_bounds is None else self.shape_bounds.run(feeds, self._run)
 

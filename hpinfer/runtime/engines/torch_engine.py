@@ -307,26 +307,18 @@ class TorchSession(EngineSession):
         (a quarter of the float32 bytes), computes ``x * scale + shift`` per channel in float32 on the device (the
         same two roundings as the host path's numpy multiply and add, so fp32 results are unchanged) and runs
         the model. None where it does not apply (CPU, ``device_preprocess`` off, not one NCHW input of 3 channels)."""
-        shape = self.inputs[0].shape
-        if self.torch_device.type != "cuda" or not self.options.device_preprocess or len(self._names) != 1:
-            return None
-        if len(shape) != 4 or shape[1] not in (None, 3) or len(scale) != 3:
+        if self.torch_device.type != "cuda" or not self.options.device_preprocess or not self._takes_images(scale):
             return None
         factors = (*map(float, scale), *map(float, shift))
         fn = self._image_fns.get(factors)
         if fn is None:
             fn = self._image_fns[factors] = self._normalising(np.asarray(scale, np.float32), np.asarray(shift, np.float32))
         tag = "u8:" + ",".join(f"{f:.9g}" for f in factors)
-        name = self._names[0]
 
         def run(image: np.ndarray) -> List[np.ndarray]:
             import torch
 
-            batch = np.ascontiguousarray(image)
-            if batch.ndim == 3:
-                batch = batch[None]
-            if self.shape_bounds is not None and name in self.shape_bounds.inputs:
-                self.shape_bounds._check(name, (batch.shape[0], 3, *batch.shape[1:3]), self.shape_bounds.inputs[name])
+            batch = self._image_batch(image)
             with self.timer.stage("infer"), torch.inference_mode():
                 context = self._acquire()
                 try:
