@@ -22,6 +22,8 @@ Sections (each one's failure is recorded and the next one runs):
                max-autotune (REC128_VARIANTS; each in a fresh process with a time limit)
   aot          AOTInductor packages in the model cache: first start (build) vs second start (load), in fresh processes
   profile2     ``hpinfer bench --profile`` of the OCR pipeline on the GPU (fp16), and rec 128 per kernel
+ (third session, issue 5)
+  best         recognition's arg-max on the GPU (run_best) vs scores copied to the host: rec run time, pipeline images/s
 
 Writes DIR/gpu_bench.json (all numbers), DIR/gpu_bench.md (tables), DIR/profile_det.txt. GPU times are CUDA-event
 medians with inputs already on the device; "run()" times are wall-clock medians of ``session.run`` from numpy to
@@ -708,6 +710,48 @@ def profile2(inputs: Dict[str, np.ndarray]) -> Dict[str, Any]:
     return {"cli_exit": code, "files": ["profile_pipeline.json", "profile_rec128_fp16.txt"]}
 
 
+# ----------------------------------------------------------------------------------------------- session 3 sections
+
+
+def best(inputs: Dict[str, np.ndarray]) -> Dict[str, Any]:
+    """Recognition's arg-max on the device (``run_best``) against the scores copied to the host and reduced there
+    (``EngineSession._run_best``, what every engine did before): rec fp16 ``run`` wall time per shape, then the
+    fp16 OCR pipeline's images/s on the pipeline inputs, alternating the two in three rounds, texts compared."""
+    from hpinfer.runtime.engines.base import EngineSession
+    from hpinfer.runtime.engines.torch_engine import TorchSession
+
+    out: Dict[str, Any] = {"rec_run_ms": {}, "pipeline": {}}
+    session = load(REC, "fp16" if DEVICE.is_gpu else "fp32")
+    on_host = lambda x: EngineSession._run_best(session, {session.inputs[0].name: x})  # noqa: E731
+    shapes = [(32, 3, 48, 320), (32, 3, 48, 640), (8, 3, 48, 1280)] if not ARGS.smoke else [(4, 3, 48, 320)]
+    for shape in shapes:
+        x = real_input(REC, shape, images(ARGS.images))
+        row = {"device": wall_ms(lambda: session.run_best(x), min_runs=20), "host": wall_ms(lambda: on_host(x), min_runs=20)}
+        row["host/device"] = round(row["host"] / row["device"], 2)
+        out["rec_run_ms"]["x".join(map(str, shape))] = row
+        log(shape, row)
+    device_best = TorchSession._run_best
+    hpi = _hpi("torch", "fp16" if DEVICE.is_gpu else "fp32")
+    texts: Dict[str, List[List[str]]] = {}
+    with hpinfer.create_pipeline("OCR", device=str(DEVICE), use_hpip=True, hpi_config=hpi) as pipe:
+        pages = list(inputs.values())
+        for variant in ("device", "host") * 3:  # of two passes each, the second is timed (the first captures graphs)
+            TorchSession._run_best = device_best if variant == "device" else EngineSession._run_best
+            try:
+                for _ in range(2):
+                    start = time.perf_counter()
+                    texts[variant] = [r["rec_texts"] for r in pipe.predict(pages)]
+                    seconds = time.perf_counter() - start
+                out["pipeline"].setdefault(variant, []).append(round(len(pages) / seconds, 2))
+            finally:
+                TorchSession._run_best = device_best
+            log(variant, out["pipeline"][variant][-1], "images/s")
+    out["pipeline"]["device/host (best rounds)"] = round(max(out["pipeline"]["device"]) / max(out["pipeline"]["host"]), 3)
+    out["texts_identical"] = texts["device"] == texts["host"]
+    log(json.dumps(out, indent=1))
+    return out
+
+
 def markdown() -> str:
     lines = []
     info = results.get("env", {})
@@ -721,7 +765,7 @@ def markdown() -> str:
             lines += ["", f"### {title} (ms; GPU columns: CUDA events, input on device; run: numpy → numpy)", "",
                       "| model input | " + " | ".join(cols) + " |", "|" + " --- |" * (len(cols) + 1)]
             lines += [f"| {k} | " + " | ".join(f"{r.get(c, float('nan')):.3g}" for c in cols) + " |" for k, r in rows.items()]
-    for key in ("correct", "concurrency", "pipeline", "pipeline_threads", "aoti", "fidelity", "throughput", "rec128", "aot", "profile2"):
+    for key in ("correct", "concurrency", "pipeline", "pipeline_threads", "aoti", "fidelity", "throughput", "rec128", "aot", "profile2", "best"):
         if key in results:
             lines += ["", f"### {key}", "", "```", json.dumps(results[key], indent=1, ensure_ascii=False)[:6000], "```"]
     return "\n".join(lines) + "\n"
@@ -765,7 +809,7 @@ def main() -> None:
     wanted = args.sections.split(",")
     pics = images(args.images)
     inputs: Dict[str, np.ndarray] = {}
-    if {"fidelity", "throughput", "profile2"} & set(wanted):
+    if {"fidelity", "throughput", "profile2", "best"} & set(wanted):
         inputs = pipeline_inputs(args.images, PAGES_DIR)
     steps = {
         "env": env, "correct": lambda: correct(pics), "table": lambda: table(pics, compiled=False),
@@ -774,7 +818,7 @@ def main() -> None:
         "profile": lambda: profile(pics, args.out), "pipeline": lambda: pipeline(args.images, pics),
         "aoti": lambda: aoti(pics, args.out),
         "fidelity": lambda: fidelity(inputs), "throughput": lambda: throughput(inputs), "rec128": lambda: rec128(pics),
-        "aot": lambda: aot_section(pics), "profile2": lambda: profile2(inputs),
+        "aot": lambda: aot_section(pics), "profile2": lambda: profile2(inputs), "best": lambda: best(inputs),
     }
     for name in wanted:
         section(name, steps[name])

@@ -4,6 +4,7 @@
 #   bash benchmarks/gpu_run.sh tests aot      # GPU-only tests, AOTInductor build vs load (+ env); AOT_MODELS=name:precision,...
 #   bash benchmarks/gpu_run.sh rec128         # rec 128x3x48x320 variants (compile modes, 1x1 convs as matmuls, ...)
 #   bash benchmarks/gpu_run.sh serve          # serve_load.py with the torch engine: batching on vs off (SERVE_PAYLOADS=pages)
+#   bash benchmarks/gpu_run.sh best           # recognition's arg-max on the GPU vs on the host (gpu_bench.py best)
 #
 # That machine has torch but not our other dependencies and cannot reach a package index: the wheels, model
 # packages and sample images travel in .device_carry/torch6 (gitignored; name it in the call's `carry`).
@@ -24,13 +25,15 @@ for step in "$@"; do
   case $step in
     tests)
       timeout 300 python3 -m pytest -q -p no:cacheprovider tests/test_torch_engine.py -rs \
-        -k "cuda_graphs_and or concurrent_callers or gpu_preprocessing or aot_" 2>&1 | tee "$OUT/tests.log" ;;
+        -k "cuda_graphs_and or concurrent_callers or gpu_preprocessing or aot_ or run_best" 2>&1 | tee "$OUT/tests.log" ;;
     aot)
       timeout 420 python3 benchmarks/gpu_bench.py --out "$OUT/aot" --images $IMAGES --sections env,aot \
         ${AOT_MODELS:+--aot-models "$AOT_MODELS"} 2>&1 | tee "$OUT/aot.log" ;;
     rec128)
       timeout 570 python3 benchmarks/gpu_bench.py --out "$OUT/rec128" --images $IMAGES --sections env,rec128 \
         --variant-limit 200 2>&1 | tee "$OUT/rec128.log" ;;
+    best)
+      timeout 300 python3 benchmarks/gpu_bench.py --out "$OUT/best" --images $IMAGES --sections env,best 2>&1 | tee "$OUT/best.log" ;;
     serve)
       P=${SERVE_PAYLOADS:-images}
       timeout ${SERVE_TIMEOUT:-560} python3 benchmarks/serve_load.py --device gpu:0 --use_hpip --hpi_config "$SERVE_HPI" \

@@ -349,3 +349,18 @@ def test_a_package_that_crashes_its_loader_is_refused_not_fatal(tmp_path):
     broken.write_bytes(b"not a package")
     with pytest.raises(EngineUnavailableError, match="fails to load and run on cpu .*check process.*compile instead"):
         _check_package_in_child(broken, [1, 3, 8, 8], Device.parse("cpu"), "m.onnx", {})
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("gpu:0", marks=needs_cuda)])
+def test_run_best_is_the_argmax_of_run(device, shared_images):
+    """Recognition reads only each step's best class and score; on a GPU they are taken there, in a captured graph
+    from the third run on (tag "best", beside the plain run's graphs), and must equal numpy's argmax of the scores."""
+    spec = resolve_model("PP-OCRv4_mobile_rec")
+    x = _real_input(spec, shared_images)
+    session = TorchEngine.load(spec.model_file, BackendConfig(cpu_num_threads=1), Device.parse(device))
+    for _ in range(3):
+        (scores,) = session.run_one(x)
+        best, best_scores = session.run_best(x)
+        np.testing.assert_array_equal(best, scores.argmax(axis=-1))
+        np.testing.assert_array_equal(best_scores, scores.max(axis=-1))
+    assert best.shape == scores.shape[:2] and best_scores.dtype == np.float32

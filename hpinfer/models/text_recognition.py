@@ -108,18 +108,17 @@ def padded_widths(crops: Sequence[np.ndarray], groups: Optional[np.ndarray], p: 
     return widths
 
 
-def ctc_decode(probs: np.ndarray, characters: Sequence[str]) -> List[Tuple[str, float]]:
-    """Greedy CTC: per step argmax; drop repeats and blanks; score = mean kept probability (0 if none)."""
-    indices = probs.argmax(axis=2)
-    maxima = np.take_along_axis(probs, indices[..., None], axis=2)[..., 0]  # no second pass over the classes
-    keep = np.ones_like(indices, dtype=bool)
-    keep[:, 1:] = indices[:, 1:] != indices[:, :-1]
-    keep &= indices != 0
+def ctc_decode(best: np.ndarray, scores: np.ndarray, characters: Sequence[str]) -> List[Tuple[str, float]]:
+    """Greedy CTC from each step's best class and its probability (N x T, ``EngineSession.run_best``): drop
+    repeats and blanks; score = mean kept probability (0 if none)."""
+    keep = np.ones_like(best, dtype=bool)
+    keep[:, 1:] = best[:, 1:] != best[:, :-1]
+    keep &= best != 0
     results = []
-    for row_idx, row_keep, row_prob in zip(indices, keep, maxima):
-        kept = row_idx[row_keep]
+    for row_best, row_keep, row_scores in zip(best, keep, scores):
+        kept = row_best[row_keep]
         text = "".join(characters[i] for i in kept)
-        score = float(np.mean(row_prob[row_keep])) if kept.size else 0.0
+        score = float(np.mean(row_scores[row_keep])) if kept.size else 0.0
         results.append((text, score))
     return results
 
@@ -146,8 +145,8 @@ class TextRecognizer(Predictor):
             same_width = np.flatnonzero(widths == width)
             for start in range(0, len(same_width), p.max_batch_size):
                 batch = same_width[start : start + p.max_batch_size]
-                probs = self.session.run_one(batch_tensor(crops, batch, height, int(width)))[0]
-                for i, decoded in zip(batch, ctc_decode(probs, self.characters)):
+                best, scores = self.session.run_best(batch_tensor(crops, batch, height, int(width)))
+                for i, decoded in zip(batch, ctc_decode(best, scores, self.characters)):
                     results[i] = decoded
         return results
 

@@ -30,10 +30,9 @@ class TextLineOrientationClassifier(Predictor):
         _, height, width = p.image_shape
         results: List[Tuple[int, float]] = [(0, 0.0)] * len(crops)
         for batch in batches_by_ratio(crops, p.batch_size):
-            probs = self.session.run_one(batch_tensor(crops, batch, height, width))[0]
-            for i, row in zip(batch, probs):
-                label = int(row.argmax())
-                results[i] = (label, float(row[label]))
+            labels, scores = self.session.run_best(batch_tensor(crops, batch, height, width))
+            for i, label, score in zip(batch, labels, scores):
+                results[i] = (int(label), float(score))
         return results
 
     def upright(self, crops: Sequence[np.ndarray], params: Optional[ClsParams] = None) -> Tuple[List[np.ndarray], List[int]]:

@@ -103,6 +103,22 @@ class EngineSession(ABC):
         with self.timer.stage("infer"):
             return self._run_bounded({self.inputs[0].name: array})
 
+    def run_best(self, array: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        """The single-input model's first output reduced over its last axis: the best class and its score at
+        each position (N x T x C scores → two N x T arrays; N x C → two of N), all that arg-max heads such as
+        CTC decoding read. An engine on a GPU reduces there and sends back two numbers per position instead of
+        C (PP-OCR rec: 6625)."""
+        feeds = {self.inputs[0].name: array}
+        with self.timer.stage("infer"):
+            best, score = self._run_best(feeds) if self.shape_bounds is None else self.shape_bounds.run(feeds, self._run_best)
+        return best, score
+
+    def _run_best(self, feeds: Mapping[str, np.ndarray]) -> List[np.ndarray]:
+        """``run_best`` on the host: engines that can reduce on their device override this."""
+        scores = self._run(feeds)[0]
+        best = scores.argmax(axis=-1)
+        return [best, np.take_along_axis(scores, best[..., None], axis=-1)[..., 0]]
+
     def _takes_images(self, scale: np.ndarray) -> bool:
         """Whether an ``image_runner`` can serve this model: one NCHW input of 3 channels, 3 normalising factors."""
         shape = self.inputs[0].shape
