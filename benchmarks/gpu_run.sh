@@ -33,7 +33,7 @@ for step in "$@"; do
       timeout 570 python3 benchmarks/gpu_bench.py --out "$OUT/rec128" --images $IMAGES --sections env,rec128 \
         --variant-limit 200 2>&1 | tee "$OUT/rec128.log" ;;
     best)
-      timeout 300 python3 benchmarks/gpu_bench.py --out "$OUT/best" --images $IMAGES --sections env,best 2>&1 | tee "$OUT/best.log" ;;
+      timeout 480 python3 benchmarks/gpu_bench.py --out "$OUT/best" --images $IMAGES --sections env,best 2>&1 | tee "$OUT/best.log" ;;
     serve)
       P=${SERVE_PAYLOADS:-images}
       timeout ${SERVE_TIMEOUT:-560} python3 benchmarks/serve_load.py --device gpu:0 --use_hpip --hpi_config "$SERVE_HPI" \
