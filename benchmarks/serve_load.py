@@ -9,9 +9,9 @@ the HTTP overhead over in-process ``predict``, and an optional soak. Bounded req
 The configurations run as real server processes at once (``python -m hpinfer.serving serve --port 0``,
 visualize off), loaded in turn by this asyncio client process (httpx): "batching off" is
 ``--max_batch_size 1 --inference_threads 1``, one page per pipeline call and one call at a time, which is
-how PaddleX's basic serving runs its pipeline; "batching on" is the defaults (pages of concurrent requests
-in shared ``predict_batch`` calls, one call at a time). ``--two_threads_too`` adds "batching on, 2 threads"
-(``--inference_threads 2``: two batches in flight) and "batching off, 2 threads" (two single pages in flight:
+how PaddleX's basic serving runs its pipeline; "batching on" is ``--max_batch_size 8 --inference_threads 1``
+(pages of concurrent requests in shared ``predict_batch`` calls, one call at a time; the server's default on a
+CPU). ``--two_threads_too`` adds "batching on, 2 threads" (batches of 8, two in flight) and "batching off, 2 threads" (two single pages in flight:
 what the second thread alone gives). Each concurrency level runs
 ``--rounds`` rounds, each round measuring every configuration (order reversed every round) with the same
 requests, so that drift in machine load hits all alike; a ratio to "off" is the median of the per-round
@@ -322,10 +322,11 @@ def main() -> int:
         with contextlib.ExitStack() as stack:
             servers = {
                 "batching off": stack.enter_context(Server(args.pipeline, "--max_batch_size", "1", "--inference_threads", "1")),
-                "batching on": stack.enter_context(Server(args.pipeline)),
+                "batching on": stack.enter_context(Server(args.pipeline, "--max_batch_size", "8", "--inference_threads", "1")),
             }
             if args.two_threads_too:
-                servers["batching on, 2 threads"] = stack.enter_context(Server(args.pipeline, "--inference_threads", "2"))
+                servers["batching on, 2 threads"] = stack.enter_context(
+                    Server(args.pipeline, "--max_batch_size", "8", "--inference_threads", "2"))
                 servers["batching off, 2 threads"] = stack.enter_context(
                     Server(args.pipeline, "--max_batch_size", "1", "--inference_threads", "2"))
             payloads = bodies(args.images, IMAGES) if args.payloads == "images" else page_bodies(args.images, 5)

@@ -20,11 +20,12 @@ import pytest
 from PIL import Image
 
 import hpinfer
-from hpinfer.errors import InputError
+from hpinfer.errors import ConfigError, InputError
 from hpinfer.serving import AsyncClient, Client, ServeSettings, ServingError, create_app
 from hpinfer.serving.cli import main as serving_main
 from hpinfer.serving.client import save_response
 from hpinfer.serving.security import fetch_url
+from hpinfer.serving.settings import SETTINGS_ENV
 from test_serving_support import b64, make_pdf, running, static_files
 
 IMAGE = "bilevel_test.png"  # one text line, fast to OCR
@@ -253,6 +254,26 @@ def test_auth(pipeline, files, monkeypatch):
     parser = argparse.ArgumentParser()
     add_commands(parser.add_subparsers(dest="command"), argparse.ArgumentParser(add_help=False))
     assert settings_from_args(parser.parse_args(["serve", "--pipeline", "OCR"])).api_key == "from-env"
+
+
+def test_batching_defaults_are_per_device_and_flags_win(monkeypatch):
+    """Measured defaults (settings.device_defaults): batches of 8 in one thread on a CPU, single pages in two
+    threads on a GPU; what the command line gives is kept."""
+    from hpinfer.serving.cli import add_commands, settings_from_args
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    add_commands(parser.add_subparsers(dest="command"), argparse.ArgumentParser(add_help=False))
+    resolved = lambda *flags: settings_from_args(parser.parse_args(["serve", "--pipeline", "OCR", *flags]))  # noqa: E731
+    assert (resolved().max_batch_size, resolved().inference_threads) == (8, 1)
+    gpu = resolved("--device", "gpu:0")
+    assert (gpu.max_batch_size, gpu.inference_threads) == (1, 2)
+    chosen = resolved("--device", "gpu:1", "--max_batch_size", "4", "--inference_threads", "1")
+    assert (chosen.max_batch_size, chosen.inference_threads) == (4, 1)
+    monkeypatch.setenv(SETTINGS_ENV, gpu.to_env())  # worker processes (--workers) get the resolved values
+    assert ServeSettings.from_env() == gpu
+    with pytest.raises(ConfigError, match="inference_threads must be > 0"):
+        ServeSettings(inference_threads=0)
 
 
 def test_full_queue_gets_503_with_retry_after(pipeline, files):

@@ -93,6 +93,8 @@ class Service:
             on_batch=self.metrics.observe_batch, workers=settings.inference_threads,
         )
         self.batcher.start()
+        log.info("batching: up to %d page(s) per pipeline call, %d inference thread(s) (device %s)",
+                 settings.max_batch_size, settings.inference_threads, settings.device or "cpu")
         self.metrics.track(lambda: self.admission.active, lambda: self.batcher.queued)
         self.http = httpx.AsyncClient(follow_redirects=False, trust_env=False, timeout=settings.url_timeout_s)
 

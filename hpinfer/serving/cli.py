@@ -6,6 +6,7 @@ Imported by ``hpinfer.cli`` on every start, so heavy imports (uvicorn, FastAPI, 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -16,7 +17,7 @@ from .settings import LOG_LEVEL_ENV, SETTINGS_ENV, ServeSettings
 
 COMMANDS = ("serve", "client")
 API_KEY_ENV = "HPINFER_API_KEY"
-_DEFAULTS = ServeSettings()
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(ServeSettings)}  # None: resolved per device
 
 
 def add_commands(subparsers: Any, common_parent: argparse.ArgumentParser) -> None:
@@ -35,9 +36,9 @@ def add_commands(subparsers: Any, common_parent: argparse.ArgumentParser) -> Non
     serve.add_argument("--workers", type=int, default=1, help="processes, each with its own copy of the models")
     limits = serve.add_argument_group("batching and limits")
     for name, kind, help_text in (
-        ("max_batch_size", int, "images per batched pipeline call"),
+        ("max_batch_size", int, "images per batched pipeline call (default: 8 on a CPU, 1 on a GPU)"),
         ("max_batch_delay_ms", float, "how long an idle batcher waits for requests still being decoded"),
-        ("inference_threads", int, "batches in flight at once (1: one pipeline call at a time)"),
+        ("inference_threads", int, "batches in flight at once (default: 1 on a CPU, 2 on a GPU)"),
         ("max_queue", int, "requests in flight before new ones get 503 + Retry-After"),
         ("request_timeout_s", float, "per request, from admission to response (504 after)"),
         ("drain_timeout_s", float, "on SIGTERM, how long in-flight requests may still take"),
@@ -47,7 +48,8 @@ def add_commands(subparsers: Any, common_parent: argparse.ArgumentParser) -> Non
         ("url_timeout_s", float, "whole download of a URL input"),
         ("max_download_mb", float, "size of a URL input"),
     ):
-        limits.add_argument(f"--{name}", type=kind, default=getattr(_DEFAULTS, name), help=f"{help_text} (default %(default)s)")
+        default = _DEFAULTS[name]
+        limits.add_argument(f"--{name}", type=kind, default=default, help=help_text + ("" if default is None else " (default %(default)s)"))
     serve.add_argument("--allow_private_urls", action="store_true", help="let URL inputs reach private, loopback and link-local addresses")
     serve.add_argument("--api_key", default=os.environ.get(API_KEY_ENV), help="require 'Authorization: Bearer <key>'")
     serve.add_argument("--cors_origins", default="", help="comma-separated origins allowed by CORS (default: CORS off)")

@@ -344,8 +344,8 @@ class TorchSession(EngineSession):
     def _normalising(self, scale: np.ndarray, shift: np.ndarray) -> Callable:
         import torch
 
-        scale_t = torch.from_numpy(scale).to(self.torch_device).view(1, 3, 1, 1)
-        shift_t = torch.from_numpy(shift).to(self.torch_device).view(1, 3, 1, 1)
+        scale_t = torch.tensor(scale, device=self.torch_device).view(1, 3, 1, 1)  # a copy: norm_factors are read-only
+        shift_t = torch.tensor(shift, device=self.torch_device).view(1, 3, 1, 1)
         model = self.fn
 
         def fn(image: "torch.Tensor") -> Sequence["torch.Tensor"]:
