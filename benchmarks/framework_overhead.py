@@ -4,7 +4,7 @@ tensors that ``predict`` fed it, both timed in the same run, interleaved (predic
 The issue's bar (issue 7): ``predict`` takes at most 1.05x the raw engine time. ``predict`` includes our
 pre-processing (resize, normalise, pad), the session wrapper and post-processing (DB boxes, CTC decoding,
 NMS); "raw" is the engine's own call (``EngineSession._run``: OpenVINO's infer request or ONNX Runtime's
-``run``) on the recorded feeds. Inputs: the shared images for page-level models, and the text-line crops the
+``run``, outputs copied out of the engine's buffers) on the recorded feeds. Inputs: the shared images for page-level models, and the text-line crops the
 OCR pipeline cuts from them for the line models.
 
     python benchmarks/framework_overhead.py [--use_hpip] [--rounds 5] [--json out.json]
@@ -54,22 +54,24 @@ HOST_PREPROCESS = {  # page models' float inputs, normalised on the host as the 
 
 
 def record_feeds(model: Any, image: np.ndarray) -> List[Dict[str, np.ndarray]]:
-    """The float feeds the model file takes for ``image``: those ``predict(image)`` hands the engine, or, where
-    predict hands it uint8 pixels to normalise itself (OpenVINO's image entry), the host-normalised tensor
-    of the same pixels: raw then runs the model as given, and the in-engine normalisation counts as ours."""
+    """The float feeds the model file takes for ``image``: those ``predict(image)`` hands the engine (through
+    ``_run``, or ``_run_best`` where only each position's arg-max is read), or, where predict hands it uint8
+    pixels to normalise itself (OpenVINO's image entry), the host-normalised tensor of the same pixels: raw
+    then runs the model as given, and the in-engine normalisation counts as ours."""
     session = model.session
     feeds_seen: List[Dict[str, np.ndarray]] = []
-    original = session._run
 
-    def recording(feeds):
-        feeds_seen.append({k: np.array(v, copy=True) for k, v in feeds.items()})
-        return original(feeds)
+    def recording(original):
+        def run(feeds):
+            feeds_seen.append({k: np.array(v, copy=True) for k, v in feeds.items()})
+            return original(feeds)
+        return run
 
-    session._run = recording
+    session._run, session._run_best = recording(session._run), recording(session._run_best)
     try:
         model.predict(image)
     finally:
-        session._run = original
+        del session._run, session._run_best  # the class's methods again
     if not feeds_seen:
         feeds_seen.append({session.inputs[0].name: HOST_PREPROCESS[model.task](image, model.params)})
     return feeds_seen

@@ -78,6 +78,12 @@ class StageTimer:
         return spans
 
 
+def best_of(scores: np.ndarray) -> List[np.ndarray]:
+    """Arg-max over the last axis (the first index on ties) and the score there."""
+    best = scores.argmax(axis=-1)
+    return [best, np.take_along_axis(scores, best[..., None], axis=-1)[..., 0]]
+
+
 class EngineSession(ABC):
     """A model loaded on one device. ``run`` is safe to call from several threads."""
 
@@ -114,10 +120,9 @@ class EngineSession(ABC):
         return best, score
 
     def _run_best(self, feeds: Mapping[str, np.ndarray]) -> List[np.ndarray]:
-        """``run_best`` on the host: engines that can reduce on their device override this."""
-        scores = self._run(feeds)[0]
-        best = scores.argmax(axis=-1)
-        return [best, np.take_along_axis(scores, best[..., None], axis=-1)[..., 0]]
+        """``run_best`` on the host: engines that can reduce on their device, or read their output buffers in
+        place, override this."""
+        return best_of(self._run(feeds)[0])
 
     def _takes_images(self, scale: np.ndarray) -> bool:
         """Whether an ``image_runner`` can serve this model: one NCHW input of 3 channels, 3 normalising factors."""
