@@ -60,18 +60,8 @@ def record_feeds(model: Any, image: np.ndarray) -> List[Dict[str, np.ndarray]]:
     then runs the model as given, and the in-engine normalisation counts as ours."""
     session = model.session
     feeds_seen: List[Dict[str, np.ndarray]] = []
-
-    def recording(original):
-        def run(feeds):
-            feeds_seen.append({k: np.array(v, copy=True) for k, v in feeds.items()})
-            return original(feeds)
-        return run
-
-    session._run, session._run_best = recording(session._run), recording(session._run_best)
-    try:
+    with session.watching_feeds(lambda feeds: feeds_seen.append({k: np.array(v, copy=True) for k, v in feeds.items()})):
         model.predict(image)
-    finally:
-        del session._run, session._run_best  # the class's methods again
     if not feeds_seen:
         feeds_seen.append({session.inputs[0].name: HOST_PREPROCESS[model.task](image, model.params)})
     return feeds_seen

@@ -29,6 +29,7 @@ so there a larger batch size changes only how latency is counted, not the work d
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import platform
 import resource
@@ -257,27 +258,20 @@ def profile_engines(
     timers, modules = _timers(runner)
     sub_modules = getattr(runner, "sub_modules", None) or {next(iter(modules)): runner}
     largest: Dict[str, Dict[str, np.ndarray]] = {}
-    patched = []
-    for name, predictor in sub_modules.items():
-        session = predictor.session
+    with contextlib.ExitStack() as stack:
+        for name, predictor in sub_modules.items():
+            session = predictor.session
 
-        def record(feeds, _run=session._run, _name=name):
-            size = sum(a.size for a in feeds.values())
-            if size > sum(a.size for a in largest.get(_name, {}).values()):
-                largest[_name] = {k: np.array(v) for k, v in feeds.items()}
-            return _run(feeds)
+            def keep_largest(feeds, _name=name):
+                if sum(a.size for a in feeds.values()) > sum(a.size for a in largest.get(_name, {}).values()):
+                    largest[_name] = {k: np.array(v) for k, v in feeds.items()}
 
-        session._run = record  # instance attributes shadow the class's methods until deleted below
-        if hasattr(session, "image_runner"):
-            session.image_runner = lambda *args: None
-        patched.append(session)
-    try:
+            stack.enter_context(session.watching_feeds(keep_largest))
+            if hasattr(session, "image_runner"):
+                session.image_runner = lambda *args: None  # instance attribute, removed below
+                stack.callback(session.__dict__.pop, "image_runner", None)
         for item in iter_inputs(inputs, page_range=page_range):
             runner.predict(item.image, **predict_options)
-    finally:
-        for session in patched:
-            del session._run
-            session.__dict__.pop("image_runner", None)
     out: Dict[str, str] = {}
     for name, predictor in sub_modules.items():
         session = predictor.session

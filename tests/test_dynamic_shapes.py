@@ -77,9 +77,9 @@ def test_a_batch_larger_than_the_bound_is_split_to_fit(backend, shared_images):
     with create_model(REC, use_hpip=True, hpi_config={"backend": backend}) as free:
         expected = free.recognize(crops)
     with create_model(REC, use_hpip=True, hpi_config=bounded(backend, shapes), batch_size=6) as model:
-        engine_run, batches = model.session._run_best, []  # recognition reads each step's best class only
-        model.session._run_best = lambda feeds: batches.append(len(feeds["x"])) or engine_run(feeds)
-        got = model.recognize(crops)  # batches of up to 6 crops run as pieces of at most 2
+        batches = []
+        with model.session.watching_feeds(lambda feeds: batches.append(len(feeds["x"]))):  # once per engine call
+            got = model.recognize(crops)  # batches of up to 6 crops run as pieces of at most 2
     assert batches == [2, 2, 2, 1]  # 7 crops: a batch of 6 in three pieces, then one
     assert [t for t, _ in got] == [t for t, _ in expected]
     np.testing.assert_allclose([s for _, s in got], [s for _, s in expected], rtol=1e-4)

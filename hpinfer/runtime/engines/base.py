@@ -18,7 +18,7 @@ import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, List, Mapping, Optional, Tuple
+from typing import TYPE_CHECKING, Callable, ClassVar, Iterator, List, Mapping, Optional, Tuple
 
 import numpy as np
 
@@ -123,6 +123,30 @@ class EngineSession(ABC):
         """``run_best`` on the host: engines that can reduce on their device, or read their output buffers in
         place, override this."""
         return best_of(self._run(feeds)[0])
+
+    @contextlib.contextmanager
+    def watching_feeds(self, see: Callable[[Mapping[str, np.ndarray]], None]) -> Iterator[None]:
+        """Within the block, ``see(feeds)`` once per engine call (``run``, ``run_one`` or ``run_best``), for tools
+        that record what a model is fed (bench --profile, benchmarks). One thread at a time."""
+        depth = 0  # a host-side run_best runs _run inside: that call is seen once
+
+        def watched(method):
+            def run(feeds):
+                nonlocal depth
+                if depth == 0:
+                    see(feeds)
+                depth += 1
+                try:
+                    return method(feeds)
+                finally:
+                    depth -= 1
+            return run
+
+        self._run, self._run_best = watched(self._run), watched(self._run_best)  # instance attributes shadow the class's
+        try:
+            yield
+        finally:
+            del self._run, self._run_best
 
     def _takes_images(self, scale: np.ndarray) -> bool:
         """Whether an ``image_runner`` can serve this model: one NCHW input of 3 channels, 3 normalising factors."""
