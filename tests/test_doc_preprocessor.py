@@ -38,6 +38,11 @@ def test_upright_undoes_a_clockwise_turn() -> None:
     np.testing.assert_array_equal(upright(clockwise_90, 90), page)
     np.testing.assert_array_equal(upright(np.rot90(clockwise_90, 2), 270), page)
     assert upright(page, 0) is page
+    colour = np.arange(4 * 5 * 3, dtype=np.uint8).reshape(4, 5, 3)
+    for angle in (90, 180, 270, 450):
+        turned = upright(colour, angle)
+        np.testing.assert_array_equal(turned, np.rot90(colour, angle // 90))
+        assert turned.flags["C_CONTIGUOUS"]
 
 
 def test_switch_per_call_and_at_creation(pipeline, shared_images, tmp_path) -> None:
