@@ -29,8 +29,8 @@ one pass per round: images/s, mean and p90 latency per image. The table shows th
 each ratio is the median of the per-round ratios.
 
 Our configurations are also timed as a stream: after each round's image-by-image passes, each of ours runs
-``predict_iter`` over the whole image list once (stage threads: decode | detect | recognise, see
-``hpinfer/pipelines/ocr.py``), giving "stream images/s"; its texts are checked equal to the per-image ones.
+``predict_iter(use_queues=True)`` over the whole image list once (stage threads: decode | detect | recognise,
+see ``hpinfer/pipelines/ocr.py``; off by default on a CPU), giving "stream images/s"; its texts are checked equal to the per-image ones.
 The peers have no such mode, so "stream throughput ours/peer" divides our stream rate by the peer's
 image-by-image rate.
 
@@ -123,7 +123,7 @@ def ours(pipeline: str, models: str, label: str, **kwargs: Any) -> Config:
         pipe = hpinfer.create_pipeline(pipeline, **kwargs)
         # "openvino 2026.4.1-22982-e213a147257-releases/2026/4 CPU ..." -> "openvino 2026.4.1 CPU ..."
         settings = [" ".join(w.split("-")[0] for w in p.session.settings.split()) for p in pipe.predictors]
-        config.stream = lambda imgs: [r["rec_texts"] for r in pipe.predict_iter(imgs)]
+        config.stream = lambda imgs: [r["rec_texts"] for r in pipe.predict_iter(imgs, use_queues=True)]
         return (lambda img: pipe.predict(img)[0]["rec_texts"]), _one_or_all(settings)
 
     config = Config(f"ours {label}", models, "ours", load)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 
 import numpy as np
 import pytest
@@ -121,18 +122,26 @@ def _same(a, b) -> bool:
     return all(a[k] == b[k] for k in keys) and all(np.array_equal(a[k], b[k]) for k in ("dt_polys", "rec_polys", "rec_boxes"))
 
 
+def _stage_threads() -> int:
+    return sum(t.name.startswith(("hpinfer-stage", "hpinfer-source")) for t in threading.enumerate())
+
+
 def test_stage_threads_give_the_sequential_results_in_order(ocr, shared_images, tmp_path):
     """Directory, list and PDF input through the three stage threads: the same results, bit for bit, as one
-    image at a time, in input order."""
+    image at a time, in input order. On a CPU they are off unless asked for (they did not pay there)."""
     files = sorted(str(p) for p in shared_images.iterdir())
+    stream = ocr.predict_iter(files)
+    next(stream)
+    assert _stage_threads() == 0  # the CPU default: one image after the other in this thread
+    stream.close()
     sequential = ocr.predict(files, use_queues=False)
-    for queued in (ocr.predict(files), ocr.predict(str(shared_images), use_queues=True, queue_size=1)):
+    for queued in (ocr.predict(files, use_queues=True), ocr.predict(str(shared_images), use_queues=True, queue_size=1)):
         assert len(queued) == len(sequential) == len(files)
         assert all(_same(a, b) for a, b in zip(sequential, queued))
     pages = [Image.open(shared_images / name).convert("RGB") for name in ("paragraph_en.jpg", "single_line.jpg", "ja_lines.jpg")]
     pdf = tmp_path / "pages.pdf"
     pages[0].save(pdf, "PDF", save_all=True, append_images=pages[1:])
-    queued = list(ocr.predict_iter(str(pdf), page_range=(2, 3)))
+    queued = list(ocr.predict_iter(str(pdf), page_range=(2, 3), use_queues=True))
     assert [r["page_index"] for r in queued] == [1, 2]
     assert all(_same(a, b) for a, b in zip(ocr.predict(str(pdf), page_range=(2, 3), use_queues=False), queued))
 
@@ -140,8 +149,9 @@ def test_stage_threads_give_the_sequential_results_in_order(ocr, shared_images, 
 def test_stage_threads_raise_a_bad_input_where_it_is(ocr, shared_images, tmp_path):
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"not an image")
-    stream = ocr.predict_iter([str(shared_images / "single_line.jpg"), str(bad), str(shared_images / "tiny.png")])
+    stream = ocr.predict_iter([str(shared_images / "single_line.jpg"), str(bad), str(shared_images / "tiny.png")], use_queues=True)
     assert next(stream)["rec_texts"] == ["在中国作家协会第三届儿童文学"]
+    assert _stage_threads() > 0
     with pytest.raises(hpinfer.InputError, match="broken.jpg"):
         next(stream)
 

@@ -1,14 +1,17 @@
 """The OCR pipeline: detect text lines, turn upside-down lines upright, recognise each line.
 
-Several images (a directory, a PDF, a list) stream through three threads joined by bounded queues
-(``use_queues``, on by default for such input; stages.py): decoding, detection (with the line crops) and
-recognition of consecutive images overlap, results come in input order and equal ``predict``'s one image
-at a time. The engines' inference does not oversubscribe the cores: OpenVINO models compiled with the same
-settings share one CPU executor, so two stages' inferences take turns while the Python work around them
-(decoding, cropping, post-processing) runs beside. Measured on 2 cores (2026-11-25, OpenVINO fp32, the 10
-shared images + 3 A4 pages): 3.1 images/s queued as sequential, within noise, since inference keeps both cores
-busy; with ``cpu_num_streams: 2`` (det and rec truly in parallel, 1 thread each) 2.1 queued, 1.9 sequential.
-The gain needs spare cores (or a stage that waits, e.g. PDF rendering or I/O).
+Several images (a directory, a PDF, a list) can stream through three threads joined by bounded queues
+(``use_queues``; stages.py): decoding, detection (with the line crops) and recognition of consecutive images
+overlap, results come in input order and equal ``predict``'s one image at a time. The engines' inference does
+not oversubscribe the cores: OpenVINO models compiled with the same settings share one CPU executor, so two
+stages' inferences take turns while the Python work around them (decoding, cropping, post-processing) runs
+beside. On a CPU that costs more than it gives when the engines already keep every core busy, so it is off by
+default there; on a GPU (the device computes while the host prepares the next image) it is on for several
+images. Measured on 2 cores (2026-11-26, OpenVINO fp32, best of 3-4 passes, benchmarks/RESULTS.md): the 13
+compare_peers images as files 3.40 images/s sequential vs 3.30 queued, as arrays 3.48 vs 3.36, a 6-page PDF
+1.605 vs 1.582; compare_peers' stream column 3-7 % below its image-by-image one for every OpenVINO setting.
+With ``cpu_num_streams: 2`` (det and rec truly in parallel, 1 thread each) 2.1 queued, 1.9 sequential, both
+slower than one stream with 2 threads (2026-11-25).
 
 Timing hooks (no-ops unless ``hpinfer.bench`` enables them): each sub-module call is a "call" span on
 that predictor's timer, and the pipeline's own work is "pre" (bounds, padding), "crop" and "post"
@@ -63,8 +66,9 @@ class OCROptions(Params):
     text_det_thresh: Optional[float] = Field(None, ge=0, le=1)
     text_det_box_thresh: Optional[float] = Field(None, ge=0, le=1)
     text_det_unclip_ratio: Optional[float] = Field(None, gt=0)
-    # Stage threads for several images (decode | detect + crop | recognise); None: on when the input holds
-    # more than one image (a list, directory or PDF), off for one image. Results are the same either way.
+    # Stage threads for several images (decode | detect + crop | recognise); None: on a GPU, on when the input
+    # holds more than one image (a list, directory or PDF); on a CPU off (measured: module docstring).
+    # Results are the same either way.
     use_queues: Optional[bool] = None
     queue_size: int = Field(2, ge=1)  # images waiting between two stages
 
@@ -166,7 +170,7 @@ class OCRPipeline(PipelineBase):
 
     def predict_iter(self, inputs: Any, page_range: Optional[PageRange] = None, **options: Any) -> Iterator[Result]:
         opts, det_params = self._call_options(options)
-        use_queues = opts.use_queues if opts.use_queues is not None else _several(inputs)
+        use_queues = opts.use_queues if opts.use_queues is not None else self.device.is_gpu and _several(inputs)
         if not use_queues:
             for item in iter_inputs(inputs, page_range=page_range):
                 yield from self._run([item], opts, det_params)
