@@ -8,11 +8,12 @@ is replaced by the rule's next engine. Standard inference (``use_hpip`` off) loa
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import time
 from pathlib import Path
-from typing import List, Optional
+from typing import Iterator, List, Optional
 
 from ..config import BackendConfig, HPIConfig
 from ..device import Device
@@ -47,7 +48,8 @@ def _open(model_name: str, model_path: Path, device: Device, use_hpip: bool, hpi
     choice = choose_engine(model_name, device, use_hpip, hpi)
     if not use_hpip:
         start = time.perf_counter()
-        session = ENGINES[choice.backend].load(model_path, choice.config, device)
+        with _naming(model_name):
+            session = ENGINES[choice.backend].load(model_path, choice.config, device)
         _log_loaded(model_name, device, choice, session, time.perf_counter() - start, "")
         return session
     candidates = [choice] + (fallbacks(choice, device) if choice.may_fall_back else [])
@@ -56,9 +58,10 @@ def _open(model_name: str, model_path: Path, device: Device, use_hpip: bool, hpi
         for config in precision_ladder(candidate, device):
             start = time.perf_counter()
             try:
-                artifact = build_engine(model_name, model_path, candidate.backend, config, device, task)
-                refusal = _refusal(candidate, config, artifact.drift, task)
-                session = None if refusal else artifact.open(model_path, device)
+                with _naming(model_name):
+                    artifact = build_engine(model_name, model_path, candidate.backend, config, device, task)
+                    refusal = _refusal(candidate, config, artifact.drift, task)
+                    session = None if refusal else artifact.open(model_path, device)
             except HpinferError:
                 raise
             except Exception as err:  # an engine failing on a model is a fact to log, then try the next one
@@ -73,6 +76,15 @@ def _open(model_name: str, model_path: Path, device: Device, use_hpip: bool, hpi
             _log_loaded(model_name, device, candidate, session, time.perf_counter() - start, _cache_note(artifact))
             return session
     raise EngineUnavailableError(f"{model_name}: no engine could load {model_path.name}: {'; '.join(failures)}")
+
+
+@contextlib.contextmanager
+def _naming(model_name: str) -> Iterator[None]:
+    """An engine's refusal (it knows only a file, maybe the model cache's copy) names the model it was for."""
+    try:
+        yield
+    except EngineUnavailableError as err:
+        raise EngineUnavailableError(f"{model_name}: {err}") from None
 
 
 def tolerance(config: BackendConfig, task: Optional[ModelTask]) -> Optional[float]:

@@ -612,8 +612,7 @@ torch.cuda.synchronize() if sys.argv[2].startswith("cuda") else None
 """
 
 
-def _check_package_in_child(package: Path, example: Sequence[int], device: Device, model_name: str,
-                            load_kwargs: Mapping[str, object]) -> None:
+def _check_package_in_child(package: Path, example: Sequence[int], device: Device, load_kwargs: Mapping[str, object]) -> None:
     """Load and run a new package in a child process before the cache keeps it. On an H100 with torch 2.11
     (2026-11-26) every package built there (line classifier, rec, det; fp32 and fp16) killed a fresh process
     that loaded it with a segmentation fault inside ``aoti_load_package``: such a package must cost a refusal
@@ -625,12 +624,12 @@ def _check_package_in_child(package: Path, example: Sequence[int], device: Devic
         done = subprocess.run([sys.executable, "-c", _PACKAGE_CHECK, str(package), target, ",".join(map(str, example)),
                                json.dumps(dict(load_kwargs))], capture_output=True, text=True, timeout=600)
     except subprocess.TimeoutExpired:
-        raise EngineUnavailableError(f"{model_name}: the AOTInductor package did not load and run within 600 s in a check process")
+        raise EngineUnavailableError("the AOTInductor package did not load and run within 600 s in a check process")
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["no message"])[-1]
         how = "a segmentation fault" if done.returncode == -11 else f"exit code {done.returncode}: {last}"
         raise EngineUnavailableError(
-            f"{model_name}: torch {torch.__version__} built an AOTInductor package that fails to load and run on {device} "
+            f"torch {torch.__version__} built an AOTInductor package that fails to load and run on {device} "
             f"({how}, in a check process); use compile instead of aot")
 
 
@@ -662,7 +661,7 @@ def _aot(entry, graph: "Graph", model_path: Path, config: BackendConfig, device:
         info["export_seconds"] = round(time.perf_counter() - start, 2)
         with torch.inference_mode():
             torch._inductor.aoti_compile_and_package(program, package_path=str(folder / AOT_PACKAGE))
-        _check_package_in_child(folder / AOT_PACKAGE, info["example"], device, model_path.name, kwargs)
+        _check_package_in_child(folder / AOT_PACKAGE, info["example"], device, kwargs)
         return info
 
     found = cache.get_or_build(entry_dir, fields, build, model_path.stem)
