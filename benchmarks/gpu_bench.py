@@ -24,6 +24,7 @@ Sections (each one's failure is recorded and the next one runs):
   profile2     ``hpinfer bench --profile`` of the OCR pipeline on the GPU (fp16), and rec 128 per kernel
  (third session, issue 5)
   best         recognition's arg-max on the GPU (run_best) vs scores copied to the host: rec run time, pipeline images/s
+  queues       the OCR pipeline's stage threads (use_queues) on vs off on the GPU
 
 Writes DIR/gpu_bench.json (all numbers), DIR/gpu_bench.md (tables), DIR/profile_det.txt. GPU times are CUDA-event
 medians with inputs already on the device; "run()" times are wall-clock medians of ``session.run`` from numpy to
@@ -759,6 +760,31 @@ def best(inputs: Dict[str, np.ndarray]) -> Dict[str, Any]:
     return out
 
 
+def queues(inputs: Dict[str, np.ndarray]) -> Dict[str, Any]:
+    """The OCR pipeline's stage threads on the GPU (fp16): ``predict_iter`` over the pipeline inputs with
+    ``use_queues`` on and off, alternating, after every shape has its graph; texts compared."""
+    hpi = _hpi("torch", "fp16" if DEVICE.is_gpu else "fp32", cudnn_benchmark=False)
+    out: Dict[str, Any] = {}
+    texts: Dict[bool, List[List[str]]] = {}
+    with hpinfer.create_pipeline("OCR", device=str(DEVICE), use_hpip=True, hpi_config=hpi) as pipe:
+        pages = list(inputs.values())
+
+        def images_per_s(on: bool) -> float:
+            start = time.perf_counter()
+            texts[on] = [r["rec_texts"] for r in pipe.predict_iter(pages, use_queues=on)]
+            return round(len(pages) / (time.perf_counter() - start), 2)
+
+        for on in (False, True, False, True):  # warm-up: graphs captured on the second sighting of a shape
+            images_per_s(on)
+        for on in (True, False) * 3:
+            out.setdefault("queues on" if on else "queues off", []).append(images_per_s(on))
+            log(on, out["queues on" if on else "queues off"][-1], "images/s")
+    out["on/off (best rounds)"] = round(max(out["queues on"]) / max(out["queues off"]), 3)
+    out["texts_identical"] = texts[True] == texts[False]
+    log(json.dumps(out, indent=1))
+    return out
+
+
 def markdown() -> str:
     lines = []
     info = results.get("env", {})
@@ -772,7 +798,7 @@ def markdown() -> str:
             lines += ["", f"### {title} (ms; GPU columns: CUDA events, input on device; run: numpy → numpy)", "",
                       "| model input | " + " | ".join(cols) + " |", "|" + " --- |" * (len(cols) + 1)]
             lines += [f"| {k} | " + " | ".join(f"{r.get(c, float('nan')):.3g}" for c in cols) + " |" for k, r in rows.items()]
-    for key in ("correct", "concurrency", "pipeline", "pipeline_threads", "aoti", "fidelity", "throughput", "rec128", "aot", "profile2", "best"):
+    for key in ("correct", "concurrency", "pipeline", "pipeline_threads", "aoti", "fidelity", "throughput", "rec128", "aot", "profile2", "best", "queues"):
         if key in results:
             lines += ["", f"### {key}", "", "```", json.dumps(results[key], indent=1, ensure_ascii=False)[:6000], "```"]
     return "\n".join(lines) + "\n"
@@ -816,7 +842,7 @@ def main() -> None:
     wanted = args.sections.split(",")
     pics = images(args.images)
     inputs: Dict[str, np.ndarray] = {}
-    if {"fidelity", "throughput", "profile2", "best"} & set(wanted):
+    if {"fidelity", "throughput", "profile2", "best", "queues"} & set(wanted):
         inputs = pipeline_inputs(args.images, PAGES_DIR)
     steps = {
         "env": env, "correct": lambda: correct(pics), "table": lambda: table(pics, compiled=False),
@@ -826,6 +852,7 @@ def main() -> None:
         "aoti": lambda: aoti(pics, args.out),
         "fidelity": lambda: fidelity(inputs), "throughput": lambda: throughput(inputs), "rec128": lambda: rec128(pics),
         "aot": lambda: aot_section(pics), "profile2": lambda: profile2(inputs), "best": lambda: best(inputs),
+        "queues": lambda: queues(inputs),
     }
     for name in wanted:
         section(name, steps[name])

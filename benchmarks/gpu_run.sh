@@ -6,6 +6,7 @@
 #   bash benchmarks/gpu_run.sh serve          # serve_load.py with the torch engine: batching on vs off (SERVE_PAYLOADS=pages,
 #                                             # SERVE_HPI, SERVE_TAG: a suffix for the output files)
 #   bash benchmarks/gpu_run.sh best           # recognition's arg-max on the GPU vs on the host (gpu_bench.py best)
+#   bash benchmarks/gpu_run.sh queues         # the OCR pipeline's stage threads on vs off (gpu_bench.py queues)
 #
 # That machine has torch but not our other dependencies and cannot reach a package index: the wheels, model
 # packages and sample images travel in .device_carry/torch6 (gitignored; name it in the call's `carry`).
@@ -35,6 +36,8 @@ for step in "$@"; do
         --variant-limit 200 2>&1 | tee "$OUT/rec128.log" ;;
     best)
       timeout 480 python3 benchmarks/gpu_bench.py --out "$OUT/best" --images $IMAGES --sections env,best 2>&1 | tee "$OUT/best.log" ;;
+    queues)
+      timeout 300 python3 benchmarks/gpu_bench.py --out "$OUT/queues" --images $IMAGES --sections env,queues 2>&1 | tee "$OUT/queues.log" ;;
     serve)
       P=${SERVE_PAYLOADS:-images}
       timeout ${SERVE_TIMEOUT:-560} python3 benchmarks/serve_load.py --device gpu:0 --use_hpip --hpi_config "$SERVE_HPI" \
