@@ -49,7 +49,8 @@ def add_commands(subparsers: Any, common_parent: argparse.ArgumentParser) -> Non
         ("max_download_mb", float, "size of a URL input"),
     ):
         default = _DEFAULTS[name]
-        limits.add_argument(f"--{name}", type=kind, default=default, help=help_text + ("" if default is None else " (default %(default)s)"))
+        shown = "" if default is None else " (default %(default)s)"  # None: the help text says the per-device default
+        limits.add_argument(f"--{name}", type=kind, default=default, help=help_text + shown)
     serve.add_argument("--allow_private_urls", action="store_true", help="let URL inputs reach private, loopback and link-local addresses")
     serve.add_argument("--api_key", default=os.environ.get(API_KEY_ENV), help="require 'Authorization: Bearer <key>'")
     serve.add_argument("--cors_origins", default="", help="comma-separated origins allowed by CORS (default: CORS off)")

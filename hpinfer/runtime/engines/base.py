@@ -116,7 +116,8 @@ class EngineSession(ABC):
         C (PP-OCR rec: 6625)."""
         feeds = {self.inputs[0].name: array}
         with self.timer.stage("infer"):
-            best, score = self._run_best(feeds) if self.shape_bounds is None else self.shape_bounds.run(feeds, self._run_best)
+            bounds = self.shape_bounds
+            best, score = self._run_best(feeds) if bounds is None else bounds.run(feeds, self._run_best)
         return best, score
 
     def _run_best(self, feeds: Mapping[str, np.ndarray]) -> List[np.ndarray]:

@@ -59,7 +59,8 @@ class _RequestPool:
         for _ in range(size):
             self._free.put(compiled.create_infer_request())
 
-    def run(self, feeds: Mapping[Any, np.ndarray], read: Callable[[List[np.ndarray]], List[np.ndarray]] = _copies) -> List[np.ndarray]:
+    def run(self, feeds: Mapping[Any, np.ndarray], read: Callable[[List[np.ndarray]], List[np.ndarray]] = _copies,
+            ) -> List[np.ndarray]:
         """``read`` gets the outputs in the request's own buffers, which the next call reuses: it returns what
         may outlive the call (by default copies of them all)."""
         request = self._free.get()
