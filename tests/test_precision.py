@@ -8,6 +8,7 @@ import logging
 import shutil
 from pathlib import Path
 
+import cv2
 import numpy as np
 import onnx
 import pytest
@@ -239,3 +240,24 @@ def test_layout_int8_is_calibrated_on_pages_and_its_region_drift_measured(cache_
     # What the guard measured on held-back pages says what happens on this page too: int8 loses regions.
     assert len(regions) != len(reference) and drift["value"] > 0
 
+
+
+def test_a_guard_with_nothing_to_judge_refuses_in_safe_mode(cache_dir, shared_images, tmp_path, caplog):
+    """Calibration pages where the fp32 model finds no region leave the guard nothing to compare: a drift of 0 there
+    proves nothing, so safe mode refuses the reduced precision (and falls back); manual mode warns and obeys."""
+    caplog.set_level(logging.INFO, logger="hpinfer.runtime")
+    blank = tmp_path / "blank"
+    blank.mkdir()
+    cv2.imwrite(str(blank / "white.png"), np.full((1100, 850, 3), 255, np.uint8))  # a blank page: no region at all
+    layout = "PicoDet_layout_1x_CDLA"
+    with create_model(layout, use_hpip=True, hpi_config=hpi(blank, "onnxruntime", "int8", auto=False)) as manual:
+        assert "precision=int8" in manual.session.settings
+        drift = manifest(manual)["info"]["drift"]
+    assert drift["compared"] == 0 and drift["value"] == 0
+    assert any("nothing to judge" in r.getMessage() and "manual mode: used anyway" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    with create_model(layout, use_hpip=True, hpi_config=hpi(blank, "onnxruntime", "int8")) as safe:
+        assert "precision=int8" not in safe.session.settings
+    (refused,) = guard_warnings(caplog)
+    assert refused.startswith(f"{layout}: int8 on onnxruntime refused by the accuracy guard: the accuracy guard had nothing to judge")
+    assert "calibration.data" in refused

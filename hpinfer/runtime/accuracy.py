@@ -10,12 +10,14 @@ The metric functions take plain arrays and sequences; ``DRIFT`` applies them to 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Dict, List, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
 
 MATCH_IOU = 0.5
+# In the cache key of every reduced-precision engine: a change to what the guard records rebuilds its report.
+GUARD_REVISION = 2  # 2: Drift.compared
 
 # Largest drift accepted in safe mode when hpi_config sets no accuracy_tolerance.
 DEFAULT_TOLERANCE: Dict[str, float] = {
@@ -35,6 +37,9 @@ class Drift:
     value: float
     inputs: int
     details: Dict[str, float]
+    # What the fp32 reference held for the metric to judge (boxes, regions, characters, labels); 0: nothing, so
+    # a drift of 0 proves nothing. None: not recorded (an engine built before it was).
+    compared: Optional[int] = None
 
     def as_dict(self) -> Dict[str, Any]:
         return asdict(self)
@@ -42,6 +47,10 @@ class Drift:
     def __str__(self) -> str:
         shown = ", ".join(f"{k} {v:.4f}" for k, v in self.details.items())
         return f"{self.metric} {self.value:.4f} on {self.inputs} held-back input(s) ({shown})"
+
+    @property
+    def vacuous(self) -> bool:
+        return self.compared == 0
 
 
 def quad_iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -104,18 +113,22 @@ def ctc_labels(probs: np.ndarray) -> List[Tuple[int, ...]]:
     return [tuple(int(c) for k, c in enumerate(row) if c != 0 and (k == 0 or c != row[k - 1])) for row in best]
 
 
-def _detection(refs: List[List[np.ndarray]], outs: List[List[np.ndarray]], params) -> Tuple[str, float, Dict[str, float]]:
+Measured = Tuple[str, float, Dict[str, float], int]  # metric, drift, details, reference items compared
+
+
+def _detection(refs: List[List[np.ndarray]], outs: List[List[np.ndarray]], params) -> Measured:
     from ..models.text_detection import postprocess
 
     def boxes(outputs):
         prob = outputs[0]
         return list(postprocess(prob, prob.shape[2], prob.shape[3], params)[0])
 
-    scores = box_scores([boxes(r) for r in refs], [boxes(o) for o in outs])
-    return "1 - box F1 x IoU", 1.0 - scores["f1"] * scores["mean_iou"], scores
+    reference = [boxes(r) for r in refs]
+    scores = box_scores(reference, [boxes(o) for o in outs])
+    return "1 - box F1 x IoU", 1.0 - scores["f1"] * scores["mean_iou"], scores, sum(map(len, reference))
 
 
-def _layout(refs: List[List[np.ndarray]], outs: List[List[np.ndarray]], params) -> Tuple[str, float, Dict[str, float]]:
+def _layout(refs: List[List[np.ndarray]], outs: List[List[np.ndarray]], params) -> Measured:
     """Regions must keep their class: each class's boxes are matched separately, then pooled."""
     from ..models.layout_detection import postprocess
 
@@ -135,24 +148,24 @@ def _layout(refs: List[List[np.ndarray]], outs: List[List[np.ndarray]], params) 
             reference.append(ref_regions.get(cls, []))
             got.append(out_regions.get(cls, []))
     scores = box_scores(reference, got)
-    return "1 - region F1 x IoU (per class)", 1.0 - scores["f1"] * scores["mean_iou"], scores
+    return "1 - region F1 x IoU (per class)", 1.0 - scores["f1"] * scores["mean_iou"], scores, sum(map(len, reference))
 
 
-def _recognition(refs, outs, params) -> Tuple[str, float, Dict[str, float]]:
+def _recognition(refs, outs, params) -> Measured:
     reference = [label for r in refs for label in ctc_labels(r[0])]
     texts = [label for o in outs for label in ctc_labels(o[0])]
     scores = text_scores(reference, texts)
-    return "CER", scores["cer"], scores
+    return "CER", scores["cer"], scores, sum(map(len, reference))
 
 
-def _classification(refs, outs, params) -> Tuple[str, float, Dict[str, float]]:
+def _classification(refs, outs, params) -> Measured:
     reference = np.concatenate([r[0].argmax(axis=-1).ravel() for r in refs])
     chosen = np.concatenate([o[0].argmax(axis=-1).ravel() for o in outs])
     agreement = float(np.mean(reference == chosen))
-    return "1 - top-1 agreement", 1.0 - agreement, {"top1_agreement": agreement}
+    return "1 - top-1 agreement", 1.0 - agreement, {"top1_agreement": agreement}, len(reference)
 
 
-DRIFT: Dict[str, Callable[..., Tuple[str, float, Dict[str, float]]]] = {
+DRIFT: Dict[str, Callable[..., Measured]] = {
     "text_detection": _detection,
     "text_recognition": _recognition,
     "textline_orientation": _classification,
@@ -163,5 +176,5 @@ DRIFT: Dict[str, Callable[..., Tuple[str, float, Dict[str, float]]]] = {
 
 def measure(task: str, params, reference: List[List[np.ndarray]], outputs: List[List[np.ndarray]]) -> Drift:
     """Drift of ``outputs`` from ``reference`` (both: per input, the model's output arrays)."""
-    metric, value, details = DRIFT[task](reference, outputs, params)
-    return Drift(metric, round(float(value), 6), len(reference), {k: round(float(v), 6) for k, v in details.items()})
+    metric, value, details, compared = DRIFT[task](reference, outputs, params)
+    return Drift(metric, round(float(value), 6), len(reference), {k: round(float(v), 6) for k, v in details.items()}, compared)

@@ -72,6 +72,7 @@ def engine_fields(model_path: Path, backend: str, config: BackendConfig, device:
     if config.precision != "fp32" and task is not None:  # the drift report depends on the held-back set
         fields["task"] = task.digest()
         fields["calibration_set"] = source_digest(task, config.calibration)
+        fields["guard"] = accuracy.GUARD_REVISION
     if config.precision == "int8":
         fields["quantizer"] = _quantizer_version()
         engine = ENGINES[backend]

@@ -96,9 +96,15 @@ def tolerance(config: BackendConfig, task: Optional[ModelTask]) -> Optional[floa
 def _refusal(choice: EngineChoice, config: BackendConfig, drift: Optional[Drift], task: Optional[ModelTask]) -> Optional[str]:
     """Why safe mode refuses this precision, or None. Manual mode only reports a drift over the tolerance."""
     limit = tolerance(config, task)
-    if config.precision == "fp32" or drift is None or limit is None or drift.value <= limit:
+    if config.precision == "fp32" or drift is None or limit is None:
         return None
-    reason = f"{drift} exceeds the tolerance {limit}"
+    if drift.vacuous:
+        reason = (f"the accuracy guard had nothing to judge: on its {drift.inputs} held-back input(s) the fp32 model "
+                  f"finds nothing for '{drift.metric}' to compare; give calibration.data inputs like yours")
+    elif drift.value <= limit:
+        return None
+    else:
+        reason = f"{drift} exceeds the tolerance {limit}"
     if not choice.guarded:
         log.warning("%s at %s: %s (manual mode: used anyway)", choice.backend, config.precision, reason)
         return None
