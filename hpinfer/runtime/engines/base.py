@@ -114,10 +114,8 @@ class EngineSession(ABC):
         each position (N x T x C scores → two N x T arrays; N x C → two of N), all that arg-max heads such as
         CTC decoding read. An engine on a GPU reduces there and sends back two numbers per position instead of
         C (PP-OCR rec: 6625)."""
-        feeds = {self.inputs[0].name: array}
         with self.timer.stage("infer"):
-            bounds = self.shape_bounds
-            best, score = self._run_best(feeds) if bounds is None else bounds.run(feeds, self._run_best)
+            best, score = self._run_bounded({self.inputs[0].name: array}, self._run_best)
         return best, score
 
     def _run_best(self, feeds: Mapping[str, np.ndarray]) -> List[np.ndarray]:
@@ -165,8 +163,10 @@ class EngineSession(ABC):
             self.shape_bounds._check(name, (batch.shape[0], 3, *batch.shape[1:3]), self.shape_bounds.inputs[name])
         return batch
 
-    def _run_bounded(self, feeds: Mapping[str, np.ndarray]) -> List[np.ndarray]:
-        return self._run(feeds) if self.shape_bounds is None else self.shape_bounds.run(feeds, self._run)
+    def _run_bounded(self, feeds: Mapping[str, np.ndarray], run: Optional[Callable] = None) -> List[np.ndarray]:
+        """``run`` (default ``_run``) within the ``dynamic_shapes`` bounds, if any."""
+        run = run or self._run
+        return run(feeds) if self.shape_bounds is None else self.shape_bounds.run(feeds, run)
 
     @abstractmethod
     def _run(self, feeds: Mapping[str, np.ndarray]) -> List[np.ndarray]: ...

@@ -272,7 +272,7 @@ class TorchSession(EngineSession):
         self.fn: Callable[..., Sequence[torch.Tensor]] = module if fn is None else fn  # (a compiled module has no truth value)
         self.own_graphs = device.is_gpu and options.own_cuda_graphs
         self.aot: Optional[Dict[str, object]] = None  # AOTInductor package: path, built or loaded, seconds
-        self._image_fns: Dict[Tuple[float, ...], Callable] = {}
+        self._image_runners: Dict[Tuple[float, ...], Callable[[np.ndarray], List[np.ndarray]]] = {}
         self._names = [t.name for t in inputs]
         bounds = bounds_for(config, self._names[0], 0, inputs[0].shape)  # dynamic_shapes, else the model's defaults
         self.buckets = batch_buckets(bounds[0][0], bounds[2][0]) if bounds else []
@@ -329,17 +329,18 @@ class TorchSession(EngineSession):
         if self.torch_device.type != "cuda" or not self.options.device_preprocess or not self._takes_images(scale):
             return None
         factors = (*map(float, scale), *map(float, shift))
-        fn = self._image_fns.get(factors)
-        if fn is None:
-            fn = self._image_fns[factors] = self._normalising(np.asarray(scale, np.float32), np.asarray(shift, np.float32))
-        tag = "u8:" + ",".join(f"{f:.9g}" for f in factors)
+        runner = self._image_runners.get(factors)
+        if runner is None:  # one per normalisation, built at first use (a benign race builds it twice)
+            fn = self._normalising(np.asarray(scale, np.float32), np.asarray(shift, np.float32))
+            tag = "u8:" + ",".join(f"{f:.9g}" for f in factors)
 
-        def run(image: np.ndarray) -> List[np.ndarray]:
-            batch = self._image_batch(image)
-            with self.timer.stage("infer"):
-                return self._run_on_gpu([batch], fn, tag)
+            def runner(image: np.ndarray) -> List[np.ndarray]:
+                batch = self._image_batch(image)
+                with self.timer.stage("infer"):
+                    return self._run_on_gpu([batch], fn, tag)
 
-        return run
+            self._image_runners[factors] = runner
+        return runner
 
     def _normalising(self, scale: np.ndarray, shift: np.ndarray) -> Callable:
         import torch
@@ -400,7 +401,7 @@ class TorchSession(EngineSession):
 
     def close(self) -> None:
         self._contexts = queue.LifoQueue()
-        self._image_fns = {}
+        self._image_runners = {}
         self.module = self.fn = None
 
 
