@@ -4,8 +4,8 @@ tensors that ``predict`` fed it, both timed in the same run, interleaved (predic
 The issue's bar (issue 7): ``predict`` takes at most 1.05x the raw engine time. ``predict`` includes our
 pre-processing (resize, normalise, pad), the session wrapper and post-processing (DB boxes, CTC decoding,
 NMS); "raw" is the engine's own call (``EngineSession._run``: OpenVINO's infer request or ONNX Runtime's
-``run``, outputs copied out of the engine's buffers) on the recorded feeds. Inputs: the shared images for page-level models, and the text-line crops the
-OCR pipeline cuts from them for the line models.
+``run``, outputs copied out of the engine's buffers) on the recorded feeds. Inputs: the shared images for
+page-level models, and the text-line crops the OCR pipeline cuts from them for the line models.
 
     python benchmarks/framework_overhead.py [--use_hpip] [--rounds 5] [--json out.json]
 """
