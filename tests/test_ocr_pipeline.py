@@ -164,4 +164,7 @@ def test_openvino_streams_setting(images):
             hpinfer.create_pipeline("OCR", use_hpip=True, hpi_config={"backend": "openvino"}) as plain:
         assert "streams=2" in streamed.text_rec.session.settings
         assert "streams" not in plain.text_rec.session.settings
+        # every model would pin its streams to the same first cores: two models running at once shared one
+        for module in (streamed.text_det, streamed.text_rec):
+            assert module.session._pool.compiled.get_property("ENABLE_CPU_PINNING") is False
         assert [r["rec_texts"] for r in streamed.predict(images[:3])] == [r["rec_texts"] for r in plain.predict(images[:3])]

@@ -86,6 +86,24 @@ def test_cli_tune_with_no_budget_skips_every_candidate(samples, tmp_path, capsys
     assert main(["tune", "--pipeline", "OCR", "--input", str(samples), "--engines", "nope"]) == 2
 
 
+def test_tune_int8_calibrates_measures_drift_and_writes_what_it_chose(samples, tmp_path):
+    """int8 (``hpinfer tune --int8``) quantizes each model with the default calibration set (bundled examples and
+    generated pages) and is judged on held-back inputs like any reduced precision; the YAML then loads the int8
+    engines it chose and fp32 where int8 drifted too far."""
+    out = tmp_path / "t.yaml"
+    report = tune("OCR", samples, out, engines=["openvino"], precisions=["fp32", "int8"], threads=[2], batches=[32],
+                  repeats=1, progress=False, verify_output=False)
+    int8 = {t.module: t for t in report.trials if t.candidate.precision == "int8"}
+    assert set(int8) == MODULES
+    for trial in int8.values():
+        assert trial.drift is not None and 0 <= trial.drift <= 1
+        assert trial.verdict.startswith(("ok", "rejected (drift")), trial.verdict  # judged, not failed
+    with hpinfer.create_pipeline(str(out)) as tuned:
+        for key, cand in report.chosen.items():
+            assert f"precision={cand.precision}" in tuned.sub_modules[key].session.settings
+            assert cand.precision == "fp32" or int8[key].ok
+
+
 def test_rebatch_splits_and_remembers_the_origin():
     import numpy as np
 

@@ -212,6 +212,9 @@ class OpenVINOEngine(Engine):
         else:
             # Each stream runs one request at a time on its share of the threads; a stream has at least one.
             properties["NUM_STREAMS"] = min(streams, threads)
+            # Unpinned: each model pins its streams to the same first cores, so two models' requests running at
+            # once (pipeline stages, or callers on several threads) would share one core while another idles.
+            properties["ENABLE_CPU_PINNING"] = False
         compiled = core.compile_model(model, "CPU", properties)
         got = int(compiled.get_property("NUM_STREAMS"))
         settings = f"openvino {ov.__version__} CPU threads={threads}" + (f" streams={got}" if streams else "") + (
