@@ -4,7 +4,8 @@
 #   bash benchmarks/gpu_run.sh tests aot      # GPU-only tests, AOTInductor build vs load (+ env); AOT_MODELS=name:precision,...
 #   bash benchmarks/gpu_run.sh rec128         # rec 128x3x48x320 variants (compile modes, 1x1 convs as matmuls, ...)
 #   bash benchmarks/gpu_run.sh serve          # serve_load.py with the torch engine: batching on vs off (SERVE_PAYLOADS=pages,
-#                                             # SERVE_HPI, SERVE_TAG: a suffix for the output files)
+#                                             # SERVE_HPI, SERVE_TAG: a suffix for the output files,
+#                                             # SERVE_PIPELINE=layout_parsing SERVE_ENDPOINT=/layout-parsing)
 #   bash benchmarks/gpu_run.sh best           # recognition's arg-max on the GPU vs on the host (gpu_bench.py best)
 #   bash benchmarks/gpu_run.sh queues         # the OCR pipeline's stage threads on vs off (gpu_bench.py queues)
 #
@@ -41,7 +42,7 @@ for step in "$@"; do
     serve)
       P=${SERVE_PAYLOADS:-images}
       timeout ${SERVE_TIMEOUT:-560} python3 benchmarks/serve_load.py --device gpu:0 --use_hpip --hpi_config "$SERVE_HPI" \
-        --payloads $P --requests ${SERVE_REQUESTS:-8:96,32:192} --rounds 3 --warm_up ${SERVE_WARM_UP:-192} ${SERVE_TWO_THREADS---two_threads_too} \
+        --pipeline ${SERVE_PIPELINE:-OCR} --endpoint ${SERVE_ENDPOINT:-/ocr} --payloads $P --requests ${SERVE_REQUESTS:-8:96,32:192} --rounds 3 --warm_up ${SERVE_WARM_UP:-192} ${SERVE_TWO_THREADS---two_threads_too} \
         --overhead_pairs 20 --json "$OUT/serve_load_gpu_$P${SERVE_TAG-}.json" 2>&1 | tee "$OUT/serve_$P${SERVE_TAG-}.log" ;;
     *) echo "unknown step $step" >&2; exit 2 ;;
   esac

@@ -25,6 +25,7 @@ from hpinfer.serving import AsyncClient, Client, ServeSettings, ServingError, cr
 from hpinfer.serving.cli import main as serving_main
 from hpinfer.serving.client import save_response
 from hpinfer.serving.security import fetch_url
+from hpinfer.pipelines.config import BUNDLED_DIR
 from hpinfer.serving.settings import SETTINGS_ENV
 from test_serving_support import b64, make_pdf, running, static_files
 
@@ -256,9 +257,9 @@ def test_auth(pipeline, files, monkeypatch):
     assert settings_from_args(parser.parse_args(["serve", "--pipeline", "OCR"])).api_key == "from-env"
 
 
-def test_batching_defaults_are_per_device_and_flags_win(monkeypatch):
-    """Measured defaults (settings.device_defaults): batches of 8 in one thread on a CPU, single pages in two
-    threads on a GPU; what the command line gives is kept."""
+def test_batching_defaults_are_per_device_and_pipeline_and_flags_win(monkeypatch, tmp_path):
+    """Measured defaults (settings.measured_defaults): batches of 8 in one thread on a CPU, single pages in two
+    threads on a GPU and for layout_parsing (named or in a YAML); what the command line gives is kept."""
     from hpinfer.serving.cli import add_commands, settings_from_args
     import argparse
 
@@ -268,6 +269,11 @@ def test_batching_defaults_are_per_device_and_flags_win(monkeypatch):
     assert (resolved().max_batch_size, resolved().inference_threads) == (8, 1)
     gpu = resolved("--device", "gpu:0")
     assert (gpu.max_batch_size, gpu.inference_threads) == (1, 2)
+    layout = settings_from_args(parser.parse_args(["serve", "--pipeline", "layout_parsing"]))
+    assert (layout.max_batch_size, layout.inference_threads) == (1, 2)
+    own_yaml = tmp_path / "mine.yaml"
+    own_yaml.write_text((BUNDLED_DIR / "layout_parsing.yaml").read_text())
+    assert ServeSettings(pipeline=str(own_yaml)).inference_threads == 2
     chosen = resolved("--device", "gpu:1", "--max_batch_size", "4", "--inference_threads", "1")
     assert (chosen.max_batch_size, chosen.inference_threads) == (4, 1)
     monkeypatch.setenv(SETTINGS_ENV, gpu.to_env())  # worker processes (--workers) get the resolved values

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Dict, Optional, Sequence
 
 from ..errors import ConfigError
-from .settings import LOG_LEVEL_ENV, SETTINGS_ENV, ServeSettings, device_defaults
+from .settings import LOG_LEVEL_ENV, SETTINGS_ENV, ServeSettings, measured_defaults
 
 COMMANDS = ("serve", "client")
 API_KEY_ENV = "HPINFER_API_KEY"
@@ -35,11 +35,14 @@ def add_commands(subparsers: Any, common_parent: argparse.ArgumentParser) -> Non
     serve.add_argument("--port", type=int, default=8080, help="0 picks a free port (printed at start-up)")
     serve.add_argument("--workers", type=int, default=1, help="processes, each with its own copy of the models")
     limits = serve.add_argument_group("batching and limits")
-    (cpu_batch, cpu_threads), (gpu_batch, gpu_threads) = device_defaults("cpu"), device_defaults("gpu:0")
+    (cpu_batch, cpu_threads), (lp_batch, lp_threads), (gpu_batch, gpu_threads) = (
+        measured_defaults("cpu", "OCR"), measured_defaults("cpu", "layout_parsing"), measured_defaults("gpu:0", "OCR"))
     for name, kind, help_text in (
-        ("max_batch_size", int, f"images per batched pipeline call (default: {cpu_batch} on a CPU, {gpu_batch} on a GPU)"),
+        ("max_batch_size", int, f"images per batched pipeline call (default: {cpu_batch} on a CPU, {lp_batch} there "
+                                f"for layout_parsing, {gpu_batch} on a GPU)"),
         ("max_batch_delay_ms", float, "how long an idle batcher waits for requests still being decoded"),
-        ("inference_threads", int, f"batches in flight at once (default: {cpu_threads} on a CPU, {gpu_threads} on a GPU)"),
+        ("inference_threads", int, f"batches in flight at once (default: {cpu_threads} on a CPU, {lp_threads} there "
+                                   f"for layout_parsing, {gpu_threads} on a GPU)"),
         ("max_queue", int, "requests in flight before new ones get 503 + Retry-After"),
         ("request_timeout_s", float, "per request, from admission to response (504 after)"),
         ("drain_timeout_s", float, "on SIGTERM, how long in-flight requests may still take"),

@@ -14,15 +14,31 @@ SETTINGS_ENV = "HPINFER_SERVE_SETTINGS"  # how worker processes (--workers > 1) 
 LOG_LEVEL_ENV = "HPINFER_SERVE_LOG_LEVEL"
 
 
-def device_defaults(device: Optional[str]) -> Tuple[int, int]:
-    """``(max_batch_size, inference_threads)`` that served OCR fastest on this kind of device.
+def measured_defaults(device: Optional[str], pipeline: str) -> Tuple[int, int]:
+    """``(max_batch_size, inference_threads)`` that served fastest at concurrency 8 on this kind of device for this
+    pipeline (benchmarks/RESULTS.md; ``pipeline``: bundled name or YAML path).
 
-    CPU: batches of 8, one thread: every engine call already keeps all cores busy, so a second thread adds nothing
-    (2 cores: 3.6 vs 3.8 requests/s) and batching costs little (0.95-1.02x). GPU (torch engine, fp16, CUDA graphs,
-    H200): one page per call in two threads, 108 requests/s at concurrency 8 against 78 with batches of 8 in one
-    thread and 47 with batches in two: batches bring new shapes, each a CUDA-graph capture or an eager run that
-    stalls the server (p99 1.5 s), while lines of different pages rarely share a padded width to merge."""
-    return (1, 2) if Device.parse(device).is_gpu else (8, 1)
+    CPU, OCR: batches of 8, one thread: every engine call already keeps all cores busy, so a second thread adds
+    nothing (2 cores, ONNX Runtime 3.6 vs 3.8 requests/s, OpenVINO 7.2 vs 7.5) and batching costs little. CPU,
+    layout_parsing: single pages in two threads: its many small engine calls (one text detection per region)
+    leave ONNX Runtime's cores idle, 13.3 vs 9.2 requests/s (OpenVINO: 22.9 vs 23.7, within 5 %). GPU (torch
+    engine, fp16, CUDA graphs, H200): single pages in two threads, OCR 108 requests/s against 78 with batches of 8
+    in one thread and 47 with batches in two (new shapes stall the server), layout_parsing 122 against 106 and
+    121."""
+    if Device.parse(device).is_gpu or _pipeline_name(pipeline) == "layout_parsing":
+        return 1, 2
+    return 8, 1
+
+
+def _pipeline_name(pipeline: str) -> Optional[str]:
+    """The ``pipeline_name`` a bundled name or YAML path holds; None where it can't be read (creating the pipeline
+    then says why)."""
+    from ..pipelines.config import load_pipeline_file
+
+    try:
+        return load_pipeline_file(pipeline)[0].get("pipeline_name")
+    except ConfigError:
+        return None
 
 
 @dataclass(frozen=True)
@@ -37,7 +53,7 @@ class ServeSettings:
     # Batching: an idle batcher waits up to max_batch_delay_ms only while other requests are still being
     # decoded; a busy one batches whatever queued meanwhile (see batcher.py).
     # max_batch_size: images per predict_batch call; inference_threads: batches in flight at once, each in its own
-    # thread. None: measured per device (``device_defaults``, serving/README.md "Batching").
+    # thread. None: measured per device and pipeline (``measured_defaults``, serving/README.md "Batching").
     max_batch_size: Optional[int] = None
     max_batch_delay_ms: float = 10.0
     inference_threads: Optional[int] = None
@@ -55,7 +71,7 @@ class ServeSettings:
     visualize: bool = True  # PaddleX's default: result images unless the request says visualize: false
 
     def __post_init__(self) -> None:
-        batch_size, threads = device_defaults(self.device)
+        batch_size, threads = measured_defaults(self.device, self.pipeline)
         if self.max_batch_size is None:
             object.__setattr__(self, "max_batch_size", batch_size)
         if self.inference_threads is None:
