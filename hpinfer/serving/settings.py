@@ -19,9 +19,9 @@ def measured_defaults(device: Optional[str], pipeline: str) -> Tuple[int, int]:
     pipeline (benchmarks/RESULTS.md; ``pipeline``: bundled name or YAML path).
 
     CPU, OCR: batches of 8, one thread: every engine call already keeps all cores busy, so a second thread adds
-    nothing (2 cores, ONNX Runtime 3.6 vs 3.8 requests/s, OpenVINO 7.2 vs 7.5) and batching costs little. CPU,
+    nothing (2 cores, ONNX Runtime 3.6 vs 3.8 requests/s, OpenVINO 7.2 vs 7.6) and batching costs little. CPU,
     layout_parsing: single pages in two threads: its many small engine calls (one text detection per region)
-    leave ONNX Runtime's cores idle, 13.3 vs 9.2 requests/s (OpenVINO: 22.9 vs 23.7, within 5 %). GPU (torch
+    leave ONNX Runtime's cores idle, 13.3 vs 9.2 requests/s (OpenVINO: 22.8 vs 23.8, within 5 %). GPU (torch
     engine, fp16, CUDA graphs, H200): single pages in two threads, OCR 108 requests/s against 78 with batches of 8
     in one thread and 47 with batches in two (new shapes stall the server), layout_parsing 122 against 106 and
     121."""
