@@ -21,11 +21,11 @@ from PIL import Image
 
 import hpinfer
 from hpinfer.errors import ConfigError, InputError
+from hpinfer.pipelines.config import BUNDLED_DIR
 from hpinfer.serving import AsyncClient, Client, ServeSettings, ServingError, create_app
 from hpinfer.serving.cli import main as serving_main
 from hpinfer.serving.client import save_response
 from hpinfer.serving.security import fetch_url
-from hpinfer.pipelines.config import BUNDLED_DIR
 from hpinfer.serving.settings import SETTINGS_ENV
 from test_serving_support import b64, make_pdf, running, static_files
 

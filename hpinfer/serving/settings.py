@@ -23,8 +23,8 @@ def measured_defaults(device: Optional[str], pipeline: str) -> Tuple[int, int]:
     layout_parsing: single pages in two threads: its many small engine calls (one text detection per region)
     leave ONNX Runtime's cores idle, 13.3 vs 9.2 requests/s (OpenVINO: 22.8 vs 23.8, within 5 %). GPU (torch
     engine, fp16, CUDA graphs, H200): single pages in two threads, OCR 108 requests/s against 78 with batches of 8
-    in one thread and 47 with batches in two (new shapes stall the server), layout_parsing 122 against 106 and
-    121."""
+    in one thread and 47 with batches in two (new shapes stall the server); layout_parsing 122 against 94 one page
+    at a time in one thread, 106 with batches of 8 and 121 with batches in two threads."""
     if Device.parse(device).is_gpu or _pipeline_name(pipeline) == "layout_parsing":
         return 1, 2
     return 8, 1
