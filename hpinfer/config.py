@@ -25,7 +25,8 @@ class CalibrationConfig(BaseModel):
     method: Literal["minmax", "entropy", "percentile"] = "minmax"
     # A folder (or file) of images or PDFs like the ones you will run; None: examples/ plus generated text pages.
     data: Optional[str] = None
-    num_samples: int = Field(default=100, ge=2, le=1000)  # calibration inputs; every 5th is held back for the guard
+    # Calibration inputs; every 5th is held back from int8 calibration to judge int8 on (fp16/bf16: all of them).
+    num_samples: int = Field(default=100, ge=2, le=1000)
     keep_first_last: bool = True  # the layers nearest the inputs and outputs are the most sensitive: keep them float
     exclude_nodes: Tuple[str, ...] = ()  # more nodes to keep float, by ONNX node name
     exclude_op_types: Tuple[str, ...] = ()  # more op types to keep float, e.g. ["Softmax"]
@@ -101,7 +102,7 @@ class BackendConfig(BaseModel):
     # {input_name: [[min...], [opt...], [max...]]}, as in PaddleX/TensorRT.
     dynamic_shapes: Optional[Dict[str, List[List[int]]]] = None
     calibration: CalibrationConfig = CalibrationConfig()
-    # Largest accepted drift of a reduced precision from fp32 on held-back inputs, in the task's own metric
+    # Largest accepted drift of a reduced precision from fp32 on the guard's inputs, in the task's own metric
     # (detection 1 - box F1 x mean IoU, recognition CER, classification 1 - top-1 agreement); None: the task's default.
     accuracy_tolerance: Optional[float] = Field(default=None, ge=0, le=1)
     torch: TorchConfig = TorchConfig()  # read by the torch engine only; see TorchConfig

@@ -79,6 +79,10 @@ def test_int8_drift_is_measured_and_a_too_strict_tolerance_falls_back(cache_dir,
     assert not guard_warnings(caplog)
     assert any("from cache" in r.getMessage() for r in caplog.records)
 
+    # int8 was judged on the one input of five held back from its calibration; bf16 calibrates nothing: all five
+    with create_model(DET, use_hpip=True, hpi_config=hpi(shared_images, "openvino", "bf16", auto=False)) as bf16:
+        assert manifest(bf16)["info"]["drift"]["inputs"] == 5
+
 
 def test_the_calibration_table_is_cached_and_shared_by_engines(cache_dir, shared_images):
     image = str(shared_images / "doc_page_zh_en.jpg")

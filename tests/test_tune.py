@@ -88,7 +88,7 @@ def test_cli_tune_with_no_budget_skips_every_candidate(samples, tmp_path, capsys
 
 def test_tune_int8_calibrates_measures_drift_and_writes_what_it_chose(samples, tmp_path):
     """int8 (``hpinfer tune --int8``) quantizes each model with the default calibration set (bundled examples and
-    generated pages) and is judged on held-back inputs like any reduced precision; the YAML then loads the int8
+    generated pages) and is judged on the inputs held back from its calibration; the YAML then loads the int8
     engines it chose and fp32 where int8 drifted too far."""
     out = tmp_path / "t.yaml"
     report = tune("OCR", samples, out, engines=["openvino"], precisions=["fp32", "int8"], threads=[2], batches=[32],

@@ -17,7 +17,7 @@ import numpy as np
 
 MATCH_IOU = 0.5
 # In the cache key of every reduced-precision engine: a change to what the guard records rebuilds its report.
-GUARD_REVISION = 2  # 2: Drift.compared
+GUARD_REVISION = 3  # 2: Drift.compared; 3: fp16/bf16 judged on every calibration input
 
 # Largest drift accepted in safe mode when hpi_config sets no accuracy_tolerance.
 DEFAULT_TOLERANCE: Dict[str, float] = {
@@ -46,7 +46,7 @@ class Drift:
 
     def __str__(self) -> str:
         shown = ", ".join(f"{k} {v:.4f}" for k, v in self.details.items())
-        return f"{self.metric} {self.value:.4f} on {self.inputs} held-back input(s) ({shown})"
+        return f"{self.metric} {self.value:.4f} on {self.inputs} input(s) ({shown})"
 
     @property
     def vacuous(self) -> bool:

@@ -4,7 +4,7 @@ The cache key of an engine entry holds everything that changes the artifact: the
 engine and its version, the effective backend_config (threads resolved), the device and the CPU's model and
 instruction-set flags, and, for reduced precision, the calibration set and quantizer. int8 goes through a
 shared calibration entry (prepared graph + calibration table) first. A reduced-precision entry also records
-its accuracy drift from fp32 on the held-back calibration inputs; the loader decides whether to accept it
+its accuracy drift from fp32 on the calibration inputs (int8: the held-back ones); the loader decides whether to accept it
 before opening it.
 """
 
@@ -69,7 +69,7 @@ def engine_fields(model_path: Path, backend: str, config: BackendConfig, device:
     }
     if ENGINES[backend].bakes_shape_bounds and not config.dynamic_shapes:
         fields["default_shapes"] = current_defaults()
-    if config.precision != "fp32" and task is not None:  # the drift report depends on the held-back set
+    if config.precision != "fp32" and task is not None:  # the drift report depends on the calibration set
         fields["task"] = task.digest()
         fields["calibration_set"] = source_digest(task, config.calibration)
         fields["guard"] = accuracy.GUARD_REVISION
@@ -125,11 +125,13 @@ def _calibration_entry(cache: ModelCache, model_path: Path, task: ModelTask, con
 
 
 def measure_drift(session: EngineSession, model_path: Path, task: ModelTask, config: BackendConfig) -> accuracy.Drift:
-    """``session`` against fp32 ONNX Runtime on the original model, over the held-back calibration inputs."""
+    """``session`` against fp32 ONNX Runtime on the original model, over the calibration inputs: int8 on the fifth
+    it was not calibrated on, other precisions (nothing calibrated, nothing to hold back) on all of them."""
     reference_engine = ENGINES["onnxruntime"]
     reference, outputs = [], []
     with reference_engine.load(model_path, BackendConfig(cpu_num_threads=config.cpu_num_threads), Device("cpu")) as fp32:
-        for feeds in samples(task, config.calibration, session.inputs[0].name, held_back=True):
+        held_back = True if config.precision == "int8" else None
+        for feeds in samples(task, config.calibration, session.inputs[0].name, held_back=held_back):
             reference.append(fp32.run(feeds))
             outputs.append(session.run(feeds))
     return accuracy.measure(task.task, task.params, reference, outputs)

@@ -4,7 +4,8 @@ Reduced precision is only as good as the inputs it was calibrated and checked on
 exactly as the predictor makes them (detection: ``text_detection.preprocess``; recognition and line
 orientation: ``resize_norm`` on text-line crops). Images come from the folder or file the user names
 (``calibration.data``: images or PDFs), else from the bundled ``examples/`` images plus generated text pages.
-Every 5th tensor is held back: the accuracy guard compares precisions on inputs calibration never saw.
+Every 5th tensor is held back from int8 calibration: the accuracy guard judges int8 on inputs calibration never
+saw, and fp16/bf16 (nothing calibrated) on all of them.
 
 Tensors are produced lazily: a hundred detection inputs would not fit in memory together.
 """
@@ -16,7 +17,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List
+from typing import Any, Callable, Dict, Iterator, List, Optional
 
 import cv2
 import numpy as np
@@ -65,8 +66,8 @@ def source_digest(task: ModelTask, config: CalibrationConfig) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
-def samples(task: ModelTask, config: CalibrationConfig, input_name: str, held_back: bool) -> Iterator[Feeds]:
-    """The calibration (``held_back=False``) or held-back (True) inputs, made one at a time."""
+def samples(task: ModelTask, config: CalibrationConfig, input_name: str, held_back: Optional[bool]) -> Iterator[Feeds]:
+    """The calibration (``held_back=False``), held-back (True) or all (None) inputs, made one at a time."""
     maker = _MAKERS.get(task.task)
     if maker is None:
         raise ConfigError(
@@ -75,7 +76,7 @@ def samples(task: ModelTask, config: CalibrationConfig, input_name: str, held_ba
         )
     count = config.num_samples
     for index, tensor in enumerate(maker(config, task.params, count)):
-        if is_held_back(index, count) == held_back:
+        if held_back is None or is_held_back(index, count) == held_back:
             yield {input_name: tensor}
 
 

@@ -99,7 +99,7 @@ def _refusal(choice: EngineChoice, config: BackendConfig, drift: Optional[Drift]
     if config.precision == "fp32" or drift is None or limit is None:
         return None
     if drift.vacuous:
-        reason = (f"the accuracy guard had nothing to judge: on its {drift.inputs} held-back input(s) the fp32 model "
+        reason = (f"the accuracy guard had nothing to judge: on its {drift.inputs} input(s) the fp32 model "
                   f"finds nothing for '{drift.metric}' to compare; give calibration.data inputs like yours")
     elif drift.value <= limit:
         return None
