@@ -115,7 +115,7 @@ def test_calibration_methods_make_different_tables(cls_calibration, shared_image
     tables = {}
     for method in ("minmax", "entropy", "percentile"):
         config = CalibrationConfig(method=method, num_samples=3, data=str(shared_images))
-        facts = quantize.calibrate(cls_calibration / quantize.PREPARED_MODEL, task, config, tmp_path / f"{method}.json")
+        facts = quantize.calibrate(cls_calibration / quantize.PREPARED_MODEL, task, config, tmp_path / f"{method}.json", CLS)
         assert facts == {"calibration_inputs": 2, "method": method}  # the third input is held back
         tables[method] = json.loads((tmp_path / f"{method}.json").read_text())
     assert tables["minmax"] != tables["entropy"] != tables["percentile"] != tables["minmax"]

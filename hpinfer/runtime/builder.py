@@ -21,7 +21,7 @@ from ..device import Device
 from ..errors import ConfigError
 from . import accuracy, quantize
 from .cache import CACHE_FORMAT, Entry, ModelCache, cache_root, file_sha256
-from .calibration import ModelTask, samples, source_digest
+from .calibration import ModelTask, samples, source_digest, with_progress
 from .engines import ENGINES, EngineSession
 from .hardware import cpu_count, cpu_flags, cpu_name
 from .shapes import ShapeBounds, current_defaults
@@ -105,7 +105,7 @@ def build_engine(
             engine.build(source, config, device, out_dir)
         if config.precision != "fp32" and task is not None and task.task in accuracy.DRIFT:
             with engine.open(out_dir, config, device) as session:
-                info["drift"] = measure_drift(session, model_path, task, config).as_dict()
+                info["drift"] = measure_drift(session, model_path, task, config, model_name).as_dict()
         return info
 
     entry = cache.get_or_build(cache.entry_dir(model_path, backend, fields), fields, build, model_name)
@@ -119,19 +119,20 @@ def _calibration_entry(cache: ModelCache, model_path: Path, task: ModelTask, con
     def build(out_dir: Path) -> Dict[str, Any]:
         prepared = out_dir / quantize.PREPARED_MODEL
         quantize.prepare(model_path, prepared)
-        return quantize.calibrate(prepared, task, config, out_dir / quantize.CALIBRATION_TABLE)
+        return quantize.calibrate(prepared, task, config, out_dir / quantize.CALIBRATION_TABLE, label)
 
     return cache.get_or_build(cache.entry_dir(model_path, "calibration", fields), fields, build, label)
 
 
-def measure_drift(session: EngineSession, model_path: Path, task: ModelTask, config: BackendConfig) -> accuracy.Drift:
+def measure_drift(session: EngineSession, model_path: Path, task: ModelTask, config: BackendConfig, label: str) -> accuracy.Drift:
     """``session`` against fp32 ONNX Runtime on the original model, over the calibration inputs: int8 on the fifth
     it was not calibrated on, other precisions (nothing calibrated, nothing to hold back) on all of them."""
     reference_engine = ENGINES["onnxruntime"]
     reference, outputs = [], []
     with reference_engine.load(model_path, BackendConfig(cpu_num_threads=config.cpu_num_threads), Device("cpu")) as fp32:
         held_back = True if config.precision == "int8" else None
-        for feeds in samples(task, config.calibration, session.inputs[0].name, held_back=held_back):
+        feeds_made = samples(task, config.calibration, session.inputs[0].name, held_back=held_back)
+        for feeds in with_progress(feeds_made, config.calibration, held_back, f"{label}: accuracy guard"):
             reference.append(fp32.run(feeds))
             outputs.append(session.run(feeds))
     return accuracy.measure(task.task, task.params, reference, outputs)

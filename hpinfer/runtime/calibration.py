@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional
@@ -64,6 +65,16 @@ def source_digest(task: ModelTask, config: CalibrationConfig) -> str:
 
         parts["line_finder"] = file_sha256(resolve_model(LINE_FINDER).model_file)
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+def with_progress(feeds: Iterator[Feeds], config: CalibrationConfig, held_back: Optional[bool], what: str) -> Iterator[Feeds]:
+    """``feeds`` behind a progress bar on stderr once they take more than a second (calibrating a detector takes
+    minutes; the guard's fp32 reference runs tens of seconds)."""
+    from tqdm import tqdm
+
+    count = config.num_samples
+    total = count if held_back is None else sum(is_held_back(i, count) == held_back for i in range(count))
+    return iter(tqdm(feeds, desc=what, total=total, unit="input", file=sys.stderr, delay=1.0, leave=False))
 
 
 def samples(task: ModelTask, config: CalibrationConfig, input_name: str, held_back: Optional[bool]) -> Iterator[Feeds]:

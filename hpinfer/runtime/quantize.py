@@ -16,10 +16,10 @@ import itertools
 import logging
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 from ..config import CalibrationConfig
-from .calibration import Feeds, ModelTask, samples
+from .calibration import Feeds, ModelTask, samples, with_progress
 
 log = logging.getLogger("hpinfer.runtime")
 
@@ -61,7 +61,7 @@ class _Reader:
         return next(self._feeds, None)
 
 
-def calibrate(prepared: Path, task: ModelTask, config: CalibrationConfig, table: Path) -> Dict[str, Any]:
+def calibrate(prepared: Path, task: ModelTask, config: CalibrationConfig, table: Path, label: str) -> Dict[str, Any]:
     """Run the calibration inputs through ``prepared`` and write the calibration table; returns facts for the log."""
     import onnx
     from onnxruntime.quantization import create_calibrator
@@ -75,7 +75,7 @@ def calibrate(prepared: Path, task: ModelTask, config: CalibrationConfig, table:
             prepared, [], augmented_model_path=str(Path(scratch) / "augmented.onnx"),
             calibrate_method=_method(config.method), extra_options=options,
         )
-        stream: Iterator[Feeds] = samples(task, config, input_name, held_back=False)
+        stream = with_progress(samples(task, config, input_name, held_back=False), config, False, f"{label}: calibrating")
         while chunk := list(itertools.islice(stream, _CHUNK)):
             calibrator.collect_data(_Reader(chunk))
             count += len(chunk)
