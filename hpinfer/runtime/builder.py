@@ -21,7 +21,7 @@ from ..device import Device
 from ..errors import ConfigError
 from . import accuracy, quantize
 from .cache import CACHE_FORMAT, Entry, ModelCache, cache_root, file_sha256
-from .calibration import ModelTask, samples, source_digest, with_progress
+from .calibration import ModelTask, samples, source_digest
 from .engines import ENGINES, EngineSession
 from .hardware import cpu_count, cpu_flags, cpu_name
 from .shapes import ShapeBounds, current_defaults
@@ -131,8 +131,7 @@ def measure_drift(session: EngineSession, model_path: Path, task: ModelTask, con
     reference, outputs = [], []
     with reference_engine.load(model_path, BackendConfig(cpu_num_threads=config.cpu_num_threads), Device("cpu")) as fp32:
         held_back = True if config.precision == "int8" else None
-        feeds_made = samples(task, config.calibration, session.inputs[0].name, held_back=held_back)
-        for feeds in with_progress(feeds_made, config.calibration, held_back, f"{label}: accuracy guard"):
+        for feeds in samples(task, config.calibration, session.inputs[0].name, held_back, f"{label}: accuracy guard"):
             reference.append(fp32.run(feeds))
             outputs.append(session.run(feeds))
     return accuracy.measure(task.task, task.params, reference, outputs)

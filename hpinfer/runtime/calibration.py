@@ -67,18 +67,12 @@ def source_digest(task: ModelTask, config: CalibrationConfig) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
-def with_progress(feeds: Iterator[Feeds], config: CalibrationConfig, held_back: Optional[bool], what: str) -> Iterator[Feeds]:
-    """``feeds`` behind a progress bar on stderr once they take more than a second (calibrating a detector takes
-    minutes; the guard's fp32 reference runs tens of seconds)."""
-    from tqdm import tqdm
-
-    count = config.num_samples
-    total = count if held_back is None else sum(is_held_back(i, count) == held_back for i in range(count))
-    return iter(tqdm(feeds, desc=what, total=total, unit="input", file=sys.stderr, delay=1.0, leave=False))
-
-
-def samples(task: ModelTask, config: CalibrationConfig, input_name: str, held_back: Optional[bool]) -> Iterator[Feeds]:
-    """The calibration (``held_back=False``), held-back (True) or all (None) inputs, made one at a time."""
+def samples(
+    task: ModelTask, config: CalibrationConfig, input_name: str, held_back: Optional[bool], progress: Optional[str] = None,
+) -> Iterator[Feeds]:
+    """The calibration (``held_back=False``), held-back (True) or all (None) inputs, made one at a time.
+    ``progress``: the label of a progress bar on stderr, shown once they take more than a second (calibrating a
+    detector takes minutes, the guard's fp32 reference runs tens of seconds)."""
     maker = _MAKERS.get(task.task)
     if maker is None:
         raise ConfigError(
@@ -86,9 +80,13 @@ def samples(task: ModelTask, config: CalibrationConfig, input_name: str, held_ba
             f"use precision fp32 (or int8 on a text detection, recognition, line orientation, classification or layout model)"
         )
     count = config.num_samples
-    for index, tensor in enumerate(maker(config, task.params, count)):
-        if held_back is None or is_held_back(index, count) == held_back:
-            yield {input_name: tensor}
+    wanted = [held_back is None or is_held_back(index, count) == held_back for index in range(count)]
+    feeds = ({input_name: tensor} for tensor, keep in zip(maker(config, task.params, count), wanted) if keep)
+    if progress is None:
+        return feeds
+    from tqdm import tqdm
+
+    return iter(tqdm(feeds, desc=progress, total=sum(wanted), unit="input", file=sys.stderr, delay=1.0, leave=False))
 
 
 def _image_files(config: CalibrationConfig) -> List[Path]:

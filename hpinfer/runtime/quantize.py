@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 from ..config import CalibrationConfig
-from .calibration import Feeds, ModelTask, samples, with_progress
+from .calibration import Feeds, ModelTask, samples
 
 log = logging.getLogger("hpinfer.runtime")
 
@@ -75,7 +75,7 @@ def calibrate(prepared: Path, task: ModelTask, config: CalibrationConfig, table:
             prepared, [], augmented_model_path=str(Path(scratch) / "augmented.onnx"),
             calibrate_method=_method(config.method), extra_options=options,
         )
-        stream = with_progress(samples(task, config, input_name, held_back=False), config, False, f"{label}: calibrating")
+        stream = samples(task, config, input_name, held_back=False, progress=f"{label}: calibrating")
         while chunk := list(itertools.islice(stream, _CHUNK)):
             calibrator.collect_data(_Reader(chunk))
             count += len(chunk)
