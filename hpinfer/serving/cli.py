@@ -17,7 +17,7 @@ from .settings import LOG_LEVEL_ENV, SETTINGS_ENV, ServeSettings, measured_defau
 
 COMMANDS = ("serve", "client")
 API_KEY_ENV = "HPINFER_API_KEY"
-_DEFAULTS = {f.name: f.default for f in dataclasses.fields(ServeSettings)}  # None: resolved per device
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(ServeSettings)}  # None: resolved per device and pipeline
 
 
 def add_commands(subparsers: Any, common_parent: argparse.ArgumentParser) -> None:

@@ -14,9 +14,9 @@ SETTINGS_ENV = "HPINFER_SERVE_SETTINGS"  # how worker processes (--workers > 1) 
 LOG_LEVEL_ENV = "HPINFER_SERVE_LOG_LEVEL"
 
 
-def measured_defaults(device: Optional[str], pipeline: str) -> Tuple[int, int]:
+def measured_defaults(device: Optional[str], pipeline_name: Optional[str]) -> Tuple[int, int]:
     """``(max_batch_size, inference_threads)`` that served fastest at concurrency 8 on this kind of device for this
-    pipeline (benchmarks/RESULTS.md; ``pipeline``: bundled name or YAML path).
+    kind of pipeline (benchmarks/RESULTS.md; ``pipeline_name`` as in its YAML).
 
     CPU, OCR: batches of 8, one thread: every engine call already keeps all cores busy, so a second thread adds
     nothing (2 cores, ONNX Runtime 3.6 vs 3.8 requests/s, OpenVINO 7.2 vs 7.6) and batching costs little. CPU,
@@ -25,7 +25,7 @@ def measured_defaults(device: Optional[str], pipeline: str) -> Tuple[int, int]:
     engine, fp16, CUDA graphs, H200): single pages in two threads, OCR 108 requests/s against 78 with batches of 8
     in one thread and 47 with batches in two (new shapes stall the server); layout_parsing 122 against 94 one page
     at a time in one thread, 106 with batches of 8 and 121 with batches in two threads."""
-    if Device.parse(device).is_gpu or _pipeline_name(pipeline) == "layout_parsing":
+    if Device.parse(device).is_gpu or pipeline_name == "layout_parsing":
         return 1, 2
     return 8, 1
 
@@ -71,11 +71,12 @@ class ServeSettings:
     visualize: bool = True  # PaddleX's default: result images unless the request says visualize: false
 
     def __post_init__(self) -> None:
-        batch_size, threads = measured_defaults(self.device, self.pipeline)
-        if self.max_batch_size is None:
-            object.__setattr__(self, "max_batch_size", batch_size)
-        if self.inference_threads is None:
-            object.__setattr__(self, "inference_threads", threads)
+        if self.max_batch_size is None or self.inference_threads is None:
+            batch_size, threads = measured_defaults(self.device, _pipeline_name(self.pipeline))
+            if self.max_batch_size is None:
+                object.__setattr__(self, "max_batch_size", batch_size)
+            if self.inference_threads is None:
+                object.__setattr__(self, "inference_threads", threads)
         positive = {
             "max_batch_size": self.max_batch_size, "inference_threads": self.inference_threads, "max_queue": self.max_queue, "max_pixels": self.max_pixels,
             "max_pdf_pages": self.max_pdf_pages, "request_timeout_s": self.request_timeout_s,
