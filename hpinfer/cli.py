@@ -19,7 +19,7 @@ import yaml
 
 from .config import parse_json_object
 from .errors import ConfigError, HpinferError
-from .runtime import commands as runtime_commands
+from .commands import build as build_command, cache as cache_command
 from . import tune
 from .serving import cli as serving_cli
 
@@ -94,7 +94,8 @@ def _parser() -> argparse.ArgumentParser:
 
     commands.add_parser("models", parents=[common], help="list built-in models and where they come from")
     commands.add_parser("pipelines", parents=[common], help="list bundled pipelines")
-    runtime_commands.add_commands(commands, common, target)
+    build_command.add_parser(commands, common, target)
+    cache_command.add_parser(commands, common)
     serving_cli.add_commands(commands, common)
     tune.add_command(commands, common)
     return parser
@@ -349,8 +350,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return _bench(args, _extra_options(unknown))
         if unknown:
             raise ConfigError(f"unexpected arguments: {' '.join(unknown)}")
-        if args.command in runtime_commands.COMMANDS:
-            return runtime_commands.run(args)
+        if args.command in ("build", "cache"):
+            return (build_command if args.command == "build" else cache_command).run(args)
         if args.command in serving_cli.COMMANDS:
             return serving_cli.run(args)
         if args.command == "tune":

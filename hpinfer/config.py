@@ -150,11 +150,14 @@ class HPIConfig(BaseModel):
         return self
 
 
-_ALLOWED_KEYS = (
-    "auto_config, backend, backend_config{cpu_num_threads, cpu_num_streams, precision, dynamic_shapes, accuracy_tolerance, "
-    "calibration{method, data, num_samples, keep_first_last, exclude_nodes, exclude_op_types}, "
-    "torch{compile, aot, cuda_graphs, tf32, contexts, channels_last, device_preprocess, capture_after, max_graphs}}"
-)
+def allowed_keys(model: type) -> str:
+    """The keys a config model accepts, nested ones in braces (from its fields, so never out of date)."""
+    parts = []
+    for name, info in model.model_fields.items():
+        nested = info.annotation
+        is_model = isinstance(nested, type) and issubclass(nested, BaseModel)
+        parts.append(f"{name}{{{allowed_keys(nested)}}}" if is_model else name)
+    return ", ".join(parts)
 
 
 def _format_validation_error(where: str, err: ValidationError) -> str:
@@ -163,7 +166,7 @@ def _format_validation_error(where: str, err: ValidationError) -> str:
         loc = ".".join(str(p) for p in e["loc"])
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
-            msg = f"unknown key (allowed: {_ALLOWED_KEYS})"
+            msg = f"unknown key (allowed: {allowed_keys(HPIConfig)})"
         parts.append(f"{where}.{loc}: {msg}" if loc else f"{where}: {msg}")
     return "; ".join(parts)
 

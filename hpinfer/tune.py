@@ -215,6 +215,7 @@ def candidates(
 ) -> List[Candidate]:
     """Every combination this machine can run (installed engine, precision it supports)."""
     from .runtime.engines import ENGINES
+    from .tasks import TASKS
 
     found = []
     for backend in engines:
@@ -225,7 +226,7 @@ def candidates(
             if engine.unsupported_reason(device, precision) is not None:
                 continue
             for count in threads:
-                for batch in (batches if task == "text_recognition" else [None]):
+                for batch in (batches if TASKS[task].rebatchable else [None]):
                     found.append(Candidate(backend, precision, count, batch))
     return found
 
@@ -234,7 +235,7 @@ def open_candidate(rec: Recorded, cand: Candidate, device: Any):
     """The model loaded as ``cand`` says: straight from its file (fast to compile), except int8, which needs
     the quantized model the loader builds and caches (slow the first time)."""
     from .config import BackendConfig, HPIConfig
-    from .runtime.calibration import ModelTask
+    from .models import bind_task
     from .runtime.engines import ENGINES
     from .runtime.loader import open_session
 
@@ -242,7 +243,7 @@ def open_candidate(rec: Recorded, cand: Candidate, device: Any):
     if cand.precision != "int8":
         return ENGINES[cand.backend].load(rec.model_path, config, device)
     hpi = HPIConfig(auto_config=False, backend=cand.backend, backend_config=config)
-    return open_session(rec.model_name, rec.model_path, device, True, hpi, task=ModelTask(rec.task, rec.params))
+    return open_session(rec.model_name, rec.model_path, device, True, hpi, task=bind_task(rec.task, rec.params))
 
 
 def rebatch(calls: Sequence[Feeds], batch: Optional[int]) -> Tuple[List[Feeds], List[int]]:
@@ -275,11 +276,11 @@ def run_calls(session: Any, calls: Sequence[Feeds], origin: Sequence[int], repea
 
 
 def drift_of(rec: Recorded, outputs: List[List[np.ndarray]]) -> Optional[float]:
+    from .models import bind_task
     from .runtime import accuracy
 
-    if rec.task not in accuracy.DRIFT:
-        return None
-    return accuracy.measure(rec.task, rec.params, [out for _, out in rec.calls], outputs).value
+    drift = accuracy.measure(bind_task(rec.task, rec.params), [out for _, out in rec.calls], outputs)
+    return None if drift is None else drift.value
 
 
 def verdict(precision: str, drift: Optional[float], tolerance: float) -> str:
@@ -453,8 +454,8 @@ def tune(
     from tqdm import tqdm
 
     from .device import Device
-    from .runtime.accuracy import DEFAULT_TOLERANCE
     from .runtime.hardware import cpu_count
+    from .tasks import TASKS
 
     device = Device.parse(device)
     images = load_samples(inputs, max_images)
@@ -471,7 +472,7 @@ def tune(
         if deadline is not None and time.monotonic() > deadline:
             trials.append(Trial(rec.key, cand, verdict="skipped (budget)"))
             continue
-        limit = tolerance if tolerance is not None else DEFAULT_TOLERANCE.get(rec.task, 0.0)
+        limit = tolerance if tolerance is not None else (TASKS[rec.task].tolerance or 0.0)
         trials.append(measure(rec, cand, device, limit, repeats))
     by_key = {rec.key: rec for rec in recorded}
     for module, group in finalists(trials).items():

@@ -15,12 +15,13 @@ import pytest
 
 from hpinfer.config import BackendConfig, CalibrationConfig, HPIConfig
 from hpinfer.device import Device
-from hpinfer.models import PREDICTORS, create_model, resolve_model
+from hpinfer.models import bind_task, create_model, resolve_model
 from hpinfer.runtime import accuracy, quantize
 from hpinfer.runtime.auto_config import choose_engine, precision_ladder, why_not
 from hpinfer.runtime.cache import ENV_CACHE_DIR
 from hpinfer.runtime.hardware import cpu_has_fast_bf16
-from hpinfer.runtime.calibration import ModelTask
+from hpinfer.tasks import TASKS
+from hpinfer.tasks.text_recognition import ctc_labels
 
 CPU = Device("cpu")
 DET = "PP-OCRv4_mobile_det"
@@ -111,7 +112,7 @@ def cls_calibration(cache_dir, shared_images):
 
 def test_calibration_methods_make_different_tables(cls_calibration, shared_images, tmp_path):
     spec = resolve_model(CLS)
-    task = ModelTask(spec.task, PREDICTORS[spec.task].params_type.model_validate(dict(spec.params)))
+    task = bind_task(spec.task, TASKS[spec.task].params_type.model_validate(dict(spec.params)))
     tables = {}
     for method in ("minmax", "entropy", "percentile"):
         config = CalibrationConfig(method=method, num_samples=3, data=str(shared_images))
@@ -222,7 +223,7 @@ def test_text_scores_and_ctc_labels():
     probs = np.zeros((1, 6, 4), np.float32)
     for step, label in enumerate([1, 1, 0, 1, 3, 3]):
         probs[0, step, label] = 1
-    assert accuracy.ctc_labels(probs) == [(1, 1, 3)]
+    assert ctc_labels(probs) == [(1, 1, 3)]
 
 
 def test_layout_int8_is_calibrated_on_pages_and_its_region_drift_measured(cache_dir, shared_images, tmp_path):

@@ -19,10 +19,10 @@ torch = pytest.importorskip("torch", reason="the torch engine needs torch (pip i
 import hpinfer  # noqa: E402
 from hpinfer.device import Device  # noqa: E402
 from hpinfer.io import iter_inputs  # noqa: E402
-from hpinfer.models import image_classification, layout_detection, text_detection  # noqa: E402
-from hpinfer.models.normalize import norm_factors  # noqa: E402
+from hpinfer.tasks import image_classification, layout_detection, text_detection  # noqa: E402
+from hpinfer.tasks.normalize import norm_factors  # noqa: E402
 from hpinfer.models.registry import BUILT_IN, resolve_model  # noqa: E402
-from hpinfer.models.text_recognition import resize_norm  # noqa: E402
+from hpinfer.tasks.text_recognition import resize_norm  # noqa: E402
 from hpinfer.config import BackendConfig, TorchConfig, parse_hpi_config  # noqa: E402
 from hpinfer.errors import ConfigError, EngineUnavailableError  # noqa: E402
 from hpinfer.runtime.engines.torch_engine import TorchEngine, TorchOptions, batch_buckets  # noqa: E402

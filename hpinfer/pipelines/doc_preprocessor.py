@@ -17,9 +17,10 @@ from ..device import Device
 from ..errors import ConfigError
 from ..io import iter_inputs
 from ..io.inputs import PageRange
-from ..models.base import Params, Predictor, validate_params
-from ..models.image_classification import ImageClassifier
+from ..models.base import Predictor
 from ..results import Result
+from ..tasks import image_classification
+from ..tasks.base import Params, validate_params
 from ..visualize import draw_polygons
 from .config import PipelineSettings
 from .sub_modules import PipelineBase, create_sub_module
@@ -47,9 +48,9 @@ class DocPreprocessor(PipelineBase):
     def __init__(self, settings: PipelineSettings, device: "str | Device | None" = None, **options: Any):
         self.settings = settings
         self.options = validate_params(DocPreprocessorOptions, {**settings.options, **options}, settings.source)
-        self.classifier: Optional[ImageClassifier] = None
+        self.classifier: Optional[Predictor] = None
         if self.options.use_doc_orientation_classify:
-            self.classifier = create_sub_module(settings, "DocOrientationClassify", ImageClassifier.task, device)
+            self.classifier = create_sub_module(settings, "DocOrientationClassify", image_classification.TASK.name, device)
             labels = self.classifier.params.labels
             if not labels or not set(labels) <= set(ANGLES):
                 self.classifier.close()

@@ -26,9 +26,10 @@ from pydantic import Field
 from ..device import Device
 from ..errors import HpinferError, InputError
 from ..io.inputs import PageRange
-from ..models.base import Params, Predictor, validate_params
-from ..models.layout_detection import LayoutDetector
+from ..models.base import Predictor
 from ..results import Result
+from ..tasks import layout_detection
+from ..tasks.base import Params, validate_params
 from ..visualize import draw_polygons
 from .config import PipelineSettings
 from .doc_preprocessor import DocPreprocessor
@@ -132,7 +133,7 @@ class LayoutParsingPipeline(PipelineBase):
 
         doc_options = {"use_doc_orientation_classify": self.options.use_doc_orientation_classify}
         self.doc = DocPreprocessor(part("doc_preprocessor", ["DocOrientationClassify"], doc_options), device)
-        self.layout: LayoutDetector = create_sub_module(settings, "LayoutDetection", LayoutDetector.task, device)
+        self.layout: Predictor = create_sub_module(settings, "LayoutDetection", layout_detection.TASK.name, device)
         self.ocr = OCRPipeline(part("OCR", OCR_MODULES, ocr), device)
 
     @property

@@ -33,12 +33,13 @@ from ..device import Device
 from ..errors import ConfigError, InputError
 from ..io import InputItem, iter_inputs, to_bgr
 from ..io.inputs import PageRange
-from ..models.base import Params, validate_params
-from ..models.text_detection import DetParams, TextDetector
+from ..models.text_detection import TextDetector
 from ..models.text_recognition import TextRecognizer
 from ..models.textline_orientation import TextLineOrientationClassifier
 from ..results import Result
 from ..runtime.engines.base import StageTimer
+from ..tasks.base import Params, validate_params
+from ..tasks.text_detection import DetParams
 from ..visualize import draw_ocr
 from .config import PipelineSettings
 from .doc_preprocessor import DocPreprocessor
@@ -139,8 +140,8 @@ class OCRPipeline(PipelineBase):
         self.options = validate_params(OCROptions, {**settings.options, **options}, settings.source)
         self.device = Device.parse(device)
         self.timer = StageTimer()  # the pipeline's own stages; sub-modules time on their predictors' timers
-        self.text_det: TextDetector = create_sub_module(settings, "TextDetection", TextDetector.task, self.device)
-        self.text_rec: TextRecognizer = create_sub_module(settings, "TextRecognition", TextRecognizer.task, self.device)
+        self.text_det: TextDetector = create_sub_module(settings, "TextDetection", TextDetector.kind.name, self.device)
+        self.text_rec: TextRecognizer = create_sub_module(settings, "TextRecognition", TextRecognizer.kind.name, self.device)
         # Optional models load only when switched on here, as in PaddleX: a later predict() can't switch them on.
         self.doc_preprocessor: Optional[DocPreprocessor] = None
         if self.options.use_doc_orientation_classify:
@@ -152,7 +153,7 @@ class OCRPipeline(PipelineBase):
         self.textline_cls: Optional[TextLineOrientationClassifier] = None
         if self.options.use_textline_orientation:
             self.textline_cls = create_sub_module(
-                settings, "TextLineOrientation", TextLineOrientationClassifier.task, self.device
+                settings, "TextLineOrientation", TextLineOrientationClassifier.kind.name, self.device
             )
 
     @property
