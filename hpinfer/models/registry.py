@@ -4,7 +4,7 @@ Nothing is downloaded: a built-in model lives in a package the user pip-installs
 A user's own model is a directory (``model_dir``) holding an ONNX file and ``hpinfer.yaml``:
 
     model_name: my_rec            # any name; used in logs and results
-    task: text_recognition        # one of TASKS
+    task: text_recognition        # one of hpinfer.tasks.TASKS
     model_file: inference.onnx    # optional; default: the only *.onnx in the directory
     character_dict: keys.txt      # recognition only, optional when the ONNX metadata holds "character"
     params: {}                    # optional processing overrides, same keys as the built-in models'
@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional
 
 import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from ..errors import ModelNotFoundError
 from ..tasks import TASKS, ShapeTriple, default_shapes
@@ -145,6 +146,47 @@ def resolve_model(model_name: Optional[str] = None, model_dir: "str | Path | Non
     return ModelSpec(model_name, built_in.task, path, dict(built_in.params), source=built_in.pip)
 
 
+class ModelDirMeta(BaseModel):
+    """``hpinfer.yaml``: what a user's model directory says about its model (keys: these fields)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    task: str
+    model_name: Optional[str] = None
+    model_file: Optional[str] = None
+    character_dict: Optional[str] = None
+    params: Dict[str, Any] = {}
+
+    @field_validator("task", mode="before")
+    @classmethod
+    def _known_task(cls, value: Any) -> str:
+        if value not in TASKS:
+            raise ValueError(f"task must be one of {', '.join(TASKS)}, got {value!r}")
+        return value
+
+
+def read_metadata(meta_path: Path) -> ModelDirMeta:
+    """``hpinfer.yaml`` read and checked; every problem a ``ModelNotFoundError`` naming the file."""
+    try:
+        meta = yaml.safe_load(meta_path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        raise ModelNotFoundError(f"{meta_path} is not valid YAML: {err}") from None
+    if not isinstance(meta, dict):
+        raise ModelNotFoundError(f"{meta_path} must be a mapping")
+    unknown = set(meta) - set(ModelDirMeta.model_fields)
+    if unknown:
+        raise ModelNotFoundError(f"{meta_path}: unknown keys {sorted(unknown)} (keys: {', '.join(ModelDirMeta.model_fields)})")
+    meta.setdefault("task", None)
+    try:
+        return ModelDirMeta.model_validate(meta)
+    except ValidationError as err:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) + ': ' if e['loc'] != ('task',) else ''}{e['msg'].removeprefix('Value error, ')}"
+            for e in err.errors()
+        )
+        raise ModelNotFoundError(f"{meta_path}: {problems}") from None
+
+
 def _from_model_dir(directory: Path, model_name: Optional[str]) -> ModelSpec:
     if not directory.is_dir():
         raise ModelNotFoundError(f"model_dir {directory} does not exist or is not a directory")
@@ -154,28 +196,13 @@ def _from_model_dir(directory: Path, model_name: Optional[str]) -> ModelSpec:
             f"model_dir {directory} has no {METADATA_FILE}; write one with at least "
             f"'task: {'|'.join(TASKS)}' (see hpinfer.models.registry)"
         )
-    try:
-        meta = yaml.safe_load(meta_path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as err:
-        raise ModelNotFoundError(f"{meta_path} is not valid YAML: {err}") from None
-    if not isinstance(meta, dict):
-        raise ModelNotFoundError(f"{meta_path} must be a mapping")
-    unknown = set(meta) - {"model_name", "task", "model_file", "character_dict", "params"}
-    if unknown:
-        raise ModelNotFoundError(f"{meta_path}: unknown keys {sorted(unknown)}")
-    task = meta.get("task")
-    if task not in TASKS:
-        raise ModelNotFoundError(f"{meta_path}: task must be one of {', '.join(TASKS)}, got {task!r}")
-    model_file = _model_file(directory, meta.get("model_file"), meta_path)
-    params = meta.get("params") or {}
-    if not isinstance(params, dict):
-        raise ModelNotFoundError(f"{meta_path}: params must be a mapping")
-    char_dict = meta.get("character_dict")
-    char_path = directory / char_dict if char_dict else None
+    meta = read_metadata(meta_path)
+    model_file = _model_file(directory, meta.model_file, meta_path)
+    char_path = directory / meta.character_dict if meta.character_dict else None
     if char_path is not None and not char_path.is_file():
         raise ModelNotFoundError(f"{meta_path}: character_dict {char_path} does not exist")
-    name = meta.get("model_name") or model_name or directory.name
-    return ModelSpec(str(name), task, model_file, params, char_path, source=str(directory))
+    name = meta.model_name or model_name or directory.name
+    return ModelSpec(str(name), meta.task, model_file, meta.params, char_path, source=str(directory))
 
 
 def _model_file(directory: Path, declared: Optional[str], meta_path: Path) -> Path:
