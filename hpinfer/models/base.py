@@ -18,8 +18,8 @@ import numpy as np
 from ..config import HPIConfig, parse_hpi_config
 from ..device import Device
 from ..errors import ConfigError
-from ..io import iter_inputs
 from ..io.inputs import PageRange
+from ..io.pages import FailedPage, OnError, readable_pages
 from ..results import Result
 from ..runtime.engines.base import StageTimer
 from ..runtime.loader import open_session
@@ -94,14 +94,20 @@ class Predictor:
     def predict(self, inputs: Any, **overrides: Any) -> List[Result]:
         return list(self.predict_iter(inputs, **overrides))
 
-    def predict_iter(self, inputs: Any, page_range: Optional[PageRange] = None, **overrides: Any) -> Iterator[Result]:
-        """One result per image or PDF page (``page_range``: 1-based first and last page of PDFs)."""
+    def predict_iter(
+        self, inputs: Any, page_range: Optional[PageRange] = None, on_error: OnError = "raise", **overrides: Any
+    ) -> Iterator[Result]:
+        """One result per image or PDF page (``page_range``: 1-based first and last page of PDFs); ``on_error``
+        (``hpinfer.io.pages``): what a page that cannot be read does."""
         params = self.with_overrides(overrides)
-        for item in iter_inputs(inputs, page_range=page_range):
-            data = {"input_path": item.input_path, "page_index": item.page_index, "model_name": self.name}
+        for page in readable_pages(inputs, page_range, on_error):
+            if page.image is None:
+                yield FailedPage(page)
+                continue
+            data = {"input_path": page.input_path, "page_index": page.page_index, "model_name": self.name}
             with self.timer.stage("call"):
-                data.update(self.predict_image(item.image, params))
-            yield Result(data, item.image, self.kind.visualize, self.task + "_res_img")
+                data.update(self.predict_image(page.image, params))
+            yield Result(data, page.image, self.kind.visualize, self.task + "_res_img")
 
     def predict_image(self, image: np.ndarray, params: Params) -> Dict[str, Any]:
         """One BGR image → the task's result fields."""

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..device import Device
 from ..errors import ConfigError
-from ..io import iter_inputs
+from ..io.pages import FailedPage, OnError, readable_pages
 from ..io.inputs import PageRange
 from ..models.base import Predictor
 from ..results import Result
@@ -83,12 +83,17 @@ class DocPreprocessor(PipelineBase):
         return list(self.predict_iter(inputs, **options))
 
     def predict_iter(
-        self, inputs: Any, page_range: Optional[PageRange] = None, use_doc_orientation_classify: Optional[bool] = None
+        self, inputs: Any, page_range: Optional[PageRange] = None, use_doc_orientation_classify: Optional[bool] = None,
+        on_error: OnError = "raise",
     ) -> Iterator[Result]:
-        """One result per image or page; ``res.image`` is the upright page, which ``save_to_img`` draws."""
-        for item in iter_inputs(inputs, page_range=page_range):
-            image, data = self.process(item.image, use_doc_orientation_classify)
-            yield Result({"input_path": item.input_path, "page_index": item.page_index, **data}, image, _draw, "doc_preprocessor_res_img")
+        """One result per image or page; ``res.image`` is the upright page, which ``save_to_img`` draws.
+        ``on_error`` (``hpinfer.io.pages``): what a page that cannot be read does."""
+        for page in readable_pages(inputs, page_range, on_error):
+            if page.image is None:
+                yield FailedPage(page)
+                continue
+            image, data = self.process(page.image, use_doc_orientation_classify)
+            yield Result({"input_path": page.input_path, "page_index": page.page_index, **data}, image, _draw, "doc_preprocessor_res_img")
 
 
 def _draw(result: Result) -> np.ndarray:

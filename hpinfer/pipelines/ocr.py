@@ -31,8 +31,9 @@ from pydantic import Field, field_validator
 
 from ..device import Device
 from ..errors import ConfigError, InputError
-from ..io import InputItem, iter_inputs, to_bgr
+from ..io import InputItem, to_bgr
 from ..io.inputs import PageRange
+from ..io.pages import FailedPage, OnError, Page, readable_pages
 from ..models.text_detection import TextDetector
 from ..models.text_recognition import TextRecognizer
 from ..models.textline_orientation import TextLineOrientationClassifier
@@ -43,7 +44,7 @@ from ..tasks.text_detection import DetParams
 from ..visualize import draw_ocr
 from .config import PipelineSettings
 from .doc_preprocessor import DocPreprocessor
-from .stages import Page, iter_pages, run_stages
+from .stages import run_stages
 from .sub_modules import PipelineBase, create_sub_module
 
 
@@ -170,21 +171,28 @@ class OCRPipeline(PipelineBase):
     def predict(self, inputs: Any, **options: Any) -> List[Result]:
         return list(self.predict_iter(inputs, **options))
 
-    def predict_iter(self, inputs: Any, page_range: Optional[PageRange] = None, **options: Any) -> Iterator[Result]:
+    def predict_iter(
+        self, inputs: Any, page_range: Optional[PageRange] = None, on_error: OnError = "raise", **options: Any
+    ) -> Iterator[Result]:
+        """One result per image or page; ``on_error`` (``hpinfer.io.pages``): what a page that cannot be read does."""
         opts, det_params = self._call_options(options)
         use_queues = opts.use_queues if opts.use_queues is not None else self.device.is_gpu and _several(inputs)
+        pages = readable_pages(inputs, page_range, on_error)
         if not use_queues:
-            for item in iter_inputs(inputs, page_range=page_range):
-                yield from self._run([item], opts, det_params)
+            for page in pages:
+                yield FailedPage(page) if page.image is None else self._run([_item_of(page)], opts, det_params)[0]
             return
         stages = [
             lambda page: self._analyse([_item_of(page)], opts, det_params),
             lambda analysed: self._complete(*analysed, opts, det_params)[0],
         ]
-        for outcome in run_stages(iter_pages(inputs, page_range), stages, True, opts.queue_size):
-            if outcome.error is not None:
+        for outcome in run_stages(pages, stages, True, opts.queue_size):
+            if outcome.error is None:
+                yield outcome.value
+            elif isinstance(outcome.value, Page) and outcome.value.image is None:
+                yield FailedPage(outcome.value)
+            else:
                 raise outcome.error  # as the sequential loop would, at the same place in the stream
-            yield outcome.value
 
     def predict_batch(self, images: Sequence[np.ndarray], **options: Any) -> List[Result]:
         """Several decoded images at once (what a server batching requests wants): images whose detector inputs
