@@ -94,9 +94,8 @@ class BackendConfig(BaseModel):
     cpu_num_threads: Optional[int] = Field(default=None, ge=1, le=1024)
     # Inferences of one model (or of several, as pipeline stage threads make them) that may run at the same
     # time, cpu_num_threads split among them. None: one at a time with all the threads (OpenVINO's LATENCY
-    # hint). On 2 cores (2026-11-26, OCR over 13 images, fp32) 2 streams x 1 thread with two images at a time
-    # on two threads reach 3.53-3.67 images/s against 3.50-3.59 for one stream of 2 threads (equal within noise),
-    # stage threads 2.55-2.60. See hpinfer/pipelines/ocr.py for how stage threads use it.
+    # hint); on 2 cores two streams were no faster than one (benchmarks/RESULTS.md). See
+    # hpinfer/pipelines/ocr.py for how stage threads use it.
     cpu_num_streams: Optional[int] = Field(default=None, ge=1, le=64)
     precision: Precision = "fp32"
     # {input_name: [[min...], [opt...], [max...]]}, as in PaddleX/TensorRT.

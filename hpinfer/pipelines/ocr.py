@@ -7,12 +7,7 @@ not oversubscribe the cores: OpenVINO models compiled with the same settings sha
 stages' inferences take turns while the Python work around them (decoding, cropping, post-processing) runs
 beside. On a CPU that costs more than it gives when the engines already keep every core busy, so it is off by
 default there; on a GPU (the device computes while the host prepares the next image) it is on for several
-images: 1.47x on an H200 (torch fp16, the shared images + 4 pages: 37.2 vs 25.3 images/s). Measured on 2 cores
-(2026-11-26, OpenVINO fp32, best of 3-4 passes, benchmarks/RESULTS.md): the 13 compare_peers images as files
-3.40 images/s sequential vs 3.30 queued, as arrays 3.48 vs 3.36, a 6-page PDF 1.605 vs 1.582; compare_peers'
-stream column 3-7 % below its image-by-image one for every OpenVINO setting. With ``cpu_num_streams: 2`` (det
-and rec truly in parallel, 1 thread each) 2.6 queued, 2.0 sequential, both slower than one stream with 2
-threads (2026-11-26).
+images (measurements: benchmarks/RESULTS.md, "Numbers moved out of docstrings").
 
 Timing hooks (no-ops unless ``hpinfer.bench`` enables them): each sub-module call is a "call" span on
 that predictor's timer, and the pipeline's own work is "pre" (bounds, padding), "crop" and "post"

@@ -10,7 +10,6 @@ later stages and comes out as an ``Outcome`` with the error, so one bad page nev
 
 from __future__ import annotations
 
-import os
 import queue
 import threading
 from dataclasses import dataclass

@@ -38,8 +38,7 @@ class DetParams(Params):
     box_type: Literal["quad", "poly"] = "quad"  # poly: curved outlines (seal text), N x 2 points each
     # Images whose resized inputs have the same shape go through the engine together (``detect_many``, used
     # when a server batches requests), this many at a time: speed only, results unchanged. None: 8 on a GPU,
-    # 1 on a CPU, where 8 A4 pages in one call took as long per page as one at a time with OpenVINO and 1.4x
-    # as long with ONNX Runtime (2026-11-26, 2 cores).
+    # 1 on a CPU, where batching pages gained nothing (benchmarks/RESULTS.md).
     max_batch_size: Optional[int] = Field(None, ge=1, le=64)
 
 
