@@ -240,10 +240,14 @@ def test_layout_int8_is_calibrated_on_pages_and_its_region_drift_measured(cache_
         assert "precision=int8" in int8.session.settings
         drift = manifest(int8)["info"]["drift"]
         regions = int8.predict(page)[0]["boxes"]
-    assert drift["metric"] == "1 - region F1 x IoU (per class)" and drift["inputs"] >= 1
+    assert drift["metric"] == "1 - region F1 x IoU (per class)" and drift["inputs"] >= 1 and drift["compared"] > 0
     assert 0 <= drift["value"] <= 1 and set(drift["details"]) == {"recall", "precision", "f1", "mean_iou"}
-    # What the guard measured on held-back pages says what happens on this page too: int8 loses regions.
-    assert len(regions) != len(reference) and drift["value"] > 0
+    assert regions and reference
+    # The guard's verdict, not a loss, is asserted (a better quantizer may lose nothing): safe mode keeps this
+    # int8 engine (the same cache entry) exactly when its drift is within the task's tolerance.
+    with create_model("PicoDet_layout_1x_CDLA", use_hpip=True, hpi_config=hpi(pages, "onnxruntime", "int8", calibration={"num_samples": 5})) as safe:
+        kept = "precision=int8" in safe.session.settings
+    assert kept == (drift["value"] <= TASKS["layout_detection"].tolerance)
 
 
 

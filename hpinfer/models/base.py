@@ -72,10 +72,6 @@ class Predictor:
         return self.kind.name
 
     @property
-    def params_type(self) -> Type[Params]:
-        return self.kind.params_type
-
-    @property
     def name(self) -> str:
         return self.spec.name
 
