@@ -84,11 +84,15 @@ def _pdf_pages(path: str, page_range: Optional[PageRange]) -> Iterator[Page]:
             first += 1
 
 
+def check_on_error(on_error: str) -> None:
+    if on_error not in ON_ERROR:
+        raise ConfigError(f"on_error must be one of {', '.join(ON_ERROR)}, got {on_error!r}")
+
+
 def readable_pages(inputs: Any, page_range: Optional[PageRange] = None, on_error: OnError = "raise") -> Iterator[Page]:
     """``iter_pages`` under ``on_error``: "raise" raises at the first page that cannot be read, "result" lets it
     through (``page.image`` None; make it a ``failed_page``)."""
-    if on_error not in ON_ERROR:
-        raise ConfigError(f"on_error must be one of {', '.join(ON_ERROR)}, got {on_error!r}")
+    check_on_error(on_error)
     for page in iter_pages(inputs, page_range):
         if page.error is not None and on_error == "raise":
             raise InputError(page.error)

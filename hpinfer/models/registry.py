@@ -149,7 +149,7 @@ def resolve_model(model_name: Optional[str] = None, model_dir: "str | Path | Non
 class ModelDirMeta(BaseModel):
     """``hpinfer.yaml``: what a user's model directory says about its model (keys: these fields)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
     task: str
     model_name: Optional[str] = None

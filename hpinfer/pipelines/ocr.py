@@ -28,7 +28,7 @@ from ..device import Device
 from ..errors import ConfigError, InputError
 from ..io import InputItem, to_bgr
 from ..io.inputs import PageRange
-from ..io.pages import FailedPage, OnError, Page, readable_pages
+from ..io.pages import FailedPage, OnError, Page, check_on_error, readable_pages
 from ..models.text_detection import TextDetector
 from ..models.text_recognition import TextRecognizer
 from ..models.textline_orientation import TextLineOrientationClassifier
@@ -171,20 +171,21 @@ class OCRPipeline(PipelineBase):
     ) -> Iterator[Result]:
         """One result per image or page; ``on_error`` (``hpinfer.io.pages``): what a page that cannot be read does."""
         opts, det_params = self._call_options(options)
+        check_on_error(on_error)
         use_queues = opts.use_queues if opts.use_queues is not None else self.device.is_gpu and _several(inputs)
-        pages = readable_pages(inputs, page_range, on_error)
         if not use_queues:
-            for page in pages:
+            for page in readable_pages(inputs, page_range, on_error):
                 yield FailedPage(page) if page.image is None else self._run([_item_of(page)], opts, det_params)[0]
             return
         stages = [
             lambda page: self._analyse([_item_of(page)], opts, det_params),
             lambda analysed: self._complete(*analysed, opts, det_params)[0],
         ]
-        for outcome in run_stages(pages, stages, True, opts.queue_size):
+        # A bad page travels as a page (the source thread reads on) and raises or becomes a result here, in order.
+        for outcome in run_stages(readable_pages(inputs, page_range, "result"), stages, True, opts.queue_size):
             if outcome.error is None:
                 yield outcome.value
-            elif isinstance(outcome.value, Page) and outcome.value.image is None:
+            elif on_error == "result" and isinstance(outcome.value, Page) and outcome.value.image is None:
                 yield FailedPage(outcome.value)
             else:
                 raise outcome.error  # as the sequential loop would, at the same place in the stream
