@@ -51,6 +51,8 @@ def main() -> int:
     parser.add_argument("--pipelines", default=",".join(PIPELINES))
     parser.add_argument("--hpip", action="store_true", help="use_hpip with the OpenVINO engine, fp32")
     parser.add_argument("--page-step", type=int, default=1, help="every n-th page of the set only (pages are slow)")
+    parser.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
+                        help="a pipeline option for every pipeline, e.g. use_textline_orientation=False")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     import hpinfer
@@ -62,6 +64,9 @@ def main() -> int:
     options: Dict[str, Any] = {}
     if args.hpip:
         options = {"use_hpip": True, "hpi_config": {"backend": "openvino", "precision": "fp32"}}
+    for item in args.option:
+        key, _, value = item.partition("=")
+        options[key] = {"true": True, "false": False}.get(value.lower(), value)
     pipes = {name: hpinfer.create_pipeline(name, **options) for name in names}
     for pipe in pipes.values():
         pipe.predict(samples[-1].image)  # warm-up
@@ -80,7 +85,7 @@ def main() -> int:
                 row[0] += cerr; row[1] += chars; row[2] += werr; row[3] += words; row[4] += seconds; row[5] += 1
         print(f"{sample.name} done", file=sys.stderr, flush=True)
     report = {
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "load": os.getloadavg(), "hpip": args.hpip, "page_step": args.page_step,
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "load": os.getloadavg(), "hpip": args.hpip, "page_step": args.page_step, "options": args.option,
         "samples": len(samples), "versions": {"hpinfer": hpinfer.__version__},
         "results": {
             name: {kind: {"cer": round(r[0] / max(1, r[1]), 5), "wer": round(r[2] / max(1, r[3]), 4),

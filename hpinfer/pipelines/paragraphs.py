@@ -4,8 +4,10 @@ the layout detector made of it (one region for a whole page, or none at all).
 Lines that share a row (vertical overlap, a small horizontal gap) are one row; rows are read in the
 columns-first order of reading_order.py; a run of rows stacked in one column is cut into paragraphs where
 the gap above a row is clearly wider than the column's line spacing, where a row starts indented after an
-unindented one (a first-line indent), where the row above ended well short of the column's right edge
-(a paragraph's last line), or where a row starts with a list marker.
+unindented one or after a one-line paragraph's indented first line (a first-line indent; an indented row
+after an indented continuation is a hanging indent, not a new paragraph), where the row above ended short
+of the column's right edge by more than this row's first word would have needed (a paragraph's last line),
+where the type size changes (a heading) or where a row starts with a list marker.
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ ROW_OVERLAP = 0.5  # lines overlapping by this share of the lower one's height s
 ROW_GAP = 1.5  # ...when no more than this many line heights apart horizontally
 EXTRA_GAP = 0.5  # a gap wider than the column's usual one by this many line heights starts a paragraph
 INDENT = 0.8  # a row starting this many line heights right of the column's left edge is indented
-SHORT_LINE = 0.3  # a row ending this share of the column's width before its right edge ends a paragraph
 LIST_MARKER = re.compile(r"^\s*([•·▪●○◦■□\-–*]|\(?\d{1,3}[.)]|\(?[a-z][.)])\s")
 
 Box = Sequence[float]
@@ -88,14 +89,13 @@ def _split_run(boxes: np.ndarray, texts: List[str]) -> List[List[int]]:
     gaps = boxes[1:, 1] - boxes[:-1, 3]
     usual_gap = float(np.percentile(gaps, 25)) if len(gaps) else 0.0
     left, right = boxes[:, 0].min(), boxes[:, 2].max()
-    width = right - left
     indented = boxes[:, 0] - left > INDENT * height
     pieces: List[List[int]] = [[0]]
     for k in range(1, len(boxes)):
         new = (
             gaps[k - 1] > usual_gap + EXTRA_GAP * height
-            or (indented[k] and not indented[k - 1])
-            or (right - boxes[k - 1, 2] > SHORT_LINE * width and len(boxes) > 2)
+            or (indented[k] and (not indented[k - 1] or pieces[-1] == [k - 1]))
+            or right - boxes[k - 1, 2] > _first_word_width(boxes[k], texts[k]) + height
             or bool(LIST_MARKER.match(texts[k]))
             or abs(heights[k] - heights[k - 1]) > 0.35 * max(heights[k], heights[k - 1])  # a heading's size
         )
@@ -104,6 +104,14 @@ def _split_run(boxes: np.ndarray, texts: List[str]) -> List[List[int]]:
         else:
             pieces[-1].append(k)
     return pieces
+
+
+def _first_word_width(box: np.ndarray, text: str) -> float:
+    """About how wide the row's first word is: its share of the row's characters (a CJK row: one character)."""
+    text = text.strip()
+    words = text.split(maxsplit=1)
+    first = words[0] if words and len(words[0]) < 30 else text[:1]
+    return float(box[2] - box[0]) * (len(first) + 1) / max(1, len(text))
 
 
 def box_of(boxes: Sequence[Box]) -> Tuple[int, int, int, int]:
