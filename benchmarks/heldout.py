@@ -341,11 +341,11 @@ def wer(reference: str, hypothesis: str) -> float:
     return levenshtein(ref, hypothesis.split()) / max(1, len(ref))
 
 
-def line_errors(lines: Sequence[Dict[str, Any]], texts: Sequence[str], boxes: Iterable[Sequence[float]]) -> Tuple[int, int]:
-    """(character errors, reference characters) of OCR lines (``texts`` with ``boxes`` x1 y1 x2 y2) against the
-    truth ``lines``, whitespace removed, order-free (see the module docstring)."""
+def match_lines(lines: Sequence[Dict[str, Any]], texts: Sequence[str], boxes: Iterable[Sequence[float]]) -> Tuple[List[List[str]], List[str]]:
+    """OCR lines (``texts`` with ``boxes`` x1 y1 x2 y2) to the truth ``lines`` their box centre falls in: the texts
+    on each truth line, left to right, and the texts on none."""
     pieces: List[List[Tuple[float, str]]] = [[] for _ in lines]
-    stray = 0
+    stray: List[str] = []
     for text, (x1, y1, x2, y2) in zip(texts, boxes):
         cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
         for i, line in enumerate(lines):
@@ -354,10 +354,25 @@ def line_errors(lines: Sequence[Dict[str, Any]], texts: Sequence[str], boxes: It
                 pieces[i].append((x1, text))
                 break
         else:
-            stray += len(squash(text))
-    errors = stray + sum(levenshtein(squash(line["text"]), squash("".join(t for _, t in sorted(got))))
-                         for line, got in zip(lines, pieces))
+            stray.append(text)
+    return [[t for _, t in sorted(got)] for got in pieces], stray
+
+
+def line_errors(lines: Sequence[Dict[str, Any]], texts: Sequence[str], boxes: Iterable[Sequence[float]]) -> Tuple[int, int]:
+    """(character errors, reference characters) of OCR lines against the truth ``lines``, whitespace removed,
+    order-free (see the module docstring)."""
+    pieces, stray = match_lines(lines, texts, boxes)
+    errors = len(squash("".join(stray))) + sum(levenshtein(squash(line["text"]), squash("".join(got)))
+                                               for line, got in zip(lines, pieces))
     return errors, sum(len(squash(line["text"])) for line in lines)
+
+
+def word_errors(lines: Sequence[Dict[str, Any]], texts: Sequence[str], boxes: Iterable[Sequence[float]]) -> Tuple[int, int]:
+    """(word errors, reference words), spaces kept: a truth line's pieces joined by a space."""
+    pieces, stray = match_lines(lines, texts, boxes)
+    errors = len(" ".join(stray).split()) + sum(levenshtein(line["text"].split(), " ".join(got).split())
+                                                for line, got in zip(lines, pieces))
+    return errors, sum(len(line["text"].split()) for line in lines)
 
 
 def main() -> int:

@@ -27,25 +27,6 @@ import heldout  # noqa: E402
 PIPELINES = ["OCR_PP-OCRv4_mobile", "OCR_PP-OCRv5_mobile", "OCR_PP-OCRv6_small", "OCR_PP-OCRv6_tiny"]
 
 
-def word_errors(lines: List[Dict[str, Any]], texts: List[str], boxes) -> tuple:
-    """Word errors against each truth line (pieces of a line joined by a space, left to right; text on no line
-    counts as inserted words) and the truth's word count."""
-    pieces: List[List[tuple]] = [[] for _ in lines]
-    stray = 0
-    for text, (x1, y1, x2, y2) in zip(texts, boxes):
-        cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
-        for i, line in enumerate(lines):
-            lx1, ly1, lx2, ly2 = line["box"]
-            if lx1 - 4 <= cx <= lx2 + 4 and ly1 - 4 <= cy <= ly2 + 4:
-                pieces[i].append((x1, text))
-                break
-        else:
-            stray += len(text.split())
-    errors = stray + sum(heldout.levenshtein(line["text"].split(), " ".join(t for _, t in sorted(got)).split())
-                         for line, got in zip(lines, pieces))
-    return errors, sum(len(line["text"].split()) for line in lines)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pipelines", default=",".join(PIPELINES))
@@ -79,7 +60,7 @@ def main() -> int:
             seconds = time.perf_counter() - start
             boxes = [list(b) for b in res["rec_boxes"]]
             cerr, chars = heldout.line_errors(truth, res["rec_texts"], boxes)
-            werr, words = word_errors(truth, res["rec_texts"], boxes)
+            werr, words = heldout.word_errors(truth, res["rec_texts"], boxes)
             for key in (sample.kind, "all"):
                 row = totals[name][key]
                 row[0] += cerr; row[1] += chars; row[2] += werr; row[3] += words; row[4] += seconds; row[5] += 1

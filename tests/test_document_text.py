@@ -13,6 +13,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 import hpinfer
+from hpinfer.pipelines.markdown import page_markdown
 from hpinfer.pipelines.paragraphs import paragraphs
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -89,3 +90,5 @@ def test_paragraphs_by_spacing_indent_and_columns() -> None:
     # A list: each marker starts an item.
     items = [[0, 0, 300, 20], [0, 28, 400, 48], [0, 56, 400, 76]]
     assert paragraphs(items, ["• one", "• two", "three"]) == [[0], [1, 2]]
+    blocks = [{"label": "title", "text": "Notes", "order": 0}, {"label": "text", "text": "One *a*.\n• two\nthree", "order": 1}]
+    assert page_markdown({"blocks": blocks}, {}) == "## Notes\n\nOne \\*a\\*.\n\n- two\n\nthree"
