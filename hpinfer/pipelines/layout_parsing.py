@@ -5,8 +5,8 @@ once → OCR of the whole page, once (as PP-StructureV3 does) → each text line
 it, a region's box grown to hold its lines whole (a region never cuts a line), lines outside every region
 grouped into paragraphs that become text blocks of their own (a one-line paragraph in larger type than the
 page's body, a title) → reading order over all blocks (columns first, see reading_order.py) → blocks
-``{label, cls_id, score, box, text, order}``; ``text`` holds one paragraph per line (paragraphs.py groups a
-block's lines by their geometry), ``score`` is None for a block found only by OCR. So the page's text is
+``{label, cls_id, score, box, text, order}``; a text or reference block's ``text`` holds one paragraph per
+line (paragraphs.py groups its lines by their geometry), ``score`` is None for a block found only by OCR. So the page's text is
 as complete as the OCR pipeline's. Tables, figures and equations keep their lines' text in the JSON, and
 Markdown shows them as cropped images.
 
@@ -38,7 +38,7 @@ from ..visualize import draw_polygons
 from .config import PipelineSettings
 from .doc_preprocessor import DocPreprocessor
 from ..io import InputItem
-from .markdown import HEADING_LABELS, MarkdownDocument
+from .markdown import MarkdownDocument
 from .ocr import OCROptions, OCRPipeline
 from .paragraphs import box_of, paragraphs
 from .reading_order import reading_order
@@ -48,6 +48,7 @@ from .sub_modules import PipelineBase, create_sub_module
 log = logging.getLogger("hpinfer")
 
 OCR_MODULES = ("TextDetection", "TextLineOrientation", "TextRecognition")
+PARAGRAPH_LABELS = frozenset({"text", "reference"})  # regions of running text, cut into paragraphs
 TITLE_SIZE = 1.3  # a lone line this many times the page's usual line height is a title
 _CJK = re.compile(r"[\u2e80-\u9fff\u3000-\u303f\uf900-\ufaff\uff00-\uffef]")
 
@@ -208,9 +209,10 @@ class LayoutParsingPipeline(PipelineBase):
         for index, region in enumerate(analysed.regions):
             mine = [i for i, o in enumerate(owner) if o == index]
             box = box_of([region["coordinate"], *boxes[mine]])
-            text = "\n".join(paragraph_texts(boxes[mine], [texts[i] for i in mine]))
-            if region["label"] in HEADING_LABELS:
-                text = text.replace("\n", " ")
+            paras = paragraph_texts(boxes[mine], [texts[i] for i in mine])
+            # A title, caption, header or footer is one paragraph however its lines look (a caption's
+            # Chinese and English lines differ in size); running text is split by its geometry.
+            text = "\n".join(paras) if region["label"] in PARAGRAPH_LABELS else join_lines(paras)
             blocks.append({"label": region["label"], "cls_id": region["cls_id"], "score": region["score"], "box": list(box), "text": text})
         blocks += self._loose_blocks(boxes, texts, [i for i, o in enumerate(owner) if o < 0])
         blocks = [{**blocks[i], "order": order} for order, i in enumerate(reading_order([b["box"] for b in blocks]))]
