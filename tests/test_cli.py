@@ -328,9 +328,9 @@ def test_layout_parsing_reports_a_corrupt_page_and_saves_the_document_as_markdow
     assert len(list(out.glob("*_layout_parsing_res_img.png"))) == 3
     markdown = (out / "report_res.md").read_text(encoding="utf-8")  # one document for the whole PDF
     first, second, third = markdown.split("\n\n---\n\n")
-    assert first.startswith("## 3 MovieShots") and "Dataset" in first
+    assert re.match(r"## 3 ?MovieShots", first) and "Dataset" in first
     assert second.startswith("<!-- ") and "page 2: not processed" in second
-    assert third.startswith("## 3 MovieShots") and third.rstrip("\n") == first
+    assert re.match(r"## 3 ?MovieShots", third) and third.rstrip("\n") == first
     assert "3/3" in proc.stderr  # the progress bar counted every page
 
 

