@@ -6,7 +6,9 @@ flags and builds a serialized engine into the model cache; a timing cache per GP
 makes later builds faster. int8 uses explicit quantization: the builder hands this engine the QDQ model
 the shared quantizer made from the calibration set (TensorRT 10 deprecates its implicit calibrators).
 Device memory and streams come from torch; each input shape gets static buffers and, after its first run,
-a captured CUDA graph of ``execute_async_v3``.
+a captured CUDA graph of ``execute_async_v3``: kept for the ``MAX_SHAPES`` most recently used shapes (OCR feeds a
+new shape per image). Cache entries are keyed by the GPU model and driver (``builder.hardware_fields``); an entry
+TensorRT cannot deserialize is rebuilt (``loader``). int8 is quantized symmetric (zero points 0), as TensorRT needs.
 
 Not run in this repository's CI nor on the GPU lent to it (no tensorrt package there): the tests skip
 without it.
@@ -25,10 +27,12 @@ from ...config import BackendConfig
 from ...device import Device
 from ..shapes import bounds_for
 from .base import Engine, EngineSession, TensorInfo
+from .lru import LRU
 
 ENGINE_FILE = "model.engine"
 # min, opt, max for a dynamic dimension without dynamic_shapes: the batch, then image sides.
 DEFAULT_RANGE = {0: (1, 1, 32), "other": (32, 640, 2048)}
+MAX_SHAPES = 64  # input shapes whose buffers and CUDA graph are kept (the torch engine's max_graphs default)
 
 
 def _profile_shapes(shape: Sequence[int], bounds: Optional[Sequence[Sequence[int]]]) -> Tuple[Tuple[int, ...], ...]:
@@ -84,7 +88,7 @@ class TensorRTSession(EngineSession):
         ]
         is_input = [engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT for n in names]
         super().__init__([t for t, i in zip(info, is_input) if i], [t for t, i in zip(info, is_input) if not i], settings)
-        self._bound: Dict[Tuple[Tuple[int, ...], ...], _Bound] = {}
+        self._bound: LRU[_Bound] = LRU(MAX_SHAPES)
         self._lock = threading.Lock()  # one execution context: one run at a time
 
     def _run(self, feeds: Mapping[str, np.ndarray]) -> List[np.ndarray]:
@@ -95,7 +99,8 @@ class TensorRTSession(EngineSession):
         with self._lock, torch.cuda.stream(self._stream):
             bound = self._bound.get(shapes)
             if bound is None:
-                bound = self._bound[shapes] = _Bound(self._context, self._engine, names, shapes, self._stream)
+                bound = _Bound(self._context, self._engine, names, shapes, self._stream)
+                self._bound.put(shapes, bound)  # a dropped shape's graph and buffers go back to torch's allocator
             for name in names:
                 bound.tensors[name].copy_(torch.from_numpy(np.ascontiguousarray(feeds[name])).pin_memory(), non_blocking=True)
             bound.graph.replay()
@@ -114,6 +119,7 @@ class TensorRTEngine(Engine):
     pip_name = "tensorrt"
     bakes_shape_bounds = True
     int8_op_types = ("Conv", "ConvTranspose", "MatMul")  # where TensorRT runs QDQ layers in int8
+    int8_symmetric = True  # TensorRT rejects QDQ with non-zero zero points
 
     @classmethod
     def unsupported_reason(cls, device: Device, precision: str) -> Optional[str]:
@@ -173,6 +179,8 @@ class TensorRTEngine(Engine):
 
         with torch.cuda.device(device.index):
             engine = trt.Runtime(_logger()).deserialize_cuda_engine((artifact_dir / ENGINE_FILE).read_bytes())
+            if engine is None:  # TensorRT returns None (and logs why) for an engine of another build or GPU
+                raise RuntimeError(f"TensorRT {trt.__version__} cannot deserialize {artifact_dir / ENGINE_FILE} (see its log above)")
             return TensorRTSession(engine, device, f"tensorrt {trt.__version__} {device} precision={config.precision}")
 
     @classmethod

@@ -532,16 +532,6 @@ def _Entry(module: "OnnxModule", channels_last: bool):
 # ------------------------------------------------------------------------------------------ AOTInductor packages
 
 
-def driver_version() -> str:
-    """The NVIDIA driver version (e.g. 580.159.04), or "unknown"."""
-    try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=20)
-        return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
 def _translator_digest() -> str:
     """The translator's source: a changed op translation must not load an old package."""
     digest = hashlib.sha256()
@@ -556,7 +546,7 @@ def aot_fields(model_path: Path, config: BackendConfig, device: Device) -> Dict[
     import torch
 
     from ..cache import CACHE_FORMAT, file_sha256
-    from ..hardware import cpu_name
+    from ..hardware import cpu_name, driver_version
 
     if device.is_gpu:
         props = torch.cuda.get_device_properties(device.index)
