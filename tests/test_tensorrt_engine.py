@@ -54,7 +54,7 @@ def test_shapes_past_the_bound_are_dropped_on_the_gpu():
     pytest.importorskip("tensorrt", reason="TensorRT is not installed (pip install tensorrt, on an NVIDIA GPU machine)")
     if TensorRTEngine.unsupported_reason(GPU, "fp32"):
         pytest.skip(TensorRTEngine.unsupported_reason(GPU, "fp32"))
-    from hpinfer.runtime.engines import tensorrt
+    from hpinfer.runtime.engines.tensorrt import session as tensorrt
 
     path = resolve_model("PP-OCRv4_mobile_rec").model_file
     config = BackendConfig(dynamic_shapes={"x": [[1, 3, 48, 32], [1, 3, 48, 320], [1, 3, 48, 2048]]})

@@ -25,7 +25,7 @@ import numpy as np
 
 from ...config import BackendConfig
 from ...device import Device
-from ...errors import InputError
+from ...errors import EngineUnavailableError, InputError
 
 if TYPE_CHECKING:
     from ..shapes import ShapeBounds
@@ -220,6 +220,16 @@ class Engine(ABC):
     @abstractmethod
     def unsupported_reason(cls, device: Device, precision: str) -> Optional[str]:
         """None if this engine can run on ``device`` at ``precision`` here, else why not."""
+
+    @classmethod
+    def _validate(cls, model_path: Path, config: BackendConfig, device: Device) -> None:
+        """What a public ``load``/``build``/``open`` checks before its ``_impl`` works: the file is there and this
+        engine can run on ``device`` at the precision (a clear refusal, not a failure deep inside the library)."""
+        if not model_path.is_file():
+            raise EngineUnavailableError(f"{cls.name}: {model_path} does not exist (an incomplete cache entry or a moved model)")
+        reason = cls.unsupported_reason(device, config.precision)
+        if reason:
+            raise EngineUnavailableError(f"{cls.name} cannot run on {device} at {config.precision}: {reason}")
 
     @classmethod
     @abstractmethod
