@@ -34,7 +34,7 @@ class Artifact:
     backend: str
     config: BackendConfig
     entry: Entry
-    drift: Optional[accuracy.Drift]  # None for fp32, or when the task has no metric
+    drift: Optional[accuracy.Drift]  # None for exact configs (fp32), or when the task has no metric
 
     def open(self, model_path: Path, device: Device) -> EngineSession:
         session = ENGINES[self.backend].open(self.entry.path, self.config, device)
@@ -74,7 +74,7 @@ def engine_fields(model_path: Path, backend: str, config: BackendConfig, device:
     }
     if ENGINES[backend].bakes_shape_bounds and not config.dynamic_shapes:
         fields["default_shapes"] = current_defaults()
-    if config.precision != "fp32" and task is not None:  # the drift report depends on the calibration set
+    if not ENGINES[backend].exact(config) and task is not None:  # the drift report depends on the calibration set
         fields["task"] = task.digest()
         fields["calibration_set"] = source_digest(task, config.calibration)
         fields["guard"] = accuracy.GUARD_REVISION
@@ -113,7 +113,7 @@ def build_engine(
                     symmetric=engine.int8_symmetric,
                 )
             engine.build(source, config, device, out_dir)
-        if config.precision != "fp32" and task is not None and task.task in accuracy.DRIFT:
+        if not engine.exact(config) and task is not None and task.task in accuracy.DRIFT:
             with engine.open(out_dir, config, device) as session:
                 info["drift"] = measure_drift(session, model_path, task, config, model_name).as_dict()
         return info

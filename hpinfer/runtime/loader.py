@@ -118,7 +118,7 @@ def tolerance(config: BackendConfig, task: Optional[ModelTask]) -> Optional[floa
 def _refusal(choice: EngineChoice, config: BackendConfig, drift: Optional[Drift], task: Optional[ModelTask]) -> Optional[str]:
     """Why safe mode refuses this precision, or None. Manual mode only reports a drift over the tolerance."""
     limit = tolerance(config, task)
-    if config.precision == "fp32" or drift is None or limit is None:
+    if drift is None or limit is None:  # exact configs (fp32, unpadded) have no drift
         return None
     if drift.vacuous:
         reason = (f"the accuracy guard had nothing to judge: on its {drift.inputs} input(s) the fp32 model "

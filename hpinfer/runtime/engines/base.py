@@ -222,6 +222,11 @@ class Engine(ABC):
         """None if this engine can run on ``device`` at ``precision`` here, else why not."""
 
     @classmethod
+    def exact(cls, config: BackendConfig) -> bool:
+        """Whether this config computes what fp32 ONNX Runtime computes (else the accuracy guard measures how far)."""
+        return config.precision == "fp32"
+
+    @classmethod
     def _validate(cls, model_path: Path, config: BackendConfig, device: Device) -> None:
         """What a public ``load``/``build``/``open`` checks before its ``_impl`` works: the file is there and this
         engine can run on ``device`` at the precision (a clear refusal, not a failure deep inside the library)."""

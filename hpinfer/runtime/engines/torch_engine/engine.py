@@ -45,6 +45,12 @@ class TorchEngine(Engine):
         return None
 
     @classmethod
+    def exact(cls, config: BackendConfig) -> bool:
+        """Padding to shape buckets changes results near the padded edges (and everywhere through global pooling,
+        e.g. the PP-LCNet SE blocks of PP-OCR's detectors)."""
+        return super().exact(config) and not config.torch.shape_buckets
+
+    @classmethod
     def load(cls, model_path: Path, config: BackendConfig, device: Device, options: Optional[TorchConfig] = None) -> TorchSession:
         """``options`` (if given) replaces ``config.torch``. An AOT package goes to the model cache beside the model."""
         if options is not None:
@@ -94,6 +100,7 @@ class TorchEngine(Engine):
                 ("aot", options.aot), ("tf32", options.tf32), ("channels-last", options.channels_last),
                 (f"contexts={options.contexts}", device.is_gpu and options.contexts > 1),
                 ("no-cudnn-benchmark", device.is_gpu and not options.cudnn_benchmark),
+                ("shape-buckets", options.shape_buckets),
             ) if on
         ]
         settings = f"torch {torch.__version__} {where} precision={config.precision} {' '.join(features)}".strip()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from typing import TYPE_CHECKING, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -13,6 +13,7 @@ from ....config import BackendConfig
 from ....device import Device
 from ...shapes import bounds_for
 from ..base import EngineSession, TensorInfo
+from . import buckets
 from .graphs import Shape, _CudaContext, batch_buckets
 
 if TYPE_CHECKING:
@@ -49,6 +50,8 @@ class TorchSession(EngineSession):
         self.buckets = batch_buckets(bounds[0][0], bounds[2][0]) if bounds else []
         self.pad_batch = bool(self.buckets)
         self.capture_after = 1 if config.dynamic_shapes else options.capture_after
+        # Image sides / line widths padded to a few sizes (TorchConfig.shape_buckets): the model's free H/W axes.
+        self.spatial_axes = buckets.spatial_axes(inputs[0].shape) if options.shape_buckets and len(inputs) == 1 else ()
         self._contexts: "queue.LifoQueue[_CudaContext]" = queue.LifoQueue()
         self._context_count = 0
         self._context_lock = threading.Lock()
@@ -60,13 +63,23 @@ class TorchSession(EngineSession):
         return (next(b for b in self.buckets if b >= shape[0]), *shape[1:])
 
     def _run(self, feeds: Mapping[str, np.ndarray]) -> List[np.ndarray]:
+        return self._bucketed([feeds[name] for name in self._names], self._run_arrays)
+
+    def _run_arrays(self, arrays: Sequence[np.ndarray]) -> List[np.ndarray]:
         import torch
 
-        arrays = [feeds[name] for name in self._names]
         if self.torch_device.type == "cpu":
             with torch.inference_mode():
                 return [o.numpy() for o in self.fn(*[torch.from_numpy(np.ascontiguousarray(a)) for a in arrays])]
         return self._run_on_gpu(arrays)
+
+    def _bucketed(self, arrays: Sequence[np.ndarray], run: Callable[[Sequence[np.ndarray]], List[np.ndarray]]) -> List[np.ndarray]:
+        """``run(arrays)``, with the input padded to its size bucket and the outputs cropped back, if asked."""
+        if not self.spatial_axes:
+            return run(arrays)
+        original = arrays[0].shape
+        target = buckets.padded(original, self.spatial_axes)
+        return buckets.crop(run([buckets.pad(arrays[0], target)]), original, target, self.spatial_axes)
 
     def _run_best(self, feeds: Mapping[str, np.ndarray]) -> List[np.ndarray]:
         """On the GPU, the arg-max and its score are taken there (ties: the first index, as numpy's argmax), so
@@ -74,7 +87,24 @@ class TorchSession(EngineSession):
         640: 68 MB to copy and scan on one CPU core)."""
         if self.torch_device.type == "cpu":
             return super()._run_best(feeds)
-        return self._run_on_gpu([feeds[name] for name in self._names], self._best, "best")
+        return self._bucketed([feeds[name] for name in self._names], lambda a: self._run_on_gpu(a, self._best, "best"))
+
+    def warm_up(self, shapes: Iterable[Sequence[int]], runner: Optional[Callable[[np.ndarray], List[np.ndarray]]] = None) -> int:
+        """Run zeros of each input shape (NCHW; NHWC uint8 images through ``runner``, an ``image_runner``) often
+        enough that its CUDA graph is captured now rather than at a caller's first request; with ``shape_buckets``
+        the shapes are first raised to their buckets. Returns how many distinct shapes were run."""
+        done = set()
+        for shape in shapes:
+            shape = buckets.padded(shape, self.spatial_axes) if self.spatial_axes else tuple(shape)
+            if shape in done:
+                continue
+            done.add(shape)
+            for _ in range(self.capture_after if self.own_graphs else 1):
+                if runner is None:
+                    self.run_one(np.zeros(shape, np.float32))
+                else:
+                    runner(np.zeros((shape[0], shape[2], shape[3], 3), np.uint8))
+        return len(done)
 
     def _best(self, *inputs: "torch.Tensor") -> Tuple["torch.Tensor", "torch.Tensor"]:
         score, index = self.fn(*inputs)[0].max(dim=-1)
@@ -108,10 +138,21 @@ class TorchSession(EngineSession):
             def runner(image: np.ndarray) -> List[np.ndarray]:
                 batch = self._image_batch(image)
                 with self.timer.stage("infer"):
-                    return self._run_on_gpu([batch], fn, tag)
+                    if not self.spatial_axes:
+                        return self._run_on_gpu([batch], fn, tag)
+                    return self._padded_images(batch, fn, tag)
 
             self._image_runners[factors] = runner
         return runner
+
+    def _padded_images(self, batch: np.ndarray, fn: Callable, tag: str) -> List[np.ndarray]:
+        """An NHWC uint8 batch padded to its size bucket, with each image's true height and width beside it: the
+        normaliser zeros what lies outside them after normalising (uint8 zeros would normalise to -mean/std)."""
+        n, h, w, _ = batch.shape
+        target = buckets.padded((n, 3, h, w), self.spatial_axes)
+        sizes = np.tile(np.array([[h, w]], np.int64), (n, 1))
+        outputs = self._run_on_gpu([buckets.pad(batch, (n, target[2], target[3], 3)), sizes], fn, tag)
+        return buckets.crop(outputs, (n, 3, h, w), target, self.spatial_axes)
 
     def _normalising(self, scale: np.ndarray, shift: np.ndarray) -> Callable:
         import torch
@@ -120,10 +161,14 @@ class TorchSession(EngineSession):
         shift_t = torch.tensor(shift, device=self.torch_device).view(1, 3, 1, 1)
         model = self.fn
 
-        def fn(image: "torch.Tensor") -> Sequence["torch.Tensor"]:
+        def fn(image: "torch.Tensor", sizes: Optional["torch.Tensor"] = None) -> Sequence["torch.Tensor"]:
             x = image.permute(0, 3, 1, 2).float()  # N x H x W x 3 uint8 → N x 3 x H x W float32
             x = x * scale_t  # two separate kernels: no fused multiply-add, exactly numpy's rounding
             x = x + shift_t
+            if sizes is not None:  # padded to a bucket: zeros beyond each image's own height and width
+                rows = torch.arange(x.shape[2], device=x.device).view(1, 1, -1, 1) < sizes[:, 0].view(-1, 1, 1, 1)
+                cols = torch.arange(x.shape[3], device=x.device).view(1, 1, 1, -1) < sizes[:, 1].view(-1, 1, 1, 1)
+                x = torch.where(rows & cols, x, torch.zeros((), device=x.device))
             return model(x.contiguous())
 
         return fn
