@@ -3,16 +3,19 @@ AOT package). Public methods take what callers give and validate it; ``_load_imp
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import shutil
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Dict, Optional
 
 from ....config import BackendConfig, TorchConfig
 from ....device import Device
 from ...hardware import cpu_count, cpu_has_fast_bf16
 from ..base import Engine
 from .aot import aot_callable
-from .module import _convert, _Entry
+from .module import RANGES_FILE, _convert, _Entry, value_ranges
 from .session import TorchSession
 
 log = logging.getLogger(__name__)
@@ -59,20 +62,35 @@ class TorchEngine(Engine):
         return cls._load_impl(model_path, config, device, None)
 
     @classmethod
-    def open(cls, artifact_dir: Path, config: BackendConfig, device: Device) -> TorchSession:
-        """From the engine's cache entry (the ONNX file); an AOT package is a sibling entry of the same model."""
-        cls._validate(artifact_dir / "model.onnx", config, device)
-        return cls._load_impl(artifact_dir / "model.onnx", config, device, artifact_dir.parent)
+    def build(cls, model_path: Path, config: BackendConfig, device: Device, out_dir: Path) -> None:
+        """The ONNX file and, for fp16/bf16, the calibrated value ranges of its mixed plan (a warm start skips the
+        calibration runs)."""
+        from ...onnx_to_torch import load_graph
+
+        shutil.copyfile(model_path, out_dir / "model.onnx")
+        if config.precision != "fp32":
+            graph = load_graph(model_path)
+            ranges = value_ranges(graph, (config.dynamic_shapes or {}).get(graph.inputs[0][0]))
+            (out_dir / RANGES_FILE).write_text(json.dumps(ranges, sort_keys=True), encoding="utf-8")
 
     @classmethod
-    def _load_impl(cls, model_path: Path, config: BackendConfig, device: Device, aot_home: Optional[Path]) -> TorchSession:
+    def open(cls, artifact_dir: Path, config: BackendConfig, device: Device) -> TorchSession:
+        """From the engine's cache entry (the ONNX file, the value ranges); an AOT package is a sibling entry."""
+        cls._validate(artifact_dir / "model.onnx", config, device)
+        ranges_file = artifact_dir / RANGES_FILE
+        ranges = json.loads(ranges_file.read_text(encoding="utf-8")) if ranges_file.is_file() else None
+        return cls._load_impl(artifact_dir / "model.onnx", config, device, artifact_dir.parent, ranges)
+
+    @classmethod
+    def _load_impl(cls, model_path: Path, config: BackendConfig, device: Device, aot_home: Optional[Path],
+                   ranges: Optional[Dict[str, float]] = None) -> TorchSession:
         import torch
 
         from ...onnx_to_torch import load_graph
 
         options = config.torch
         graph = load_graph(model_path)
-        module = _convert(graph, config.precision, (config.dynamic_shapes or {}).get(graph.inputs[0][0])).eval()
+        module = _convert(graph, config.precision, (config.dynamic_shapes or {}).get(graph.inputs[0][0]), ranges).eval()
         if device.is_gpu:
             torch.backends.cudnn.benchmark = options.cudnn_benchmark  # process-wide too
             torch.backends.cudnn.allow_tf32 = options.tf32  # process-wide in torch: the last session loaded sets it
@@ -87,6 +105,8 @@ class TorchEngine(Engine):
             module.to(memory_format=torch.channels_last)
         fn: Callable = entry if options.channels_last else module
         aot = None
+        if options.aot or options.compile != "none":
+            _keep_inductor_cache()
         if options.aot:
             fn, aot = aot_callable(entry, graph, model_path, config, device, aot_home)
         elif options.compile != "none":
@@ -108,3 +128,11 @@ class TorchEngine(Engine):
         session.aot = aot
         return session
 
+
+
+def _keep_inductor_cache() -> None:
+    """Inductor's compiled kernels and autotuning results go to hpinfer's cache (not /tmp, which a reboot or a
+    container restart empties), so a later start reuses them; a TORCHINDUCTOR_CACHE_DIR the user set wins."""
+    from ...cache import user_cache_dir
+
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(user_cache_dir() / "torchinductor"))

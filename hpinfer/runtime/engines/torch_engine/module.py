@@ -4,7 +4,7 @@ torch.export and channels-last inputs see one positional input per ONNX input.""
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Dict, List, Mapping, Optional, Sequence, Tuple
 
 if TYPE_CHECKING:
     from ...onnx_to_torch import Graph, OnnxModule
@@ -14,6 +14,7 @@ log = logging.getLogger(__name__)
 Shape = Tuple[int, ...]
 # Calibration shapes tried in turn when dynamic_shapes gives none: a page, then a text line.
 CALIBRATION_SIZES = ((640, 640), (48, 320))
+RANGES_FILE = "value_ranges.json"  # a reduced-precision cache entry's calibrated ranges
 
 
 def calibration_shapes(shape: Sequence[Optional[int]], bounds: Optional[Sequence[Sequence[int]]]) -> List[Shape]:
@@ -24,19 +25,31 @@ def calibration_shapes(shape: Sequence[Optional[int]], bounds: Optional[Sequence
     return [(1, c or 3, h or size_h, w or size_w) for size_h, size_w in CALIBRATION_SIZES]
 
 
-def _convert(graph: "Graph", precision: str, bounds: Optional[Sequence[Sequence[int]]]) -> "OnnxModule":
-    """The module at ``precision``, calibrated at the first shape the model runs; else by op type alone."""
-    from ...onnx_to_torch import calibration_inputs, convert
+def value_ranges(graph: "Graph", bounds: Optional[Sequence[Sequence[int]]]) -> Dict[str, float]:
+    """What the mixed fp16/bf16 plan decides by, from float32 runs at the first shape the model runs (seconds on a
+    CPU for a detector: the engine's build keeps them in its cache entry, ``RANGES_FILE``); empty (the plan then goes
+    by op type alone) where no shape fits."""
+    from ...onnx_to_torch import calibrated_ranges, calibration_inputs
 
-    if precision == "fp32" or len(graph.inputs) != 1 or len(graph.inputs[0][1]) != 4:
-        return convert(graph, precision)
+    if len(graph.inputs) != 1 or len(graph.inputs[0][1]) != 4:
+        return {}
     for shape in calibration_shapes(graph.inputs[0][1], bounds):
         try:
-            return convert(graph, precision, calibration_inputs(shape))
+            return calibrated_ranges(graph, calibration_inputs(shape))
         except RuntimeError as err:  # this shape doesn't fit the model (e.g. a recogniser wants height 48)
             log.debug("calibration at %s failed: %s", shape, err)
     log.warning("reduced-precision calibration failed at every shape tried; give dynamic_shapes to calibrate at yours")
-    return convert(graph, precision)
+    return {}
+
+
+def _convert(graph: "Graph", precision: str, bounds: Optional[Sequence[Sequence[int]]],
+             ranges: Optional[Mapping[str, float]] = None) -> "OnnxModule":
+    """The module at ``precision``: mixed by ``ranges`` (calibrated now if not given)."""
+    from ...onnx_to_torch import convert
+
+    if precision == "fp32":
+        return convert(graph)
+    return convert(graph, precision, ranges=value_ranges(graph, bounds) if ranges is None else ranges)
 
 
 def _entry_class():
