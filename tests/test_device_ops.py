@@ -61,4 +61,4 @@ def test_batched_line_crops_are_close_to_opencvs(page_and_map):
         diffs.append(np.abs(want.astype(int) - crop.astype(int)))
     every = np.concatenate([d.ravel() for d in diffs])
     assert len(diffs) == len(boxes) > 50
-    assert every.mean() < 1.0 and np.percentile(every, 99) <= 8, (every.mean(), np.percentile(every, 99), every.max())
+    assert every.max() <= 2 and (every > 0).mean() < 0.01, (every.max(), (every > 0).mean())  # 2026-12-04: 1, 0.014 %

@@ -6,7 +6,7 @@ the pipeline is host-bound at ~35 images/s whatever the model precision).
 - ``warp_quads``: the perspective crops of text lines for recognition, all lines of an image in one batched
   ``grid_sample`` (bicubic, border replicated, as ``cv2.warpPerspective(INTER_CUBIC, BORDER_REPLICATE)``).
   Not bit-exact: OpenCV quantises sample positions to 1/32 pixel and its cubic weights to fixed point, so pixels
-  differ by a few grey levels (tests/test_device_ops.py measures how many); it stays off the default path.
+  differ by a grey level here and there (tests/test_device_ops.py bounds it); it stays off the default path.
 """
 
 from __future__ import annotations
