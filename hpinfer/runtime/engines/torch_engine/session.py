@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from typing import TYPE_CHECKING, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -88,38 +88,6 @@ class TorchSession(EngineSession):
         if self.torch_device.type == "cpu":
             return super()._run_best(feeds)
         return self._bucketed([feeds[name] for name in self._names], lambda a: self._run_on_gpu(a, self._best, "best"))
-
-    def warm_up(self, shapes: Iterable[Sequence[int]], runner: Optional[Callable[[np.ndarray], List[np.ndarray]]] = None) -> int:
-        """Run zeros of each input shape (NCHW; NHWC uint8 images through ``runner``, an ``image_runner``) often
-        enough that its CUDA graph is captured now rather than at a caller's first request; with ``shape_buckets``
-        the shapes are first raised to their buckets. Returns how many distinct shapes were run."""
-        done = set()
-        for shape in shapes:
-            shape = buckets.padded(shape, self.spatial_axes) if self.spatial_axes else tuple(shape)
-            if shape in done:
-                continue
-            done.add(shape)
-            for _ in range(self.capture_after if self.own_graphs else 1):
-                if runner is None:
-                    self.run_one(np.zeros(shape, np.float32))
-                else:
-                    runner(np.zeros((shape[0], shape[2], shape[3], 3), np.uint8))
-        return len(done)
-
-    def _best(self, *inputs: "torch.Tensor") -> Tuple["torch.Tensor", "torch.Tensor"]:
-        score, index = self.fn(*inputs)[0].max(dim=-1)
-        return index, score
-
-    def _run_on_gpu(self, arrays: Sequence[np.ndarray], fn: Optional[Callable] = None, tag: str = "") -> List[np.ndarray]:
-        """``_CudaContext.run`` on a free context."""
-        import torch
-
-        with torch.inference_mode():
-            context = self._acquire()
-            try:
-                return context.run(arrays, fn, tag)
-            finally:
-                self._contexts.put(context)
 
     def image_runner(self, scale: np.ndarray, shift: np.ndarray) -> Optional[Callable[[np.ndarray], List[np.ndarray]]]:
         """GPU pre-processing for image models: a function of one resized uint8 HxWx3 image (or an NxHxWx3 batch of
