@@ -5,7 +5,9 @@
 #   bash benchmarks/gpu_run.sh issue16        # issue 16's figures in one call: benchmarks/gpu_pipelines.py (OCR and
 #                                             # layout_parsing per s, cold/warm start, p50/p99 incl. unseen sizes,
 #                                             # texts vs the CPU, the CPU's best layout); ISSUE16_BUDGET seconds (540),
-#                                             # ISSUE16_PIPELINES=OCR (or layout_parsing) to split it over two calls
+#                                             # ISSUE16_PIPELINES=OCR (or layout_parsing) and ISSUE16_CONFIGS=fp32
+#                                             # (fp32-buckets, fp16-buckets) split it over calls: a cold fp32 start
+#                                             # with cuDNN autotuning took 246 s in the issue's run
 #   bash benchmarks/gpu_run.sh serve          # serve_load.py with the torch engine: batching on vs off (SERVE_PAYLOADS=pages,
 #                                             # SERVE_HPI, SERVE_TAG: a suffix for the output files,
 #                                             # SERVE_PIPELINE=layout_parsing SERVE_ENDPOINT=/layout-parsing)
@@ -36,7 +38,8 @@ for step in "$@"; do
     issue16)
       B=${ISSUE16_BUDGET:-540}
       timeout $((B + 30)) python3 benchmarks/gpu_pipelines.py --out "$OUT/issue16" --images $IMAGES --device gpu:0 \
-        --budget "$B" --pipelines "${ISSUE16_PIPELINES:-OCR,layout_parsing}" 2>&1 | tee "$OUT/issue16.log" ;;
+        --budget "$B" --pipelines "${ISSUE16_PIPELINES:-OCR,layout_parsing}" \
+        --configs "${ISSUE16_CONFIGS:-fp32,fp32-buckets,fp16-buckets}" 2>&1 | tee "$OUT/issue16.log" ;;
     serve)
       P=${SERVE_PAYLOADS:-images}
       timeout ${SERVE_TIMEOUT:-560} python3 benchmarks/serve_load.py --device gpu:0 --use_hpip --hpi_config "$SERVE_HPI" \
