@@ -40,7 +40,7 @@ def test_ladder_bounds_the_padding():
 def _hpi(shared_images, shape_buckets: bool) -> dict:
     return {"auto_config": False, "backend": "torch", "backend_config": {
         "cpu_num_threads": 2, "torch": {"shape_buckets": shape_buckets},
-        "calibration": {"num_samples": 3, "data": str(shared_images)}}}
+        "calibration": {"num_samples": 2, "data": str(shared_images)}}}
 
 
 def test_bucketed_detection_keeps_the_boxes_within_the_guards_tolerance(shared_images):
