@@ -30,7 +30,7 @@ from ..models.base import Params, Predictor, validate_params
 from ..models.layout_detection import LayoutDetector
 from ..results import Result
 from ..visualize import draw_polygons
-from .config import PipelineSettings
+from .config import PipelineSettings, sub_settings
 from .doc_preprocessor import DocPreprocessor
 from .markdown import IMAGE_LABELS, MarkdownDocument, crop
 from .ocr import OCROptions, OCRPipeline
@@ -75,6 +75,15 @@ def drop_duplicates(regions: Sequence[Dict[str, Any]], overlap: float) -> List[D
         else:
             kept.append(region)
     return kept
+
+
+def ordered_regions(boxes: Sequence[Dict[str, Any]], overlap: float) -> List[Dict[str, Any]]:
+    """Layout regions without duplicates, in reading order, each with its ``box`` in whole pixels."""
+    regions = drop_duplicates(boxes, overlap)
+    return [
+        {**regions[i], "box": [int(round(v)) for v in regions[i]["coordinate"]]}
+        for i in reading_order([r["coordinate"] for r in regions])
+    ]
 
 
 def join_lines(lines: Sequence[str]) -> str:
@@ -125,15 +134,10 @@ class LayoutParsingPipeline(PipelineBase):
         own, ocr = split_options({**settings.options, **options})
         self.settings = settings
         self.options = validate_params(LayoutParsingOptions, own, settings.source)
-        modules = settings.modules
-
-        def part(name: str, keys: Sequence[str], part_options: Dict[str, Any]) -> PipelineSettings:
-            return PipelineSettings(name, settings.source, part_options, {k: modules[k] for k in keys if k in modules})
-
         doc_options = {"use_doc_orientation_classify": self.options.use_doc_orientation_classify}
-        self.doc = DocPreprocessor(part("doc_preprocessor", ["DocOrientationClassify"], doc_options), device)
+        self.doc = DocPreprocessor(sub_settings(settings, "doc_preprocessor", ["DocOrientationClassify"], doc_options), device)
         self.layout: LayoutDetector = create_sub_module(settings, "LayoutDetection", LayoutDetector.task, device)
-        self.ocr = OCRPipeline(part("OCR", OCR_MODULES, ocr), device)
+        self.ocr = OCRPipeline(sub_settings(settings, "OCR", OCR_MODULES, ocr), device)
 
     @property
     def sub_modules(self) -> Dict[str, Predictor]:
@@ -163,11 +167,7 @@ class LayoutParsingPipeline(PipelineBase):
         if page.image is None:
             raise InputError(page.error)
         image, doc_res = self.doc.process(page.image, opts.use_doc_orientation_classify)
-        regions = drop_duplicates(self.layout.predict_image(image, layout_params)["boxes"], opts.duplicate_overlap)
-        regions = [
-            {**regions[i], "box": [int(round(v)) for v in regions[i]["coordinate"]]}
-            for i in reading_order([r["coordinate"] for r in regions])
-        ]
+        regions = ordered_regions(self.layout.predict_image(image, layout_params)["boxes"], opts.duplicate_overlap)
         crops = [crop(image, r["box"], opts.text_region_padding) for r in regions if r["label"] not in IMAGE_LABELS]
         return _Analysed(page, image, doc_res, regions, crops)
 
