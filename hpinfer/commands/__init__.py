@@ -1,0 +1,1 @@
+"""One module per CLI command that grew beyond a few lines: ``add_parser(subparsers, common)`` + ``run(args)``."""
