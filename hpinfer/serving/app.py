@@ -340,6 +340,8 @@ def create_app(settings: ServeSettings, pipeline: Any = None) -> FastAPI:
             return error_response(log_id, 500, "internal server error (the server log has details under this logId)")
         return Response(content, media_type="application/json")
 
+    if adapter.routes:
+        adapter.routes(app)
     app.add_middleware(Gate, service=service)
     if settings.cors_origins:  # outermost, so that preflights are answered before the gate asks for a token
         app.add_middleware(
