@@ -165,7 +165,8 @@ class RemoteRecogniser:
                 status = response.status_code
                 if status == 200:
                     try:
-                        return Answer(response.json()["choices"][0]["message"]["content"] or "")
+                        data = response.json()
+                        return Answer(data["choices"][0]["message"]["content"] or "", note=data.get("hpinfer_note"))
                     except (ValueError, KeyError, IndexError, TypeError):
                         return Answer("", error="the recogniser's answer has no choices[0].message.content")
                 message = _error_message(response)
