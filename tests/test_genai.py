@@ -176,6 +176,14 @@ def test_api_key_and_limits_as_basic_serving(recogniser, block):
         good = {"Authorization": "Bearer s3cret"}
         assert httpx.post(f"{url}/v1/chat/completions", json=body, headers=good, timeout=60).status_code == 200
         assert httpx.get(f"{url}/health").status_code == 200
+        # a refusal that would fail every block (wrong key) fails the page at once: pending requests cancelled
+        results = {}
+        for key in (None, "s3cret"):
+            with hpinfer.create_pipeline("PaddleOCR-VL", vl_rec_server_url=f"{url}/v1", vl_rec_api_model_name=MODEL,
+                                         vl_rec_api_key=key) as vl:
+                (results[key],) = vl.predict(block, use_layout_detection=False)
+        assert results[None]["status"] == "error" and "HTTP 401" in results[None]["error"]
+        assert results["s3cret"]["status"] == "ok" and "MovieShots" in results["s3cret"]["parsing_res_list"][0]["block_content"]
 
 
 @pytest.fixture(scope="module")
@@ -355,3 +363,5 @@ def test_cli_says_what_is_missing(capsys):
     assert "needs --model_dir" in capsys.readouterr().err
     assert main(["genai-server", "--backend", "proxy"]) == 2
     assert "--upstream_url" in capsys.readouterr().err
+    assert main(["genai-server", "--model_dir", "x"]) == 2
+    assert "--model_dir is for --backend vllm" in capsys.readouterr().err

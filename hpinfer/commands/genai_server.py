@@ -54,6 +54,10 @@ def build_app(args: argparse.Namespace):
     from ..serving.genai.backends import NativeBackend, ProxyBackend
     from ..serving.settings import ServeSettings
 
+    if args.model_dir and args.backend in ("native", "proxy"):
+        raise ConfigError(f"--model_dir is for --backend vllm, sglang or llama.cpp (the {args.backend} backend loads no model directory)")
+    if args.upstream_url and args.backend != "proxy":
+        raise ConfigError("--upstream_url is for --backend proxy")
     settings = ServeSettings(
         pipeline=args.pipeline, device=args.device, max_batch_size=args.max_batch_size,
         max_batch_delay_ms=args.max_batch_delay_ms, inference_threads=args.inference_threads, max_queue=args.max_queue,

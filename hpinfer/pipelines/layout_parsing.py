@@ -202,13 +202,18 @@ def _failed(outcome: Outcome) -> LayoutParsingResult:
     return _result(page, page.image, "error", message, {"blocks": []})
 
 
-def _draw(result: Result) -> np.ndarray:
-    """Regions coloured by class, each labelled with its place in the reading order; a failed page's message."""
+def draw_regions(result: Result, boxes: Sequence[Sequence[int]], names: Sequence[str], classes: Sequence[int]) -> np.ndarray:
+    """Regions (x1, y1, x2, y2) coloured by class and named on the page; a failed page's message."""
     image = result.image
     if image is None:
         image = np.full((120, 900, 3), 255, dtype=np.uint8)
         return draw_polygons(image, [[[0, 60], [899, 60], [899, 119], [0, 119]]], [f"error: {result['error']}"])
-    blocks = result["blocks"]
-    rects = [[[x1, y1], [x2, y1], [x2, y2], [x1, y2]] for x1, y1, x2, y2 in (b["box"] for b in blocks)]
+    rects = [[[x1, y1], [x2, y1], [x2, y2], [x1, y2]] for x1, y1, x2, y2 in boxes]
+    return draw_polygons(image, rects, list(names), list(classes))
+
+
+def _draw(result: Result) -> np.ndarray:
+    """Regions coloured by class, each labelled with its place in the reading order."""
+    blocks = result.get("blocks", [])
     names = [f"{b['order'] + 1} {b['label']}" for b in blocks]
-    return draw_polygons(image, rects, names, [b["cls_id"] for b in blocks])
+    return draw_regions(result, [b["box"] for b in blocks], names, [b["cls_id"] for b in blocks])

@@ -33,12 +33,11 @@ from ..io.inputs import PageRange
 from ..models.base import Params, Predictor, validate_params
 from ..models.layout_detection import LayoutDetector
 from ..results import Result
-from ..visualize import draw_polygons
 from . import block_recognition as prompts
 from .block_recognition import Answer, NativeRecogniser, prompt_for
 from .config import PipelineSettings, sub_settings
 from .doc_preprocessor import DocPreprocessor
-from .layout_parsing import join_lines, ordered_regions
+from .layout_parsing import draw_regions, join_lines, ordered_regions
 from .markdown import FURNITURE_LABELS, crop, escape
 from .ocr import OCROptions
 from .stages import Outcome, Page, iter_pages, run_stages
@@ -298,15 +297,11 @@ _CLASS_IDS: Dict[str, int] = {}
 
 
 def _draw(result: Result) -> np.ndarray:
-    """Blocks coloured by label and numbered in reading order; a failed page's message."""
-    image = result.image
-    if image is None:
-        image = np.full((120, 900, 3), 255, dtype=np.uint8)
-        return draw_polygons(image, [[[0, 60], [899, 60], [899, 119], [0, 119]]], [f"error: {result['error']}"])
-    blocks = result["parsing_res_list"]
-    rects = [[[x1, y1], [x2, y1], [x2, y2], [x1, y2]] for x1, y1, x2, y2 in (b["block_bbox"] for b in blocks)]
+    """Blocks coloured by label and numbered in reading order (failed ones marked)."""
+    blocks = result.get("parsing_res_list", [])
     names = [f"{b['block_id'] + 1} {b['block_label']}" + (" (failed)" if "block_error" in b else "") for b in blocks]
-    return draw_polygons(image, rects, names, [_CLASS_IDS.setdefault(b["block_label"], len(_CLASS_IDS)) for b in blocks])
+    classes = [_CLASS_IDS.setdefault(b["block_label"], len(_CLASS_IDS)) for b in blocks]
+    return draw_regions(result, [b["block_bbox"] for b in blocks], names, classes)
 
 
 _HTML_ROW = re.compile(r"<tr\b.*?</tr>", re.S | re.I)

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..pipelines.paddleocr_vl import PaddleOCRVLResult, restructure_pages
 from ..pipelines.markdown import crop
 from ..errors import InputError
-from .adapters import Adapter, Encoding, _FileRequest, _predict_pages, jpeg_base64, pruned
+from .adapters import Adapter, Encoding, LayoutParsingInferResult, _FileRequest, _predict_pages, jpeg_base64, pruned
 
 RESTRUCTURE_PATH = "/restructure-pages"
 
@@ -53,23 +53,6 @@ class VLLayoutParsingRequest(_FileRequest):
     logId: Optional[str] = None
 
 
-class MarkdownData(BaseModel):
-    text: str
-    images: Optional[Dict[str, str]] = None
-
-
-class VLPage(BaseModel):
-    prunedResult: Dict[str, Any]
-    markdown: MarkdownData
-    outputImages: Optional[Dict[str, str]] = None
-    inputImage: Optional[str] = None
-
-
-class VLInferResult(BaseModel):
-    layoutParsingResults: List[VLPage]
-    dataInfo: Any = Field(description="ImageInfo or PDFInfo")
-
-
 class PageIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     prunedResult: Dict[str, Any]
@@ -88,10 +71,6 @@ class RestructurePagesRequest(BaseModel):
     logId: Optional[str] = None
 
 
-class RestructurePagesResult(BaseModel):
-    layoutParsingResults: List[VLPage]
-
-
 def picture_name(label: str, box: List[int]) -> str:
     return "imgs/img_in_{}_box_{}_{}_{}_{}.jpg".format(label, *box)
 
@@ -105,7 +84,8 @@ def _markdown(result: PaddleOCRVLResult, images: Optional[Dict[str, str]]) -> Di
             if pixels.size:
                 images[names[key]] = jpeg_base64(pixels)
     text = result.markdown(names)
-    return {"text": text, "images": None if images is None else {k: v for k, v in images.items() if k in text}}
+    images = None if images is None else {k: v for k, v in images.items() if k in text}
+    return {"text": text, "images": images, "isStart": True, "isEnd": True}
 
 
 def _encode(results: List[PaddleOCRVLResult], how: Encoding) -> Dict[str, Any]:
@@ -144,7 +124,7 @@ def add_restructure_route(app: Any) -> None:
 
 _NULL_OR_FALSE = (None, False)
 VL_ADAPTER = Adapter(
-    "/layout-parsing", VLLayoutParsingRequest, VLInferResult, "file",
+    "/layout-parsing", VLLayoutParsingRequest, LayoutParsingInferResult, "file",
     {
         "useDocOrientationClassify": "use_doc_orientation_classify", "useLayoutDetection": "use_layout_detection",
         "useChartRecognition": "use_chart_recognition", "useSealRecognition": "use_seal_recognition",
