@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import re
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Literal, Mapping, Optional, Sequence, Tuple
@@ -293,14 +294,11 @@ def _failed(outcome: Outcome, opts: PaddleOCRVLOptions) -> PaddleOCRVLResult:
     return _result(page, page.image, "error", message, {"model_settings": _settings(opts), "parsing_res_list": []})
 
 
-_CLASS_IDS: Dict[str, int] = {}
-
-
 def _draw(result: Result) -> np.ndarray:
     """Blocks coloured by label and numbered in reading order (failed ones marked)."""
     blocks = result.get("parsing_res_list", [])
     names = [f"{b['block_id'] + 1} {b['block_label']}" + (" (failed)" if "block_error" in b else "") for b in blocks]
-    classes = [_CLASS_IDS.setdefault(b["block_label"], len(_CLASS_IDS)) for b in blocks]
+    classes = [zlib.crc32(b["block_label"].encode()) % 64 for b in blocks]  # a label's colour, the same in every run
     return draw_regions(result, [b["block_bbox"] for b in blocks], names, classes)
 
 

@@ -215,5 +215,5 @@ async def _forward(backend: ProxyBackend, body: bytes, content_type: str) -> Res
     except UpstreamError as err:
         return openai_error(502, str(err))
     keep = {k: v for k, v in upstream.headers.items() if k.lower() in ("content-type", "x-hpinfer-note", "retry-after")}
-    return StreamingResponse(upstream.aiter_raw(), status_code=upstream.status_code, headers=keep,
+    return StreamingResponse(upstream.aiter_bytes(), status_code=upstream.status_code, headers=keep,
                              background=BackgroundTask(upstream.aclose))
