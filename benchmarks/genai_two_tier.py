@@ -2,7 +2,7 @@
 ``hpinfer genai-server`` on loopback, against in-process ``layout_parsing`` on the same PDF, for
 ``vl_rec_max_concurrency`` 1 / 8 / 64 / 200.
 
-    python benchmarks/genai_two_tier.py [--pages 4] [--rounds 2] [--server_args "--inference_threads 2"] [--json out.json]
+    python benchmarks/genai_two_tier.py [--pages 4] [--rounds 2] [--device gpu:0] [--server_args "--inference_threads 2"] [--json out.json]
 
 The server runs as its own process (``hpinfer genai-server --backend native``, its defaults), started once
 and warmed up; the pipelines run in this process, one after the other, each over the whole PDF (stage threads
@@ -82,6 +82,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pages", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--device", default=None, help="for the pipelines and the server, e.g. gpu:0")
     parser.add_argument("--server_args", default="", help="more genai-server flags, e.g. '--inference_threads 2'")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
@@ -91,18 +92,19 @@ def main() -> None:
     load_before = os.getloadavg()
     folder = Path(tempfile.mkdtemp(prefix="genai_two_tier_"))
     pdf = make_pdf(args.pages, folder / "doc.pdf")
-    process, url = start_server(args.server_args.split())
+    process, url = start_server(args.server_args.split() + (["--device", args.device] if args.device else []))
     pipelines: Dict[str, Any] = {}
     try:
-        pipelines["layout_parsing"] = hpinfer.create_pipeline("layout_parsing")
-        pipelines["PaddleOCR-VL in-process"] = hpinfer.create_pipeline("PaddleOCR-VL")
+        pipelines["layout_parsing"] = hpinfer.create_pipeline("layout_parsing", device=args.device)
+        pipelines["PaddleOCR-VL in-process"] = hpinfer.create_pipeline("PaddleOCR-VL", device=args.device)
         runs: Dict[str, Callable[[], float]] = {
             "layout_parsing": lambda: pages_per_second(pipelines["layout_parsing"], pdf),
             "PaddleOCR-VL in-process": lambda: pages_per_second(pipelines["PaddleOCR-VL in-process"], pdf),
         }
         for concurrency in CONCURRENCY:
             name = f"two-tier c={concurrency}"
-            pipelines[name] = hpinfer.create_pipeline("PaddleOCR-VL", vl_rec_server_url=url, vl_rec_max_concurrency=concurrency)
+            pipelines[name] = hpinfer.create_pipeline("PaddleOCR-VL", device=args.device, vl_rec_server_url=url,
+                                                     vl_rec_max_concurrency=concurrency)
             runs[name] = (lambda p: lambda: pages_per_second(p, pdf))(pipelines[name])
         one_page = make_pdf(1, folder / "one.pdf")
         for pipeline in pipelines.values():  # warm-up: first calls build caches and allocate
@@ -127,7 +129,7 @@ def main() -> None:
     report = {
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": platform.processor() or platform.machine(),
         "cpus": os.cpu_count(), "python": platform.python_version(), "pages": args.pages, "rounds": args.rounds,
-        "server_args": args.server_args,
+        "server_args": args.server_args, "device": args.device,
         "loadavg_before": load_before, "loadavg_after": os.getloadavg(), "results": summary,
         "uptime": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip(),
     }
