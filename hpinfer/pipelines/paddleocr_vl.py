@@ -168,11 +168,17 @@ class PaddleOCRVLPipeline(PipelineBase):
         if self.options.use_layout_detection:
             self.layout = create_sub_module(settings, "LayoutDetection", LayoutDetector.task, device)
         native = None
-        if not self.options.vl_rec_server_url:
-            _, ocr = split_options(options)
-            native = NativeRecogniser(_with_options(settings, ocr), device)
-            log.info("PaddleOCR-VL: no vl_rec_server_url, blocks are recognised in-process by the native recogniser")
-        self.recogniser = make_recogniser(self.options, native)
+        try:
+            if not self.options.vl_rec_server_url:
+                _, ocr = split_options(options)
+                native = NativeRecogniser(_with_options(settings, ocr), device)
+                log.info("PaddleOCR-VL: no vl_rec_server_url, blocks are recognised in-process by the native recogniser")
+            self.recogniser = make_recogniser(self.options, native)
+        except BaseException:  # e.g. the server can't be reached: free what is loaded
+            for part in (native, self.doc, self.layout):
+                if part is not None:
+                    part.close()
+            raise
 
     @property
     def sub_modules(self) -> Dict[str, Predictor]:

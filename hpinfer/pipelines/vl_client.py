@@ -107,7 +107,7 @@ class RemoteRecogniser:
         except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError) as err:
             raise ConfigError(
                 f"vl_rec_server_url {self.base}: cannot read the served model from GET /models ({_describe(err)}); "
-                "is the recogniser running (hpinfer genai-server), or give vl_rec_api_model_name"
+                "check the URL and that the recogniser (e.g. hpinfer genai-server) is running"
             ) from None
 
     def submit(self, images: Sequence[np.ndarray], prompts: Sequence[str], sampling: Dict[str, Any]) -> concurrent.futures.Future:
