@@ -365,3 +365,14 @@ def test_cli_says_what_is_missing(capsys):
     assert "--upstream_url" in capsys.readouterr().err
     assert main(["genai-server", "--model_dir", "x"]) == 2
     assert "--model_dir is for --backend vllm" in capsys.readouterr().err
+
+
+def test_predict_command_works_out_of_the_box(tmp_path, shared_images):
+    """No server URL: the native recogniser runs in-process; a PDF's pages give JSON and one Markdown file."""
+    from hpinfer.cli import main
+
+    document = make_pdf([shared_images / PAGE], tmp_path / "doc.pdf")
+    assert main(["predict", "--pipeline", "PaddleOCR-VL", "--input", str(document), "--save_path", str(tmp_path / "out")]) == 0
+    markdown = (tmp_path / "out" / "doc_res.md").read_text(encoding="utf-8")
+    assert markdown.startswith("## 1.3.2") and "表格结构识别" in markdown and "![table](imgs/doc_res_1_" in markdown
+    assert [p.name for p in (tmp_path / "out").glob("*.json")] == ["doc_0_res.json"]
