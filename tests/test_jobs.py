@@ -1,0 +1,159 @@
+"""The async jobs API against real ``hpinfer serve`` processes on 127.0.0.1: a job killed mid-way resumes after a
+restart and ends with the uninterrupted result; cancelling stops engine work within one page; the webhook
+arrives signed; queued batch pages leave interactive latency within 2x of idle."""
+
+from __future__ import annotations
+
+import asyncio
+import http.server
+import json
+import re
+import statistics
+import threading
+import time
+
+import httpx
+import pytest
+
+from hpinfer.errors import InputError
+from hpinfer.serving.jobs.webhooks import SIGNATURE_HEADER, verify
+from hpinfer.serving.security import check_url
+from test_serving_support import ServerProcess, b64, make_pdf, wait_for
+
+SMALL = "single_line.jpg"  # 445x39: a page of OCR work in tens of milliseconds
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("jobs")
+    process = ServerProcess("--pipeline", "OCR", "--jobs_dir", str(folder / "store"), "--allow_private_urls")
+    try:
+        yield process.start()
+    finally:
+        process.stop()
+
+
+@pytest.fixture(scope="module")
+def pdfs(tmp_path_factory, shared_images):
+    folder = tmp_path_factory.mktemp("pdfs")
+    pages = [shared_images / name for name in ("paragraph_en.jpg", SMALL, "bilevel_test.png", "wide_line.jpg")]
+    return {
+        "six": make_pdf((pages * 2)[:6], folder / "six.pdf").read_bytes(),
+        "twenty": make_pdf([shared_images / "paragraph_en.jpg"] * 20, folder / "twenty.pdf").read_bytes(),
+        "hundred": make_pdf([shared_images / SMALL] * 100, folder / "hundred.pdf").read_bytes(),
+    }
+
+
+def submit(url: str, data: bytes, **fields) -> str:
+    answer = httpx.post(f"{url}/jobs", json={"file": b64(data), "visualize": False, **fields}, timeout=60)
+    assert answer.status_code == 202, answer.text
+    return answer.json()["result"]["jobId"]
+
+
+def status(url: str, job_id: str) -> dict:
+    return httpx.get(f"{url}/jobs/{job_id}", timeout=30).json()["result"]
+
+
+def finished(url: str, job_id: str, timeout: float = 120) -> dict:
+    return wait_for(lambda: (s := status(url, job_id))["status"] in ("done", "failed", "cancelled") and s, timeout,
+                    f"job {job_id} to finish")
+
+
+def batches(url: str) -> float:
+    return float(re.search(r"^hpinfer_batch_size_count (\S+)$", httpx.get(f"{url}/metrics").text, re.M).group(1))
+
+
+def test_restart_mid_job_resumes_with_the_uninterrupted_result(server, pdfs):
+    job_id = submit(server.url, pdfs["six"])
+    wait_for(lambda: status(server.url, job_id)["pagesDone"] >= 2, 120, "two pages done")
+    server.kill()  # no drain, no clean-up: as a crash would
+    server.start()
+    done = finished(server.url, job_id)
+    assert done["status"] == "done" and done["pagesDone"] == 6 and not done["errors"], done
+    assert any(f"job {job_id}: resuming at page" in line for line in server.log), "".join(server.log)
+    resumed = httpx.get(f"{server.url}/jobs/{job_id}/result").json()
+    assert resumed["jobStatus"] == "done"
+    direct = httpx.post(f"{server.url}/ocr", json={"file": b64(pdfs["six"]), "visualize": False}, timeout=120).json()
+    assert resumed["result"] == direct["result"]  # pages, texts, boxes and dataInfo: as one uninterrupted request
+
+    # The events replay every page, then the end.
+    with httpx.stream("GET", f"{server.url}/jobs/{job_id}/events", timeout=30) as stream:
+        events = [json.loads(line[5:]) for line in stream.iter_lines() if line.startswith("data:")]
+    assert [e.get("page") for e in events] == [0, 1, 2, 3, 4, 5, None] and events[-1]["status"] == "done"
+
+
+def test_cancel_stops_engine_work_within_one_page(server, pdfs):
+    job_id = submit(server.url, pdfs["twenty"])
+    wait_for(lambda: status(server.url, job_id)["pagesDone"] >= 1, 120, "a page done")
+    before = batches(server.url)
+    answer = httpx.delete(f"{server.url}/jobs/{job_id}")
+    assert answer.json()["result"]["status"] == "cancelled"
+    at_cancel = status(server.url, job_id)
+    page_s = max(p["total"] for p in at_cancel["timings"]["pages"])
+    time.sleep(min(10, 3 * page_s + 0.5))  # long enough for several more pages, had the work gone on
+    after = status(server.url, job_id)
+    assert after["status"] == "cancelled"
+    assert batches(server.url) - before <= 1  # at most the page that was in the engine
+    assert after["pagesDone"] <= at_cancel["pagesDone"] + 1 < 20
+    assert httpx.delete(f"{server.url}/jobs/{job_id}").json()["result"]["status"] == "deleted"
+    assert httpx.get(f"{server.url}/jobs/{job_id}").status_code == 404
+
+
+class _Receiver(http.server.BaseHTTPRequestHandler):
+    calls: list = []
+
+    def do_POST(self):  # noqa: N802 - the stdlib's name
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        _Receiver.calls.append((dict(self.headers), body))
+        self.send_response(503 if len(_Receiver.calls) == 1 else 204)  # the first attempt fails: retried
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def test_webhook_is_signed_and_retried(server, shared_images):
+    receiver = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
+    threading.Thread(target=receiver.serve_forever, daemon=True).start()
+    try:
+        hook = f"http://127.0.0.1:{receiver.server_address[1]}/hook"
+        answer = httpx.post(f"{server.url}/jobs", json={"file": b64((shared_images / SMALL).read_bytes()), "webhookUrl": hook})
+        assert answer.status_code == 202, answer.text
+        job_id, secret = answer.json()["result"]["jobId"], answer.json()["result"]["webhookSecret"]
+        wait_for(lambda: len(_Receiver.calls) >= 2, 60, "the retried webhook")
+        headers, body = _Receiver.calls[-1]
+        assert verify(secret, body, headers[SIGNATURE_HEADER])
+        assert not verify(secret, body.replace(b"done", b"fail"), headers[SIGNATURE_HEADER])
+        assert not verify("another secret of enough length", body, headers[SIGNATURE_HEADER])
+        assert json.loads(body) == {"jobId": job_id, "status": "done", "pagesDone": 1, "pagesTotal": 1, "error": None}
+        assert wait_for(lambda: (status(server.url, job_id)["webhook"] or {}).get("status", "") or "", 10, "webhook status"
+                        ).startswith("delivered (HTTP 204, attempt 2)")
+    finally:
+        receiver.shutdown()
+        receiver.server_close()
+    # Without --allow_private_urls, the SSRF guard refuses loopback webhooks as it refuses loopback inputs.
+    with pytest.raises(InputError, match="loopback"):
+        asyncio.run(check_url(hook, allow_private=False))
+
+
+def test_batch_pages_keep_interactive_p99_within_2x(server, pdfs, shared_images):
+    small = b64((shared_images / SMALL).read_bytes())
+
+    def p99(count: int) -> float:
+        with httpx.Client(base_url=server.url, timeout=60) as client:
+            times = []
+            for _ in range(count):
+                start = time.perf_counter()
+                assert client.post("/ocr", json={"file": small, "visualize": False}).status_code == 200
+                times.append(time.perf_counter() - start)
+        return statistics.quantiles(times, n=100)[98]
+
+    p99(5)  # warm
+    idle = p99(40)
+    job_id = submit(server.url, pdfs["hundred"], priority="batch")
+    wait_for(lambda: status(server.url, job_id)["status"] == "running", 30, "the batch job to start")
+    busy = p99(40)
+    progress = status(server.url, job_id)["pagesDone"]
+    httpx.delete(f"{server.url}/jobs/{job_id}")
+    assert progress < 100, "the batch job finished before the interactive requests did: the test measured nothing"
+    assert busy <= 2 * idle, f"interactive p99 {busy * 1000:.0f} ms with batch pages queued, {idle * 1000:.0f} ms idle"
