@@ -11,6 +11,7 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import time
 from dataclasses import dataclass
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
@@ -29,6 +30,7 @@ class Admission:
         self.capacity = capacity
         self.active = 0
         self.draining = False
+        self.left_at = 0.0  # when the last request left (monotonic seconds)
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -46,6 +48,7 @@ class Admission:
 
     def leave(self) -> None:
         self.active -= 1
+        self.left_at = time.monotonic()
         if not self.active:
             self._idle.set()
 

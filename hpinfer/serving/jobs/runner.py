@@ -6,10 +6,10 @@ results), encodes it and stores it before the next page is read. Cancelling a jo
 page in the engine finishes (at most one page of work), nothing after it runs.
 
 Priority (``Priority``): synchronous requests and pages of ``interactive`` jobs go straight to the batcher.
-``batch`` pages take turns, one at a time server-wide, each only once no interactive work is in flight;
-so interactive work waits at most for the one batch page already running (read + inference + encode of one
-page). Under unbroken interactive load a batch page still goes after ``BATCH_MAX_WAIT_S``, so batch jobs
-advance by at least one page per that interval.
+``batch`` pages take turns, one at a time server-wide, each only once no interactive work has been in flight
+for ``GRACE_S`` (so a client sending request after request keeps its turn); interactive work then waits at
+most for the one batch page already running (its read, inference and encoding). Under unbroken interactive
+load a batch page still goes after ``BATCH_MAX_WAIT_S``, so batch jobs advance by at least a page per interval.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from .webhooks import deliver
 log = logging.getLogger("hpinfer.serving.jobs")
 MAX_RUNNING = 8  # jobs with a page in progress at once (each holds at most one decoded page)
 BATCH_MAX_WAIT_S = 2.0
+GRACE_S = 0.05
 POLL_S = 0.005
 
 
@@ -45,9 +46,11 @@ class Priority:
         self._admission = admission
         self._batch = asyncio.Lock()
         self.interactive_pages = 0
+        self._interactive_left_at = 0.0
 
     def _interactive_busy(self) -> bool:
-        return bool(self._admission.active or self.interactive_pages)
+        recent = max(self._admission.left_at, self._interactive_left_at) > time.monotonic() - GRACE_S
+        return bool(self._admission.active or self.interactive_pages or recent)
 
     @contextlib.asynccontextmanager
     async def turn(self, priority: str) -> AsyncIterator[float]:
@@ -59,6 +62,7 @@ class Priority:
                 yield 0.0
             finally:
                 self.interactive_pages -= 1
+                self._interactive_left_at = time.monotonic()
             return
         async with self._batch:
             deadline = time.monotonic() + BATCH_MAX_WAIT_S
