@@ -119,3 +119,15 @@ def test_corrupt_file_shows_a_readable_error(page, tmp_path):
     sync_api.expect(error).to_contain_text("corrupt, empty or unreadable PDF")
     OUTPUT.mkdir(exist_ok=True)
     page.screenshot(path=str(OUTPUT / "web_error.png"))
+
+
+def test_markdown_from_ocr_text_cannot_inject_html(page):
+    """OCR text is data: the page's Markdown renderer escapes it before adding its own few tags."""
+    html = page.evaluate("""() => {
+        const box = document.createElement("div");
+        box.append(renderMarkdown('## <img src=x onerror="window.hacked=1">\\n\\n<script>window.hacked=2</script> **bold**'
+                                  + '\\n\\n![figure](imgs/a.jpg)', {"imgs/a.jpg": '" onerror="window.hacked=3'}));
+        return box.innerHTML;
+    }""")
+    assert "<img" not in html and "<script" not in html and "&lt;img src=x" in html and "<strong>bold</strong>" in html
+    assert page.evaluate("window.hacked") is None

@@ -8,19 +8,21 @@ Routes (answers in the PaddleX envelope unless said otherwise; pages are numbere
 - ``GET /jobs/{id}``: status (queued, running, done, failed, cancelled), pages done/total, per-page errors, timings.
 - ``GET /jobs/{id}/result``: the endpoint's result for the pages done so far (``?format=markdown``: the
   Markdown document, for pipelines that make one).
-- ``GET /jobs/{id}/events``: Server-Sent Events, a ``page`` event per finished page, then ``end``.
+- ``GET /jobs/{id}/events``: Server-Sent Events, a ``page`` event per finished page, then ``end`` (or
+  ``closing`` when the server stops first: reconnect with ``Last-Event-ID``).
 - ``GET /jobs/{id}/pages/{n}`` (one page's result) and ``/pages/{n}/image`` (the page as JPEG).
 - ``DELETE /jobs/{id}``: cancels an unfinished job (its engine work stops within one page); removes a finished one.
 """
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import secrets
 import time
 import typing
 import uuid
-from typing import Any, AsyncIterator, Dict, List, Literal, Optional
+from typing import Any, AsyncIterator, Dict, Literal, Optional
 
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
@@ -206,10 +208,17 @@ async def _stream(jobs: Jobs, job_id: str, start: int) -> AsyncIterator[str]:
             yield _event("end", {"jobId": job_id, "status": job.status, "pagesDone": job.pages_done,
                                  "pagesTotal": job.pages_total, "error": job.error})
             return
-        try:
-            await asyncio.wait_for(changed.wait(), KEEPALIVE_S)
-        except asyncio.TimeoutError:
-            yield ": keep-alive\n\n"
+        quiet = 0.0
+        while not changed.is_set():
+            if jobs.service.admission.draining:  # the server is stopping: don't hold its shutdown up
+                yield _event("closing", {"jobId": job_id, "reason": "server shutting down; reconnect with Last-Event-ID"})
+                return
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(changed.wait(), 1.0)
+            quiet += 1.0
+            if quiet >= KEEPALIVE_S:
+                yield ": keep-alive\n\n"
+                quiet = 0.0
 
 
 def _event(name: str, data: Dict[str, Any], event_id: Optional[int] = None) -> str:

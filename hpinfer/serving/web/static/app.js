@@ -17,7 +17,7 @@ async function api(path, options = {}) {
   if (!response.ok) {
     let message = `${response.status} ${response.statusText}`;
     try { message = (await response.json()).errorMsg || message; } catch (e) { /* not JSON */ }
-    throw new Error(message);
+    throw Object.assign(new Error(message), { status: response.status });
   }
   return response;
 }
@@ -119,10 +119,26 @@ function setProgress(done, status) {
 }
 
 // Server-Sent Events read with fetch, so that the API key goes in a header (EventSource can't send one).
+// A stream that ends before the job (the server restarting) is picked up again after the last page seen.
 async function follow(jobId) {
+  for (let attempt = 0; attempt < 60; attempt++) {
+    try {
+      if (await followOnce(jobId)) return;
+    } catch (err) {
+      if (err.name === "AbortError" || (err.status >= 400 && err.status < 500)) throw err;  // not worth retrying
+    }
+    $("job-status").textContent = "reconnecting…";
+    await new Promise((resolve) => setTimeout(resolve, 2000));
+  }
+  throw new Error("lost the connection to the server");
+}
+
+async function followOnce(jobId) {
   const controller = new AbortController();
   state.stream = controller;
-  const response = await api(`/jobs/${jobId}/events`, { signal: controller.signal });
+  const seen = state.pages.map((p, n) => (p ? n : -1)).filter((n) => n >= 0 && state.pages.slice(0, n + 1).every(Boolean));
+  const after = seen.length ? `?after=${seen[seen.length - 1]}` : "";
+  const response = await api(`/jobs/${jobId}/events${after}`, { signal: controller.signal });
   const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
   let buffer = "";
   for (;;) {
@@ -139,9 +155,10 @@ async function follow(jobId) {
         if (colon > 0) fields[line.slice(0, colon)] = line.slice(colon + 1).trimStart();
       }
       if (fields.event === "page") await onPage(jobId, JSON.parse(fields.data));
-      if (fields.event === "end") return onEnd(JSON.parse(fields.data));
+      if (fields.event === "end") { onEnd(JSON.parse(fields.data)); return true; }
     }
   }
+  return false;
 }
 
 async function onPage(jobId, event) {
