@@ -43,10 +43,13 @@ def pdfs(tmp_path_factory, shared_images):
     folder = tmp_path_factory.mktemp("pdfs")
     half = folder / "half.png"  # the left half of SMALL: a batch page smaller than the interactive one
     Image.open(shared_images / SMALL).crop((0, 0, 222, 39)).save(half)
+    big = folder / "big.png"
+    Image.new("RGB", (1500, 1500), "white").save(big)
     pages = [shared_images / name for name in ("paragraph_en.jpg", SMALL, "bilevel_test.png", "wide_line.jpg")]
     return {
         "six": make_pdf((pages * 2)[:6], folder / "six.pdf").read_bytes(),
-        "two": make_pdf(pages[:2], folder / "two.pdf").read_bytes(),
+        # The middle page renders to 1500x1500 pixels: above a 1-megapixel limit, it fails alone.
+        "three": make_pdf([shared_images / SMALL, big, shared_images / SMALL], folder / "three.pdf").read_bytes(),
         "hundred": make_pdf([half] * 100, folder / "hundred.pdf").read_bytes(),
     }
 
@@ -166,19 +169,25 @@ def test_batch_pages_keep_interactive_p99_within_2x(server, pdfs, shared_images)
     assert busy <= 2 * idle, f"interactive p99 {busy * 1000:.0f} ms with batch pages queued, {idle * 1000:.0f} ms idle"
 
 
-def test_auth_quota_and_retention(tmp_path, pdfs):
+def test_auth_quota_page_errors_and_retention(tmp_path, pdfs):
     key = "jobs-test-key-0123456789"
-    settings = ServeSettings(jobs_dir=str(tmp_path / "store"), api_key=key, jobs_per_key=1, jobs_retention_h=0.0005)
+    settings = ServeSettings(jobs_dir=str(tmp_path / "store"), api_key=key, jobs_per_key=1, jobs_retention_h=0.0005,
+                             max_pixels=1_000_000)
     with running(create_app(settings)) as url:
-        assert httpx.post(f"{url}/jobs", json={"file": b64(pdfs["six"])}).status_code == 401
+        assert httpx.post(f"{url}/jobs", json={"file": b64(pdfs["three"])}).status_code == 401
         auth = {"Authorization": f"Bearer {key}"}
-        body = {"file": b64(pdfs["two"]), "visualize": False, **FAST}
+        body = {"file": b64(pdfs["three"]), "visualize": False, **FAST}
         job_id = httpx.post(f"{url}/jobs", json=body, headers=auth).json()["result"]["jobId"]
         refused = httpx.post(f"{url}/jobs", json=body, headers=auth)
         assert refused.status_code == 429 and "1 unfinished jobs" in refused.json()["errorMsg"]
         assert httpx.get(f"{url}/jobs/{job_id}").status_code == 401
-        wait_for(lambda: httpx.get(f"{url}/jobs/{job_id}", headers=auth).json()["result"]["status"] == "done", 120, "done")
-        assert (tmp_path / "store" / job_id / "page-1.json").is_file()
+        done = wait_for(lambda: (s := httpx.get(f"{url}/jobs/{job_id}", headers=auth).json()["result"])["status"] == "done"
+                        and s, 120, "done")
+        assert [e["page"] for e in done["errors"]] == [1] and "above the limit of 1000000" in done["errors"][0]["error"]
+        texts = [p["prunedResult"].get("rec_texts") for p in
+                 httpx.get(f"{url}/jobs/{job_id}/result", headers=auth).json()["result"]["ocrResults"]]
+        assert texts[0] == texts[2] == ["在中国作家协会第三届儿童文学"] and texts[1] is None  # the page after the error ran
+        assert (tmp_path / "store" / job_id / "page-2.json").is_file()
         # Kept 1.8 s (0.0005 h) after finishing, then removed with its files.
         wait_for(lambda: httpx.get(f"{url}/jobs/{job_id}", headers=auth).status_code == 404
                  and not (tmp_path / "store" / job_id).exists(), 10, "the job's removal")

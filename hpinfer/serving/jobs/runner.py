@@ -204,6 +204,8 @@ class Jobs:
         start = time.perf_counter()
         if error is None:
             encoded, picture = await asyncio.to_thread(_encode, adapter, result, item, request, visualize)
+            if result.get("status") == "error":  # a pipeline that reports a failed page in its result (layout_parsing)
+                error = str(result.get("error"))
         else:
             encoded, picture = {"prunedResult": {"page_index": n if job.is_pdf else None, "status": "error", "error": error}}, None
             if item is not None:
