@@ -83,6 +83,8 @@ def test_doc_page_regions_and_texts(page, shared_images):
     rows = page.locator("#models tbody tr").all_text_contents()
     assert any("onnxruntime" in row or "openvino" in row for row in rows), rows
     sync_api.expect(page.locator("#download-json")).to_be_enabled()
+    timings = page.locator("#timings").inner_text()
+    assert "PicoDet_layout_1x_CDLA infer" in timings and "PP-OCRv4_mobile_rec infer" in timings, timings
     OUTPUT.mkdir(exist_ok=True)
     page.screenshot(path=str(OUTPUT / "web_doc_page.png"), full_page=True)
 

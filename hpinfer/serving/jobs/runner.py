@@ -190,10 +190,14 @@ class Jobs:
                     options: Dict[str, Any], visualize: bool, timings: Dict[str, float]) -> Optional[str]:
         """Page ``n`` through the batcher, encoded and stored; its error, if any."""
         adapter = self.service.adapter
+        stages = None
         if item is not None:
             try:
+                before = _stage_seconds(self.service.metrics)
                 with self.service.batcher.ticket() as ticket:
                     (result,) = await _timed(timings, "infer", ticket.submit([item.image], options))
+                after = _stage_seconds(self.service.metrics)
+                stages = {k: v - before.get(k, 0.0) for k, v in after.items() if v > before.get(k, 0.0)}
             except (asyncio.CancelledError, KeyboardInterrupt):
                 raise
             except HpinferError as err:
@@ -212,6 +216,8 @@ class Jobs:
                 picture = await asyncio.to_thread(page_picture, item.image)
         timings["encode"] = time.perf_counter() - start
         timings["total"] = sum(timings.values())
+        if stages:
+            timings["stages"] = stages
         size = None if item is None else (item.image.shape[1], item.image.shape[0])
         await asyncio.to_thread(self.store.add_page, job.id, n, encoded, picture, error, size, timings)
         self._notify()
@@ -254,6 +260,13 @@ class Jobs:
         task = asyncio.get_running_loop().create_task(coroutine)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+
+def _stage_seconds(metrics: Any) -> Dict[str, float]:
+    """The server's time per "<model> <stage>" so far (the batch threads add each batch's spans before answering):
+    the difference around one page is that page's, plus that of any request served at the same moment."""
+    return {f"{sample.labels['module']} {sample.labels['stage']}": sample.value
+            for family in metrics.stage_seconds.collect() for sample in family.samples if sample.name.endswith("_total")}
 
 
 async def _timed(timings: Dict[str, float], name: str, awaitable: Any) -> Any:

@@ -222,8 +222,10 @@ async function showPage(n) {
   if (markdown) $("markdown").replaceChildren(renderMarkdown(markdown.text, markdown.images || {}));
   else $("markdown").textContent = "(this pipeline makes no Markdown)";
   const t = page.timings || {};
-  $("timings").replaceChildren(...["wait", "read", "infer", "encode", "total"].filter((k) => k in t)
-    .map((k) => row([k, `${(t[k] * 1000).toFixed(1)} ms`], [1])));
+  const ms = (seconds) => `${(seconds * 1000).toFixed(1)} ms`;
+  $("timings").replaceChildren(
+    ...["wait", "read", "infer", "encode", "total"].filter((k) => k in t).map((k) => row([k, ms(t[k])], [1])),
+    ...Object.entries(t.stages || {}).map(([stage, seconds]) => row([`· ${stage}`, ms(seconds)], [1])));
 }
 
 // Regions in page pixels: layout blocks (box + label + text) or OCR lines (polygon + text).
