@@ -112,7 +112,7 @@ def test_five_page_pdf_progress_and_markdown(page, shared_images, tmp_path):
     page.screenshot(path=str(OUTPUT / "web_pdf.png"), full_page=True)
 
 
-def test_corrupt_file_shows_a_readable_error(page, tmp_path):
+def test_corrupt_file_and_refused_url_show_readable_errors(page, tmp_path):
     broken = tmp_path / "broken.pdf"
     broken.write_bytes(b"%PDF-1.7\n" + base64.b64encode(os.urandom(300)))
     run(page, broken)
@@ -121,6 +121,11 @@ def test_corrupt_file_shows_a_readable_error(page, tmp_path):
     sync_api.expect(error).to_contain_text("corrupt, empty or unreadable PDF")
     OUTPUT.mkdir(exist_ok=True)
     page.screenshot(path=str(OUTPUT / "web_error.png"))
+    # A pasted URL goes through the server's SSRF guard: a loopback address is refused, and the page says why.
+    page.set_input_files("#file", [])
+    page.fill("#url", "http://127.0.0.1:9/doc.pdf")
+    page.click("#run")
+    sync_api.expect(error).to_contain_text("loopback")
 
 
 def test_markdown_from_ocr_text_cannot_inject_html(page):
