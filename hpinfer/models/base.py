@@ -67,7 +67,7 @@ class Predictor:
         self.hpi_config = parse_hpi_config(hpi_config)
         self.session = open_session(
             spec.name, spec.model_file, self.device, use_hpip, self.hpi_config, task=ModelTask(spec.task, self.params),
-            default_shapes=spec.default_shapes(self.params),
+            default_shapes=spec.default_shapes(self.params), paddle_model=spec.paddle_model,
         )
 
     @property

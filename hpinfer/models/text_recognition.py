@@ -32,10 +32,12 @@ class RecParams(Params):
 
 def load_characters(spec: ModelSpec) -> List[str]:
     """The model's alphabet with CTC's blank at index 0 and a space appended, as PaddleOCR trains it."""
-    if spec.character_dict is not None:
+    if spec.characters is not None:
+        chars = list(spec.characters)
+    elif spec.character_dict is not None:
         chars = spec.character_dict.read_text(encoding="utf-8").splitlines()
     else:
-        chars = _characters_from_onnx(spec.model_file)
+        chars = _characters_from_onnx(spec.model_file) if spec.model_file.suffix == ".onnx" else None
         if chars is None:
             raise ModelNotFoundError(
                 f"{spec.name}: {spec.model_file.name} has no 'character' metadata; "

@@ -23,6 +23,7 @@ from . import accuracy, quantize
 from .cache import CACHE_FORMAT, Entry, ModelCache, cache_root, file_sha256
 from .calibration import ModelTask, samples, source_digest
 from .engines import ENGINES, EngineSession
+from .engines.paddle import is_paddle_model, params_file
 from .hardware import cpu_count, cpu_flags, cpu_name
 from .shapes import ShapeBounds, current_defaults
 
@@ -67,6 +68,8 @@ def engine_fields(model_path: Path, backend: str, config: BackendConfig, device:
         "engine_version": ENGINES[backend].version(), "backend_config": effective.model_dump(mode="json", exclude=ignored),
         **hardware_fields(device),
     }
+    if is_paddle_model(model_path):  # the program file alone does not identify the weights
+        fields["params_sha256"] = file_sha256(params_file(model_path))
     if ENGINES[backend].bakes_shape_bounds and not config.dynamic_shapes:
         fields["default_shapes"] = current_defaults()
     if config.precision != "fp32" and task is not None:  # the drift report depends on the calibration set
