@@ -169,6 +169,12 @@ def _orientation(reader: _Reader, transforms: Mapping[str, Any], post: Mapping[s
         params["image_shape"] = [3, height, width]
     elif "ClsResizeImg" in transforms:
         params["image_shape"] = list(transforms["ClsResizeImg"].get("image_shape", [3, 48, 192]))
+    normalize = _normalize(reader, transforms.get("NormalizeImage", {"mean": [0.5] * 3, "std": [0.5] * 3}))
+    if normalize != {"mean": [0.5] * 3, "std": [0.5] * 3}:
+        raise reader.fail(
+            "PreProcess.transform_ops.NormalizeImage", f"mean {normalize['mean']} / std {normalize['std']} not supported "
+            f"for text line orientation (hpinfer's line classifier input is scaled to [-1, 1]: mean = std = 0.5)"
+        )
     topk = post.get("Topk", post)
     labels = topk.get("label_list") if isinstance(topk, dict) else None
     if labels is not None:

@@ -108,7 +108,9 @@ def _source_for(
     if not is_paddle_model(model_path):
         return model_path, choice
     try:
-        return to_onnx(model_name, model_path, task), choice
+        converted = to_onnx(model_name, model_path, task)
+        log.info("%s: %s runs the ONNX conversion of %s (auto_paddle2onnx: %s)", model_name, choice.backend, model_path.name, converted)
+        return converted, choice
     except ConversionError as err:
         reason = why_not("paddle", device, choice.config.precision)
         if reason is not None:

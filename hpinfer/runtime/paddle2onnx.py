@@ -102,7 +102,7 @@ def pir_source(model_path: Path, scratch: Path) -> Path:
     interpolation scales written as floats."""
     params = params_file(model_path)
     if model_path.suffix == ".pdmodel":
-        model_path = _translate_legacy(model_path, scratch / "translated")
+        model_path = translate_legacy(model_path, scratch / "translated")
         params = params_file(model_path)
     program = json.loads(model_path.read_text(encoding="utf-8"))
     for attr in double_scale_ops(program):
@@ -116,7 +116,7 @@ def pir_source(model_path: Path, scratch: Path) -> Path:
     return out
 
 
-def _translate_legacy(model_path: Path, out_dir: Path) -> Path:
+def translate_legacy(model_path: Path, out_dir: Path) -> Path:
     import paddle
 
     out_dir.mkdir(parents=True, exist_ok=True)
