@@ -21,6 +21,7 @@ from .config import parse_json_object
 from .errors import ConfigError, HpinferError
 from .runtime import commands as runtime_commands
 from . import tune
+from .commands import doctor
 from .serving import cli as serving_cli
 
 log = logging.getLogger("hpinfer")
@@ -97,6 +98,7 @@ def _parser() -> argparse.ArgumentParser:
     runtime_commands.add_commands(commands, common, target)
     serving_cli.add_commands(commands, common)
     tune.add_command(commands, common)
+    doctor.add_parser(commands, common)
     return parser
 
 
@@ -355,6 +357,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return serving_cli.run(args)
         if args.command == "tune":
             return tune.run_command(args)
+        if args.command == "doctor":
+            return doctor.run(args)
         return _list_models() if args.command == "models" else _list_pipelines()
     except HpinferError as err:
         print(f"error: {err}", file=sys.stderr)
