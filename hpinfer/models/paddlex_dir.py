@@ -158,15 +158,16 @@ def _recognition(reader: _Reader, transforms: Mapping[str, Any]) -> Dict[str, An
     shape = transforms.get("RecResizeImg", {}).get("image_shape", [3, 48, 320])
     if list(shape)[:2] != [3, 48]:
         raise reader.fail("PreProcess.transform_ops.RecResizeImg.image_shape", f"{shape} is not supported (3 x 48 x W)")
-    return {"image_shape": list(shape)}
+    return {"image_shape": list(shape), "resize": "paddlex"}
 
 
 def _orientation(reader: _Reader, transforms: Mapping[str, Any], post: Mapping[str, Any]) -> Dict[str, Any]:
     _check_ops(reader, transforms, ("ResizeImage", "NormalizeImage", "ClsResizeImg"))
     params: Dict[str, Any] = {}
-    if "ResizeImage" in transforms:
+    if "ResizeImage" in transforms:  # PaddleX stretches the line to this size
         width, height = transforms["ResizeImage"].get("size", [192, 48])
         params["image_shape"] = [3, height, width]
+        params["resize"] = "stretch"
     elif "ClsResizeImg" in transforms:
         params["image_shape"] = list(transforms["ClsResizeImg"].get("image_shape", [3, 48, 192]))
     normalize = _normalize(reader, transforms.get("NormalizeImage", {"mean": [0.5] * 3, "std": [0.5] * 3}))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -10,7 +10,7 @@ from pydantic import Field
 
 from ..visualize import draw_polygons
 from .base import Params, Predictor
-from .text_recognition import batch_tensor, batches_by_ratio
+from .text_recognition import batch_tensor, batches_by_ratio, resize_norm
 
 
 class ClsParams(Params):
@@ -18,6 +18,9 @@ class ClsParams(Params):
     batch_size: int = Field(6, ge=1, le=1024)
     threshold: float = Field(0.9, ge=0, le=1)  # rotate only when "180" is at least this sure
     labels: Tuple[str, ...] = ("0", "180")
+    # "keep_ratio": resized to the input height, aspect kept, zero padded (PaddleOCR, RapidOCR); "stretch": resized
+    # to image_shape exactly (PaddleX 3.7.2's ResizeImage), in [-1, 1] either way.
+    resize: Literal["keep_ratio", "stretch"] = "keep_ratio"
 
 
 class TextLineOrientationClassifier(Predictor):
@@ -30,7 +33,11 @@ class TextLineOrientationClassifier(Predictor):
         _, height, width = p.image_shape
         results: List[Tuple[int, float]] = [(0, 0.0)] * len(crops)
         for batch in batches_by_ratio(crops, p.batch_size):
-            labels, scores = self.session.run_best(batch_tensor(crops, batch, height, width))
+            if p.resize == "stretch":
+                tensor = np.stack([resize_norm(cv2.resize(crops[i], (width, height)), height, width) for i in batch])
+            else:
+                tensor = batch_tensor(crops, batch, height, width)
+            labels, scores = self.session.run_best(tensor)
             for i, label, score in zip(batch, labels, scores):
                 results[i] = (int(label), float(score))
         return results

@@ -34,7 +34,7 @@ from ..errors import ConfigError, InputError
 from ..io import InputItem, iter_inputs, to_bgr
 from ..io.inputs import PageRange
 from ..models.base import Params, validate_params
-from ..models.text_detection import DetParams, TextDetector
+from ..models.text_detection import DetParams, TextDetector, min_area_quad
 from ..models.text_recognition import TextRecognizer
 from ..models.textline_orientation import TextLineOrientationClassifier
 from ..results import Result
@@ -47,6 +47,12 @@ from .sub_modules import PipelineBase, create_sub_module
 
 
 class OCROptions(Params):
+    # Whose OCR behaviour to reproduce around the models: "rapidocr" (rapidocr_onnxruntime: image bounds and
+    # padding before detection, line crops from the detected quadrilateral) or "paddlex" (PaddleX 3.7.2's OCR
+    # pipeline: the image as it is, crops from each box's minimum-area rectangle, line orientation by arg-max
+    # on lines stretched to the classifier's input, PaddleX's recognition resize). PaddleX pipeline YAMLs select
+    # "paddlex"; its detection and score-threshold values come with the YAML.
+    profile: Literal["rapidocr", "paddlex"] = "rapidocr"
     use_doc_orientation_classify: bool = False  # turn whole pages upright first (needs DocOrientationClassify)
     use_textline_orientation: bool = True
     text_rec_score_thresh: float = Field(0.5, ge=0, le=1)
@@ -245,6 +251,9 @@ class OCRPipeline(PipelineBase):
         with self.timer.stage("pre"):
             prepared = []
             for image in images:
+                if opts.profile == "paddlex":
+                    prepared.append((image, 0, 1.0, 1.0))
+                    continue
                 work, ratio_h, ratio_w = fit_side_bounds(image, opts.min_side_len, opts.max_side_len)
                 work, pad_top = pad_flat_image(work, opts.min_height, opts.width_height_ratio)
                 prepared.append((work, pad_top, ratio_h, ratio_w))
@@ -252,10 +261,13 @@ class OCRPipeline(PipelineBase):
             detected = self.text_det.detect_many([work for work, *_ in prepared], det_params)
         pages = []
         for image, (work, pad_top, ratio_h, ratio_w), (boxes, _) in zip(images, prepared, detected):
-            with self.timer.stage("crop"):
-                crops = [crop_quad(work, box) for box in boxes]
             with self.timer.stage("post"):
                 polys = to_input_coords(boxes, pad_top, ratio_h, ratio_w, image.shape[0], image.shape[1])
+            with self.timer.stage("crop"):
+                if opts.profile == "paddlex":  # PaddleX crops the rounded box's minimum-area rectangle
+                    crops = [crop_quad(work, min_area_quad(poly)) for poly in polys]
+                else:
+                    crops = [crop_quad(work, box) for box in boxes]
             pages.append(_DetectedPage(polys, crops))
         return pages
 
@@ -263,15 +275,21 @@ class OCRPipeline(PipelineBase):
         angles = [-1] * len(crops)
         if not crops:
             return angles, []
+        paddlex = opts.profile == "paddlex"
         if opts.use_textline_orientation:
             with self.textline_cls.timer.stage("call"):
-                crops, angles = self.textline_cls.upright(crops)
+                cls_params = self.textline_cls.with_overrides({"resize": "stretch", "threshold": 0.0} if paddlex else {})
+                crops, angles = self.textline_cls.upright(crops, cls_params)
         with self.text_rec.timer.stage("call"):
-            return angles, self.text_rec.recognize(crops, groups=groups)
+            rec_params = self.text_rec.with_overrides({"resize": "paddlex"} if paddlex else {})
+            return angles, self.text_rec.recognize(crops, rec_params, groups=groups)
 
     def _assemble(self, page: "_DetectedPage", angles, recognised, opts: OCROptions, det_params: DetParams) -> Dict[str, Any]:
         with self.timer.stage("post"):
-            keep = [i for i, (text, score) in enumerate(recognised) if score >= opts.text_rec_score_thresh and text.strip()]
+            keep = [  # PaddleX keeps empty lines that reach the threshold (its default 0 keeps every line)
+                i for i, (text, score) in enumerate(recognised)
+                if score >= opts.text_rec_score_thresh and (text.strip() or opts.profile == "paddlex")
+            ]
             rec_polys = page.polys[keep]
             return {
                 "model_settings": {
