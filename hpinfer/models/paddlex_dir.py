@@ -170,6 +170,7 @@ def _orientation(reader: _Reader, transforms: Mapping[str, Any], post: Mapping[s
         params["resize"] = "stretch"
     elif "ClsResizeImg" in transforms:
         params["image_shape"] = list(transforms["ClsResizeImg"].get("image_shape", [3, 48, 192]))
+    params["channel_order"] = "rgb"  # PaddleX reads every classifier's input as RGB
     normalize = _normalize(reader, transforms.get("NormalizeImage", {"mean": [0.5] * 3, "std": [0.5] * 3}))
     if normalize != {"mean": [0.5] * 3, "std": [0.5] * 3}:
         raise reader.fail(

@@ -21,6 +21,9 @@ class ClsParams(Params):
     # "keep_ratio": resized to the input height, aspect kept, zero padded (PaddleOCR, RapidOCR); "stretch": resized
     # to image_shape exactly (PaddleX 3.7.2's ResizeImage), in [-1, 1] either way.
     resize: Literal["keep_ratio", "stretch"] = "keep_ratio"
+    # Pixel order the model is fed: PaddleOCR's line classifiers learnt BGR; PaddleX 3.7.2 feeds RGB to every
+    # classifier, the v2.0 line classifier too (it then turns many upright lines over).
+    channel_order: Literal["bgr", "rgb"] = "bgr"
 
 
 class TextLineOrientationClassifier(Predictor):
@@ -32,6 +35,8 @@ class TextLineOrientationClassifier(Predictor):
         p = params or self.params
         _, height, width = p.image_shape
         results: List[Tuple[int, float]] = [(0, 0.0)] * len(crops)
+        if p.channel_order == "rgb":
+            crops = [cv2.cvtColor(crop, cv2.COLOR_BGR2RGB) for crop in crops]
         for batch in batches_by_ratio(crops, p.batch_size):
             if p.resize == "stretch":
                 tensor = np.stack([resize_norm(cv2.resize(crops[i], (width, height)), height, width) for i in batch])

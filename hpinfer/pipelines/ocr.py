@@ -278,7 +278,7 @@ class OCRPipeline(PipelineBase):
         paddlex = opts.profile == "paddlex"
         if opts.use_textline_orientation:
             with self.textline_cls.timer.stage("call"):
-                cls_params = self.textline_cls.with_overrides({"resize": "stretch", "threshold": 0.0} if paddlex else {})
+                cls_params = self.textline_cls.with_overrides({"resize": "stretch", "threshold": 0.0, "channel_order": "rgb"} if paddlex else {})
                 crops, angles = self.textline_cls.upright(crops, cls_params)
         with self.text_rec.timer.stage("call"):
             rec_params = self.text_rec.with_overrides({"resize": "paddlex"} if paddlex else {})
