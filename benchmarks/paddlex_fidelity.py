@@ -78,7 +78,8 @@ def main(argv=None) -> int:
             same_count = len(our_boxes) == len(theirs["boxes"])
             box_diff = int(np.abs(np.array(our_boxes) - np.array(theirs["boxes"])).max()) if same_count and our_boxes else (0 if same_count else None)
             rows.append({"image": name, "texts_equal": list(ours["rec_texts"]) == theirs["texts"], "lines": [len(our_boxes), len(theirs["boxes"])],
-                         "max_box_diff_px": box_diff, "ours": list(ours["rec_texts"]), "paddlex": theirs["texts"]})
+                         "max_box_diff_px": box_diff, "ours": list(ours["rec_texts"]), "paddlex": theirs["texts"],
+                         "paddlex_boxes": theirs["boxes"]})
             print(f"{name:22s} texts {'equal' if rows[-1]['texts_equal'] else 'DIFFER'}  lines ours/paddlex {len(our_boxes)}/{len(theirs['boxes'])}  "
                   f"max box diff {box_diff} px")
         worker.stdin.close()
