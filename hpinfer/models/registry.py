@@ -226,8 +226,8 @@ def _from_model_dir(directory: Path, model_name: Optional[str]) -> ModelSpec:
         return _from_paddlex_dir(directory, model_name)
     if not meta_path.is_file():
         raise ModelNotFoundError(
-            f"model_dir {directory} has no {METADATA_FILE} (nor a PaddleX {INFERENCE_YML}); write one with at least "
-            f"'task: {'|'.join(TASKS)}' (see hpinfer.models.registry)"
+            f"model_dir {directory} has no {METADATA_FILE}; write one with at least "
+            f"'task: {'|'.join(TASKS)}' (see hpinfer.models.registry), or give a PaddleX model directory ({INFERENCE_YML})"
         )
     try:
         meta = yaml.safe_load(meta_path.read_text(encoding="utf-8")) or {}

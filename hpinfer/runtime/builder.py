@@ -128,9 +128,9 @@ def _calibration_entry(cache: ModelCache, model_path: Path, task: ModelTask, con
 
 
 def measure_drift(session: EngineSession, model_path: Path, task: ModelTask, config: BackendConfig, label: str) -> accuracy.Drift:
-    """``session`` against fp32 ONNX Runtime on the original model, over the calibration inputs: int8 on the fifth
+    """``session`` against fp32 ONNX Runtime (a Paddle model: the paddle engine on the CPU) on the original model, over the calibration inputs: int8 on the fifth
     it was not calibrated on, other precisions (nothing calibrated, nothing to hold back) on all of them."""
-    reference_engine = ENGINES["onnxruntime"]
+    reference_engine = ENGINES["paddle" if is_paddle_model(model_path) else "onnxruntime"]
     reference, outputs = [], []
     with reference_engine.load(model_path, BackendConfig(cpu_num_threads=config.cpu_num_threads), Device("cpu")) as fp32:
         held_back = True if config.precision == "int8" else None
