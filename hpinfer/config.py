@@ -59,6 +59,9 @@ class TorchConfig(BaseModel):
       where shapes keep changing (a server batching pages of all sizes across requests).
     - ``capture_after``: sightings of a shape before its graph is captured (1 when ``dynamic_shapes`` is set);
       ``max_graphs``: graphs kept per context (least recently used dropped).
+    - ``shape_buckets``: pad the model's free image sides / line widths with zeros up to a few sizes (about 15 %
+      apart) and crop the outputs back, so a GPU sees a bounded set of shapes (one autotuning pass and graph each).
+      Not bit-exact near the padded edges: off by default, its drift measured by the accuracy guard.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -73,6 +76,7 @@ class TorchConfig(BaseModel):
     cudnn_benchmark: bool = True
     capture_after: int = Field(default=2, ge=1, le=100)
     max_graphs: int = Field(default=64, ge=1, le=4096)
+    shape_buckets: bool = False
 
     @model_validator(mode="after")
     def _one_compiler(self):
@@ -94,9 +98,8 @@ class BackendConfig(BaseModel):
     cpu_num_threads: Optional[int] = Field(default=None, ge=1, le=1024)
     # Inferences of one model (or of several, as pipeline stage threads make them) that may run at the same
     # time, cpu_num_threads split among them. None: one at a time with all the threads (OpenVINO's LATENCY
-    # hint). On 2 cores (2026-11-26, OCR over 13 images, fp32) 2 streams x 1 thread with two images at a time
-    # on two threads reach 3.53-3.67 images/s against 3.50-3.59 for one stream of 2 threads (equal within noise),
-    # stage threads 2.55-2.60. See hpinfer/pipelines/ocr.py for how stage threads use it.
+    # hint); on 2 cores two streams were no faster than one (benchmarks/RESULTS.md). See
+    # hpinfer/pipelines/ocr.py for how stage threads use it.
     cpu_num_streams: Optional[int] = Field(default=None, ge=1, le=64)
     precision: Precision = "fp32"
     # {input_name: [[min...], [opt...], [max...]]}, as in PaddleX/TensorRT.
@@ -150,11 +153,14 @@ class HPIConfig(BaseModel):
         return self
 
 
-_ALLOWED_KEYS = (
-    "auto_config, backend, backend_config{cpu_num_threads, cpu_num_streams, precision, dynamic_shapes, accuracy_tolerance, "
-    "calibration{method, data, num_samples, keep_first_last, exclude_nodes, exclude_op_types}, "
-    "torch{compile, aot, cuda_graphs, tf32, contexts, channels_last, device_preprocess, capture_after, max_graphs}}"
-)
+def allowed_keys(model: type) -> str:
+    """The keys a config model accepts, nested ones in braces (from its fields, so never out of date)."""
+    parts = []
+    for name, info in model.model_fields.items():
+        nested = info.annotation
+        is_model = isinstance(nested, type) and issubclass(nested, BaseModel)
+        parts.append(f"{name}{{{allowed_keys(nested)}}}" if is_model else name)
+    return ", ".join(parts)
 
 
 def _format_validation_error(where: str, err: ValidationError) -> str:
@@ -163,7 +169,7 @@ def _format_validation_error(where: str, err: ValidationError) -> str:
         loc = ".".join(str(p) for p in e["loc"])
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
-            msg = f"unknown key (allowed: {_ALLOWED_KEYS})"
+            msg = f"unknown key (allowed: {allowed_keys(HPIConfig)})"
         parts.append(f"{where}.{loc}: {msg}" if loc else f"{where}: {msg}")
     return "; ".join(parts)
 

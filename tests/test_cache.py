@@ -4,6 +4,8 @@ corrupt entries never served, one build for concurrent builders, and where entri
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import logging
 import multiprocessing
 import os
@@ -18,12 +20,12 @@ import pytest
 
 from hpinfer.config import BackendConfig
 from hpinfer.device import Device
-from hpinfer.models import create_model, resolve_model
-from hpinfer.models.text_detection import DetParams
+from hpinfer.models import bind_task, create_model, resolve_model
+from hpinfer.tasks.text_detection import DetParams
 from hpinfer.pipelines import resolve_pipeline
-from hpinfer.runtime import builder, commands
+from hpinfer.commands import build as build_command, cache as cache_command
+from hpinfer.runtime import builder
 from hpinfer.runtime.cache import ENV_CACHE_DIR, cache_root, key_of, user_cache_dir
-from hpinfer.runtime.calibration import ModelTask
 from hpinfer.runtime.engines import ENGINES
 from hpinfer.runtime.shapes import model_defaults
 
@@ -51,7 +53,7 @@ def open_det(model_dir: Path, backend: str = "onnxruntime"):
 def test_key_changes_with_every_field_and_only_those(tmp_path, shared_images, monkeypatch):
     model = det_model_dir(tmp_path / "a") / "model.onnx"
     other_model = det_model_dir(tmp_path / "b", "PP-OCRv6_small_det") / "model.onnx"
-    task = ModelTask("text_detection", DetParams())
+    task = bind_task("text_detection", DetParams())
     other_images = tmp_path / "other_images"
     other_images.mkdir()
     shutil.copyfile(shared_images / "paragraph_en.jpg", other_images / "p.jpg")
@@ -237,28 +239,66 @@ def test_cache_list_and_clear_commands(tmp_path, capsys):
         det_entry = det.session.artifact
     with create_model("ch_ppocr_mobile_v2.0_cls", use_hpip=True, hpi_config={"backend": "onnxruntime"}):
         pass
-    assert commands.run(_cli("cache", "list")) == 0
+    assert cache_command.run(_cli("cache", "list")) == 0
     listing = capsys.readouterr().out
     assert DET in listing and "ch_ppocr_mobile_v2.0_cls" in listing and "2 entries in" in listing
 
     (det_entry / "model.optimized.onnx").write_bytes(b"broken")
-    assert commands.run(_cli("cache", "list", "--model", DET)) == 0
+    assert cache_command.run(_cli("cache", "list", "--model", DET)) == 0
     assert "CORRUPT: model.optimized.onnx is truncated" in capsys.readouterr().out
 
-    assert commands.run(_cli("cache", "clear", "--model", DET)) == 0
+    assert cache_command.run(_cli("cache", "clear", "--model", DET)) == 0
     assert "removed 1 entry" in capsys.readouterr().out
     assert not det_entry.exists()
-    assert commands.run(_cli("cache", "list")) == 0
+    assert cache_command.run(_cli("cache", "list")) == 0
     assert "1 entry in" in capsys.readouterr().out
 
 
 def test_build_command_prebuilds_every_engine_of_a_pipeline(capsys):
     args = _cli("build", "--pipeline", "OCR", "--hpi_config", '{"backend": "onnxruntime"}')
-    assert commands.run(args) == 0
+    assert build_command.run(args) == 0
     first = capsys.readouterr().out.splitlines()
     listed = list(resolve_pipeline("OCR").modules)  # every model of the file, switched on or not
     assert {"TextDetection", "TextLineOrientation", "TextRecognition"} <= set(listed)
     assert [line.split(":")[0] for line in first] == listed
     assert all(" built in " in line for line in first), first
-    assert commands.run(args) == 0
+    assert build_command.run(args) == 0
     assert all(" cached in " in line for line in capsys.readouterr().out.splitlines())
+
+
+def test_gpu_entries_are_keyed_by_the_gpu_model_and_driver(tmp_path, monkeypatch):
+    """A TensorRT engine or compiled kernels built on one GPU model must not be served on another."""
+    model = det_model_dir(tmp_path) / "model.onnx"
+
+    def key(device):
+        return key_of(builder.engine_fields(model, "tensorrt", BackendConfig(), device, None))
+
+    gpu = Device("gpu", 0)
+    h200 = key(gpu)
+    monkeypatch.setattr(builder, "gpu_name", lambda index: "NVIDIA L4")
+    l4 = key(gpu)
+    monkeypatch.setattr(builder, "driver_version", lambda: "999.1")
+    assert len({h200, l4, key(gpu)}) == 3
+    assert "gpu" not in builder.hardware_fields(CPU)  # CPU entries don't depend on what GPU is plugged in
+
+
+def test_a_cached_engine_that_fails_to_open_is_rebuilt(tmp_path, shared_images, caplog):
+    """An entry intact by its manifest that the engine still cannot load (a TensorRT engine of another build)
+    is rebuilt, not given up (nor an AttributeError)."""
+    caplog.set_level(logging.INFO, logger="hpinfer.runtime")
+    model_dir = det_model_dir(tmp_path / "my_det")
+    image = str(shared_images / "paragraph_en.jpg")
+    with open_det(model_dir) as model:
+        artifact, expected = model.session.artifact, model.predict(image)[0]["dt_polys"]
+    victim = artifact / "model.optimized.onnx"
+    victim.write_bytes(b"not an onnx model")
+    manifest_path = artifact / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["files"][victim.name] = {"size": victim.stat().st_size, "sha256": hashlib.sha256(victim.read_bytes()).hexdigest()}
+    manifest_path.write_text(json.dumps(manifest))  # the cache sees nothing wrong: only the engine can tell
+    caplog.clear()
+    with open_det(model_dir) as model:
+        assert model.session.artifact == artifact and model.session.backend == "onnxruntime"
+        np.testing.assert_array_equal(model.predict(image)[0]["dt_polys"], expected)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("failed to open" in w and "rebuilding it" in w for w in warnings), warnings

@@ -21,11 +21,12 @@ from ..device import Device
 from ..errors import ConfigError
 from . import accuracy, quantize
 from .cache import CACHE_FORMAT, Entry, ModelCache, cache_root, file_sha256
-from .calibration import ModelTask, samples, source_digest
+from .calibration import samples, source_digest
 from .engines import ENGINES, EngineSession
 from .engines.paddle import is_paddle_model, params_file
-from .hardware import cpu_count, cpu_flags, cpu_name
+from .hardware import cpu_count, cpu_flags, cpu_name, driver_version, gpu_name
 from .shapes import ShapeBounds, current_defaults
+from .task import ModelTask
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,7 @@ class Artifact:
     backend: str
     config: BackendConfig
     entry: Entry
-    drift: Optional[accuracy.Drift]  # None for fp32, or when the task has no metric
+    drift: Optional[accuracy.Drift]  # None for exact configs (fp32), or when the task has no metric
 
     def open(self, model_path: Path, device: Device) -> EngineSession:
         session = ENGINES[self.backend].open(self.entry.path, self.config, device)
@@ -45,8 +46,13 @@ class Artifact:
 
 
 def hardware_fields(device: Device) -> Dict[str, str]:
+    """The machine an artifact is valid for: the CPU always (host-side code paths), the GPU model and driver too
+    for a GPU (a TensorRT engine or compiled kernels from another GPU model fail to load, or load and run slower)."""
     flags = hashlib.sha256(" ".join(sorted(cpu_flags())).encode()).hexdigest()
-    return {"device": str(device), "cpu": cpu_name(), "cpu_flags": flags}
+    fields = {"device": str(device), "cpu": cpu_name(), "cpu_flags": flags}
+    if device.is_gpu:
+        fields.update(gpu=gpu_name(device.index), driver=driver_version())
+    return fields
 
 
 def _quantizer_version() -> str:
@@ -72,7 +78,7 @@ def engine_fields(model_path: Path, backend: str, config: BackendConfig, device:
         fields["params_sha256"] = file_sha256(params_file(model_path))
     if ENGINES[backend].bakes_shape_bounds and not config.dynamic_shapes:
         fields["default_shapes"] = current_defaults()
-    if config.precision != "fp32" and task is not None:  # the drift report depends on the calibration set
+    if not ENGINES[backend].exact(config) and task is not None:  # the drift report depends on the calibration set
         fields["task"] = task.digest()
         fields["calibration_set"] = source_digest(task, config.calibration)
         fields["guard"] = accuracy.GUARD_REVISION
@@ -80,12 +86,16 @@ def engine_fields(model_path: Path, backend: str, config: BackendConfig, device:
         fields["quantizer"] = _quantizer_version()
         engine = ENGINES[backend]
         fields["quantized_op_types"] = [engine.int8_op_types, engine.int8_float_op_types]
+        if engine.int8_symmetric:
+            fields["int8_symmetric"] = True
     return fields
 
 
 def build_engine(
-    model_name: str, model_path: Path, backend: str, config: BackendConfig, device: Device, task: Optional[ModelTask]
+    model_name: str, model_path: Path, backend: str, config: BackendConfig, device: Device, task: Optional[ModelTask],
+    stale: Optional[str] = None,
 ) -> Artifact:
+    """The cache entry, built if missing, corrupt or ``stale`` (why the cached one failed to open)."""
     if config.precision == "int8" and task is None:
         raise ConfigError(
             f"{model_name}: int8 needs calibration inputs made with the model's own pre-processing, but its task "
@@ -103,15 +113,18 @@ def build_engine(
                 calibrated = _calibration_entry(cache, model_path, task, config.calibration, model_name)
                 source = Path(scratch) / "int8.onnx"
                 info["quantization"] = quantize.quantize(
-                    calibrated.path, config.calibration, engine.int8_op_types, engine.int8_float_op_types, source
+                    calibrated.path, config.calibration, engine.int8_op_types, engine.int8_float_op_types, source,
+                    symmetric=engine.int8_symmetric,
                 )
             engine.build(source, config, device, out_dir)
-        if config.precision != "fp32" and task is not None and task.task in accuracy.DRIFT:
+        if not engine.exact(config) and task is not None and task.tolerance is not None:
             with engine.open(out_dir, config, device) as session:
-                info["drift"] = measure_drift(session, model_path, task, config, model_name).as_dict()
+                drift = measure_drift(session, model_path, task, config, model_name)
+                if drift is not None:
+                    info["drift"] = drift.as_dict()
         return info
 
-    entry = cache.get_or_build(cache.entry_dir(model_path, backend, fields), fields, build, model_name)
+    entry = cache.get_or_build(cache.entry_dir(model_path, backend, fields), fields, build, model_name, stale)
     drift = entry.info.get("drift")
     return Artifact(backend, config, entry, accuracy.Drift(**drift) if drift else None)
 
@@ -127,7 +140,7 @@ def _calibration_entry(cache: ModelCache, model_path: Path, task: ModelTask, con
     return cache.get_or_build(cache.entry_dir(model_path, "calibration", fields), fields, build, label)
 
 
-def measure_drift(session: EngineSession, model_path: Path, task: ModelTask, config: BackendConfig, label: str) -> accuracy.Drift:
+def measure_drift(session: EngineSession, model_path: Path, task: ModelTask, config: BackendConfig, label: str) -> Optional[accuracy.Drift]:
     """``session`` against fp32 ONNX Runtime (a Paddle model: the paddle engine on the CPU) on the original model, over the calibration inputs: int8 on the fifth
     it was not calibrated on, other precisions (nothing calibrated, nothing to hold back) on all of them."""
     reference_engine = ENGINES["paddle" if is_paddle_model(model_path) else "onnxruntime"]
@@ -137,4 +150,4 @@ def measure_drift(session: EngineSession, model_path: Path, task: ModelTask, con
         for feeds in samples(task, config.calibration, session.inputs[0].name, held_back, f"{label}: accuracy guard"):
             reference.append(fp32.run(feeds))
             outputs.append(session.run(feeds))
-    return accuracy.measure(task.task, task.params, reference, outputs)
+    return accuracy.measure(task, reference, outputs)

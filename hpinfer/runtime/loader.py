@@ -22,14 +22,14 @@ from typing import Iterator, List, Optional, Tuple
 from ..config import BackendConfig, HPIConfig
 from ..device import Device
 from ..errors import EngineUnavailableError, HpinferError
-from .accuracy import DEFAULT_TOLERANCE, Drift
+from .accuracy import Drift
 from .auto_config import EngineChoice, choose_engine, fallbacks, precision_ladder, why_not
 from .builder import Artifact, build_engine
-from .calibration import ModelTask
 from .engines import ENGINES, EngineSession
 from .engines.paddle import is_paddle_model
 from .paddle2onnx import ConversionError, to_onnx
 from .shapes import model_defaults
+from .task import ModelTask
 
 log = logging.getLogger("hpinfer.runtime")
 
@@ -74,7 +74,13 @@ def _open(
                 with _naming(model_name):
                     artifact = build_engine(model_name, model_path, candidate.backend, config, device, task)
                     refusal = _refusal(candidate, config, artifact.drift, task)
-                    session = None if refusal else artifact.open(model_path, device)
+                    session = None if refusal else _open_artifact(model_name, model_path, artifact, device, task)
+            except EngineUnavailableError as err:  # the engine refuses this machine or model: the rule's next may not
+                if len(candidates) == 1:
+                    raise
+                failures.append(f"{candidate.backend}: {err}")
+                log.warning("%s: engine %s is unavailable (%s)", model_name, candidate.backend, err)
+                break
             except HpinferError:
                 raise
             except Exception as err:  # an engine failing on a model is a fact to log, then try the next one
@@ -89,6 +95,22 @@ def _open(
             _log_loaded(model_name, device, candidate, session, time.perf_counter() - start, _cache_note(artifact))
             return session
     raise EngineUnavailableError(f"{model_name}: no engine could load {model_path.name}: {'; '.join(failures)}")
+
+
+def _open_artifact(model_name: str, model_path: Path, artifact: Artifact, device: Device, task: Optional[ModelTask]) -> EngineSession:
+    """A session from the artifact; a cached one that fails to open (a TensorRT engine from another TensorRT
+    build or GPU, a package its loader rejects) is rebuilt once, rather than the engine being given up."""
+    try:
+        return artifact.open(model_path, device)
+    except HpinferError:
+        raise
+    except Exception as err:
+        if artifact.entry.built:
+            raise
+        log.warning("%s: cached %s engine %s failed to open (%s); rebuilding it", model_name, artifact.backend,
+                    artifact.entry.path, _one_line(err))
+        rebuilt = build_engine(model_name, model_path, artifact.backend, artifact.config, device, task, stale=_one_line(err))
+        return rebuilt.open(model_path, device)
 
 
 def _source_for(
@@ -134,13 +156,13 @@ def _naming(model_name: str) -> Iterator[None]:
 def tolerance(config: BackendConfig, task: Optional[ModelTask]) -> Optional[float]:
     if config.accuracy_tolerance is not None:
         return config.accuracy_tolerance
-    return DEFAULT_TOLERANCE.get(task.task) if task is not None else None
+    return task.tolerance if task is not None else None
 
 
 def _refusal(choice: EngineChoice, config: BackendConfig, drift: Optional[Drift], task: Optional[ModelTask]) -> Optional[str]:
     """Why safe mode refuses this precision, or None. Manual mode only reports a drift over the tolerance."""
     limit = tolerance(config, task)
-    if config.precision == "fp32" or drift is None or limit is None:
+    if drift is None or limit is None:  # exact configs (fp32, unpadded) have no drift
         return None
     if drift.vacuous:
         reason = (f"the accuracy guard had nothing to judge: on its {drift.inputs} input(s) the fp32 model "

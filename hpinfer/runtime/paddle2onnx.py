@@ -35,7 +35,8 @@ from ..config import BackendConfig, CalibrationConfig
 from ..device import Device
 from ..errors import HpinferError
 from .cache import CACHE_FORMAT, ModelCache, cache_root, file_sha256
-from .calibration import ModelTask, samples
+from .calibration import samples
+from .task import ModelTask
 from .engines.paddle import PaddleEngine, double_scale_ops, params_file
 
 log = logging.getLogger("hpinfer.runtime")
