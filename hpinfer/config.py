@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 from .errors import ConfigError
 
 Precision = Literal["fp32", "fp16", "bf16", "int8"]
-BACKEND_NAMES = ("onnxruntime", "openvino", "torch", "tensorrt")
+BACKEND_NAMES = ("onnxruntime", "openvino", "torch", "tensorrt", "paddle")
 
 
 class CalibrationConfig(BaseModel):

@@ -9,6 +9,10 @@ extras="all"
 python3 -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -c constraints.txt -e ".[${extras}]"
+# auto_paddle2onnx's converter: its onnx<=1.17 pin would downgrade onnx, which it does not need to run here.
+if [[ "$extras" == "test" ]]; then
+    .venv/bin/python -m pip install --quiet --no-deps -c constraints.txt paddle2onnx==2.1.0
+fi
 # A CJK font for result pictures; optional, so a machine without apt still installs.
 if [[ ! -e /usr/share/fonts/truetype/wqy/wqy-microhei.ttc ]] && command -v apt-get >/dev/null && [[ $(id -u) == 0 ]]; then
     (timeout 180 apt-get update -qq && timeout 180 apt-get install -y -qq fonts-wqy-microhei) >/dev/null 2>&1 \

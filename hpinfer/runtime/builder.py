@@ -23,6 +23,7 @@ from . import accuracy, quantize
 from .cache import CACHE_FORMAT, Entry, ModelCache, cache_root, file_sha256
 from .calibration import samples, source_digest
 from .engines import ENGINES, EngineSession
+from .engines.paddle import is_paddle_model, params_file
 from .hardware import cpu_count, cpu_flags, cpu_name, driver_version, gpu_name
 from .shapes import ShapeBounds, current_defaults
 from .task import ModelTask
@@ -73,6 +74,8 @@ def engine_fields(model_path: Path, backend: str, config: BackendConfig, device:
         "engine_version": ENGINES[backend].version(), "backend_config": effective.model_dump(mode="json", exclude=ignored),
         **hardware_fields(device),
     }
+    if is_paddle_model(model_path):  # the program file alone does not identify the weights
+        fields["params_sha256"] = file_sha256(params_file(model_path))
     if ENGINES[backend].bakes_shape_bounds and not config.dynamic_shapes:
         fields["default_shapes"] = current_defaults()
     if not ENGINES[backend].exact(config) and task is not None:  # the drift report depends on the calibration set
@@ -138,9 +141,9 @@ def _calibration_entry(cache: ModelCache, model_path: Path, task: ModelTask, con
 
 
 def measure_drift(session: EngineSession, model_path: Path, task: ModelTask, config: BackendConfig, label: str) -> Optional[accuracy.Drift]:
-    """``session`` against fp32 ONNX Runtime on the original model, over the calibration inputs: int8 on the fifth
+    """``session`` against fp32 ONNX Runtime (a Paddle model: the paddle engine on the CPU) on the original model, over the calibration inputs: int8 on the fifth
     it was not calibrated on, other precisions (nothing calibrated, nothing to hold back) on all of them."""
-    reference_engine = ENGINES["onnxruntime"]
+    reference_engine = ENGINES["paddle" if is_paddle_model(model_path) else "onnxruntime"]
     reference, outputs = [], []
     with reference_engine.load(model_path, BackendConfig(cpu_num_threads=config.cpu_num_threads), Device("cpu")) as fp32:
         held_back = True if config.precision == "int8" else None

@@ -1,6 +1,10 @@
 """Open an engine session for one model: choose the engine, log why, build or reuse its cached artifact,
 check a reduced precision's accuracy, and fall back where safe mode may.
 
+A PaddlePaddle model (inference.json / .pdmodel) runs on the ``paddle`` engine when that engine is chosen;
+for any other engine it is converted to ONNX first (``paddle2onnx``: repaired, checked against Paddle, cached),
+and where that cannot be done the ``paddle`` engine runs it, with the reason logged.
+
 Fallbacks, in safe mode only: a reduced precision whose drift from fp32 exceeds the model's tolerance is
 refused and the same engine is tried at the next higher precision; an engine that fails to load the model
 is replaced by the rule's next engine. Standard inference (``use_hpip`` off) loads the model file directly.
@@ -13,15 +17,17 @@ import logging
 import re
 import time
 from pathlib import Path
-from typing import Iterator, List, Optional
+from typing import Iterator, List, Optional, Tuple
 
 from ..config import BackendConfig, HPIConfig
 from ..device import Device
 from ..errors import EngineUnavailableError, HpinferError
 from .accuracy import Drift
-from .auto_config import EngineChoice, choose_engine, fallbacks, precision_ladder
+from .auto_config import EngineChoice, choose_engine, fallbacks, precision_ladder, why_not
 from .builder import Artifact, build_engine
 from .engines import ENGINES, EngineSession
+from .engines.paddle import is_paddle_model
+from .paddle2onnx import ConversionError, to_onnx
 from .shapes import model_defaults
 from .task import ModelTask
 
@@ -36,16 +42,23 @@ def open_session(
     hpi: HPIConfig,
     task: Optional[ModelTask] = None,
     default_shapes: Optional[List[List[int]]] = None,
+    paddle_model: Optional[Path] = None,
 ) -> EngineSession:
     """``task`` (the model's task and processing parameters) makes int8 calibration and the accuracy guard
     possible; ``Predictor`` passes it for every model, built-in or ``model_dir``. ``default_shapes`` ([min, opt,
-    max] of the first input) are used only by engines that need bounds when ``dynamic_shapes`` gives none."""
+    max] of the first input) are used only by engines that need bounds when ``dynamic_shapes`` gives none.
+    ``paddle_model``: the same weights as a PaddlePaddle model, for the ``paddle`` engine (``model_path`` may be
+    one itself)."""
     with model_defaults(default_shapes):
-        return _open(model_name, model_path, device, use_hpip, hpi, task)
+        return _open(model_name, model_path, device, use_hpip, hpi, task, paddle_model)
 
 
-def _open(model_name: str, model_path: Path, device: Device, use_hpip: bool, hpi: HPIConfig, task: Optional[ModelTask]) -> EngineSession:
+def _open(
+    model_name: str, model_path: Path, device: Device, use_hpip: bool, hpi: HPIConfig, task: Optional[ModelTask],
+    paddle_model: Optional[Path],
+) -> EngineSession:
     choice = choose_engine(model_name, device, use_hpip, hpi)
+    model_path, choice = _source_for(model_name, model_path, paddle_model, choice, device, task)
     if not use_hpip:
         start = time.perf_counter()
         with _naming(model_name):
@@ -98,6 +111,37 @@ def _open_artifact(model_name: str, model_path: Path, artifact: Artifact, device
                     artifact.entry.path, _one_line(err))
         rebuilt = build_engine(model_name, model_path, artifact.backend, artifact.config, device, task, stale=_one_line(err))
         return rebuilt.open(model_path, device)
+
+
+def _source_for(
+    model_name: str, model_path: Path, paddle_model: Optional[Path], choice: EngineChoice, device: Device,
+    task: Optional[ModelTask],
+) -> Tuple[Path, EngineChoice]:
+    """The file the chosen engine reads: the Paddle model for ``paddle``; for the others an ONNX file, converted
+    from a Paddle-only model (auto_paddle2onnx), or the ``paddle`` engine instead where conversion fails."""
+    paddle_model = model_path if is_paddle_model(model_path) else paddle_model
+    if choice.backend == "paddle":
+        if paddle_model is None:
+            raise EngineUnavailableError(
+                f"{model_name}: the paddle engine runs PaddlePaddle models (inference.json or inference.pdmodel), "
+                f"and this model has none; give a PaddleX model_dir, or choose another backend"
+            )
+        return paddle_model, choice
+    if not is_paddle_model(model_path):
+        return model_path, choice
+    try:
+        converted = to_onnx(model_name, model_path, task)
+        log.info("%s: %s runs the ONNX conversion of %s (auto_paddle2onnx: %s)", model_name, choice.backend, model_path.name, converted)
+        return converted, choice
+    except ConversionError as err:
+        reason = why_not("paddle", device, choice.config.precision)
+        if reason is not None:
+            raise EngineUnavailableError(
+                f"{model_name}: {model_path.name} is a PaddlePaddle model; {choice.backend} needs it converted to "
+                f"ONNX, which failed ({err}), and the paddle engine cannot run it either: {reason}"
+            ) from None
+        log.warning("%s: cannot run on %s: ONNX conversion failed (%s); using the paddle engine", model_name, choice.backend, err)
+        return model_path, EngineChoice("paddle", choice.config, f"{choice.backend} needs ONNX and conversion failed: {err}")
 
 
 @contextlib.contextmanager

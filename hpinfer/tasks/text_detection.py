@@ -78,6 +78,11 @@ def _mini_box(contour: np.ndarray) -> Tuple[np.ndarray, float]:
     return np.array([points[i1], points[i2], points[i3], points[i4]]), min(rect[1])
 
 
+def min_area_quad(points: np.ndarray) -> np.ndarray:
+    """The minimum-area rectangle of integer ``points``, ordered as ``_mini_box`` orders it."""
+    return _mini_box(np.asarray(points).astype(np.int32))[0]
+
+
 def _score_box(prob: np.ndarray, points: np.ndarray) -> float:
     """Mean probability inside the polygon (DB's "fast" score uses the box, "slow" the contour)."""
     h, w = prob.shape

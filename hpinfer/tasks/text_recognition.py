@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import math
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Literal, Mapping, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -38,15 +38,21 @@ class RecParams(Params):
     batch_size: int = Field(6, ge=1, le=1024)
     # Lines of equal padded width sent to the engine in one run: speed only, results unchanged.
     max_batch_size: int = Field(32, ge=1, le=1024)
+    # How a line is resized to the input height: "rapidocr" (width ceil(h * ratio) up to the batch's padded
+    # width) or "paddlex" (PaddleX 3.7.2's OCRReisizeNormImg: each line capped at its own int(h * ratio), and
+    # lines wider than 3200 stretched to 3200).
+    resize: Literal["rapidocr", "paddlex"] = "rapidocr"
 
 
 def load_characters(spec: Any) -> List[str]:
     """The model's alphabet with CTC's blank at index 0 and a space appended, as PaddleOCR trains it. ``spec``:
     the model's name, ``model_file`` and ``character_dict`` (``hpinfer.models.ModelSpec``)."""
-    if spec.character_dict is not None:
+    if getattr(spec, "characters", None) is not None:
+        chars = list(spec.characters)
+    elif spec.character_dict is not None:
         chars = spec.character_dict.read_text(encoding="utf-8").splitlines()
     else:
-        chars = _characters_from_onnx(spec.model_file)
+        chars = _characters_from_onnx(spec.model_file) if spec.model_file.suffix == ".onnx" else None
         if chars is None:
             raise ModelNotFoundError(
                 f"{spec.name}: {spec.model_file.name} has no 'character' metadata; "
@@ -65,22 +71,28 @@ def _characters_from_onnx(path: Path) -> Optional[List[str]]:
     return None
 
 
-def resize_norm_into(out: np.ndarray, crop: np.ndarray) -> None:
+PADDLEX_MAX_WIDTH = 3200
+
+
+def resize_norm_into(out: np.ndarray, crop: np.ndarray, paddlex: bool = False) -> None:
     """One crop into ``out`` (3 x height x width float32 zeros): values in [-1, 1], aspect kept, zero right
-    padding. Written in place, plane by plane, so a batch tensor is filled without intermediate copies."""
+    padding. Written in place, plane by plane, so a batch tensor is filled without intermediate copies.
+    ``paddlex``: the width PaddleX gives it (see ``RecParams.resize``)."""
     _, height, width = out.shape
     h, w = crop.shape[:2]
     resized_w = min(width, int(math.ceil(height * w / float(h))))
+    if paddlex:
+        resized_w = min(resized_w, int(height * max(w / float(h), 1.0)), PADDLEX_MAX_WIDTH)
     for c, plane in enumerate(cv2.split(cv2.resize(crop, (resized_w, height)))):
         np.multiply(plane, _TO_UNIT, out=out[c, :, :resized_w], dtype=np.float32)
         out[c, :, :resized_w] -= 1.0
 
 
-def batch_tensor(crops: Sequence[np.ndarray], indices: Sequence[int], height: int, width: int) -> np.ndarray:
+def batch_tensor(crops: Sequence[np.ndarray], indices: Sequence[int], height: int, width: int, paddlex: bool = False) -> np.ndarray:
     """The crops at ``indices`` as one N x 3 x height x width float32 batch, each row filled in place."""
     tensor = np.zeros((len(indices), 3, height, width), dtype=np.float32)
     for row, i in enumerate(indices):
-        resize_norm_into(tensor[row], crops[i])
+        resize_norm_into(tensor[row], crops[i], paddlex)
     return tensor
 
 
@@ -116,7 +128,7 @@ def padded_widths(crops: Sequence[np.ndarray], groups: Optional[np.ndarray], p: 
         for start in range(0, len(order), p.batch_size):
             chunk = order[start : start + p.batch_size]
             widths[chunk] = int(height * max(min_width / height, float(ratios[chunk].max())))
-    return widths
+    return np.minimum(widths, PADDLEX_MAX_WIDTH) if p.resize == "paddlex" else widths
 
 
 def ctc_keep(best: np.ndarray) -> np.ndarray:
@@ -158,7 +170,7 @@ def recognize(
         same_width = np.flatnonzero(widths == width)
         for start in range(0, len(same_width), p.max_batch_size):
             batch = same_width[start : start + p.max_batch_size]
-            best, scores = session.run_best(batch_tensor(crops, batch, height, int(width)))
+            best, scores = session.run_best(batch_tensor(crops, batch, height, int(width), p.resize == "paddlex"))
             for i, decoded in zip(batch, ctc_decode(best, scores, characters)):
                 results[i] = decoded
     return results

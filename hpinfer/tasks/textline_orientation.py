@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, Iterator, List, Mapping, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Literal, Mapping, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -21,14 +21,26 @@ class ClsParams(Params):
     batch_size: int = Field(6, ge=1, le=1024)
     threshold: float = Field(0.9, ge=0, le=1)  # rotate only when "180" is at least this sure
     labels: Tuple[str, ...] = ("0", "180")
+    # "keep_ratio": resized to the input height, aspect kept, zero padded (PaddleOCR, RapidOCR); "stretch": resized
+    # to image_shape exactly (PaddleX 3.7.2's ResizeImage), in [-1, 1] either way.
+    resize: Literal["keep_ratio", "stretch"] = "keep_ratio"
+    # Pixel order the model is fed: PaddleOCR's line classifiers learnt BGR; PaddleX 3.7.2 feeds RGB to every
+    # classifier, the v2.0 line classifier too (it then turns many upright lines over).
+    channel_order: Literal["bgr", "rgb"] = "bgr"
 
 
 def classify(session: Any, crops: Sequence[np.ndarray], p: ClsParams) -> List[Tuple[int, float]]:
     """(label index, score) per crop."""
     _, height, width = p.image_shape
     results: List[Tuple[int, float]] = [(0, 0.0)] * len(crops)
+    if p.channel_order == "rgb":
+        crops = [cv2.cvtColor(crop, cv2.COLOR_BGR2RGB) for crop in crops]
     for batch in batches_by_ratio(crops, p.batch_size):
-        labels, scores = session.run_best(batch_tensor(crops, batch, height, width))
+        if p.resize == "stretch":
+            tensor = np.stack([resize_norm(cv2.resize(crops[i], (width, height)), height, width) for i in batch])
+        else:
+            tensor = batch_tensor(crops, batch, height, width)
+        labels, scores = session.run_best(tensor)
         for i, label, score in zip(batch, labels, scores):
             results[i] = (int(label), float(score))
     return results

@@ -7,6 +7,7 @@ from typing import Dict, Type
 from .base import Engine, EngineSession, TensorInfo
 from .onnxruntime import OnnxRuntimeEngine
 from .openvino import OpenVINOEngine
+from .paddle import PaddleEngine
 from .tensorrt import TensorRTEngine
 from .torch_engine import TorchEngine
 
@@ -15,6 +16,7 @@ ENGINES: Dict[str, Type[Engine]] = {
     OpenVINOEngine.name: OpenVINOEngine,
     TorchEngine.name: TorchEngine,
     TensorRTEngine.name: TensorRTEngine,
+    PaddleEngine.name: PaddleEngine,
 }
 
 __all__ = ["ENGINES", "Engine", "EngineSession", "TensorInfo"]
