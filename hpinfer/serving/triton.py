@@ -1,0 +1,144 @@
+"""``hpinfer serve --engine triton``: the pipeline bound into NVIDIA Triton through PyTriton, behind basic
+serving's HTTP front-end (PaddleX's high-stability serving, without its Paddle models).
+
+Triton serves one model per pipeline: an instance group of ``--instances`` (each instance a warmed-up
+pipeline, ``remote.Replica``; Triton's python backend runs a stub process per instance and restarts one
+that dies), a dynamic batcher (``--max_batch_size`` pages, ``--max_batch_delay_ms`` queue delay, preferred
+batch size the full batch) and Triton's own HTTP, gRPC and metrics ports (``--triton_ports``). The
+front-end sends each batch its batcher forms over gRPC on loopback.
+
+Tensors: pages go as raw pixels, one row per page, padded to the longest (``uint8`` only: PyTriton 0.7
+mangles BYTES tensors and needs numpy < 2, see ``check_environment``); results come back pickled the same way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import pickle
+import threading
+from collections import defaultdict
+from typing import Any, Callable, Dict, Iterator, List, Sequence, Tuple
+
+import numpy as np
+
+from ..errors import ConfigError
+from .remote import Answer, EngineOptions, InstanceFailed, RemotePipeline, Replica
+
+log = logging.getLogger("hpinfer.serving")
+MODEL = "hpinfer"
+INSTALL_HINT = ("make a venv with Debian's /usr/bin/python3.11 (apt-get install python3.11-venv) and install "
+                "hpinfer there with scripts/install.sh --triton")
+
+
+def check_environment() -> None:
+    """PyTriton 0.7's limits, said before Triton starts (its own failures are a crashed stub process)."""
+    try:
+        import pytriton  # noqa: F401
+    except ImportError:
+        raise ConfigError(f"--engine triton needs PyTriton: {INSTALL_HINT}") from None
+    if int(np.__version__.split(".")[0]) >= 2:
+        raise ConfigError(f"PyTriton 0.7 needs numpy < 2 (this environment has {np.__version__}): {INSTALL_HINT}")
+
+
+def pack(rows: Sequence[bytes]) -> Tuple[np.ndarray, np.ndarray]:
+    """Byte strings → (a uint8 matrix, one zero-padded row each; their lengths)."""
+    lengths = np.array([[len(row)] for row in rows], np.int64)
+    matrix = np.zeros((len(rows), max(1, int(lengths.max()))), np.uint8)
+    for i, row in enumerate(rows):
+        matrix[i, :len(row)] = np.frombuffer(row, np.uint8)
+    return matrix, lengths
+
+
+def unpack(matrix: np.ndarray, lengths: np.ndarray) -> List[bytes]:
+    return [matrix[i, :int(lengths[i][0])].tobytes() for i in range(len(matrix))]
+
+
+def _infer_function(replica: Replica) -> Callable[[List[Any]], List[Dict[str, np.ndarray]]]:
+    """One instance's infer function: the pages of every request Triton batched together, grouped by call
+    (method and options: requests with different options never share a pipeline call, as in the batcher)."""
+
+    def infer(requests: List[Any]) -> List[Dict[str, np.ndarray]]:
+        groups: Dict[bytes, List[Tuple[int, int, np.ndarray]]] = defaultdict(list)
+        for r, request in enumerate(requests):
+            calls = unpack(request["call"], request["call_length"])
+            for p, (pixels, shape, call) in enumerate(zip(request["image"], request["shape"], calls)):
+                image = pixels[:int(np.prod(shape))].reshape(tuple(int(s) for s in shape if s))
+                groups[call].append((r, p, image))
+        answers: List[List[bytes]] = [[b""] * len(request["shape"]) for request in requests]
+        for call, pages in groups.items():
+            method, options = json.loads(call)
+            name, (status, value) = replica.run(method, [image for _, _, image in pages], options)
+            for i, (r, p, _) in enumerate(pages):
+                answers[r][p] = pickle.dumps((name, (status, [value[i]] if status == "ok" else value)), protocol=5)
+        outputs = []
+        for rows in answers:
+            matrix, lengths = pack(rows)
+            outputs.append({"result": matrix, "result_length": lengths})
+        return outputs
+
+    return infer
+
+
+def _client_send(grpc_port: int, timeout_s: float) -> Callable[[str, List[np.ndarray], Dict[str, Any]], Answer]:
+    """The front-end's side: a batch of pages → one Triton request (a gRPC client per batcher thread)."""
+    import tritonclient.grpc as grpcclient
+    from tritonclient.utils import InferenceServerException
+
+    local = threading.local()
+
+    def send(method: str, images: List[np.ndarray], options: Dict[str, Any]) -> Answer:
+        if not hasattr(local, "client"):
+            local.client = grpcclient.InferenceServerClient(
+                f"127.0.0.1:{grpc_port}",
+                channel_args=[("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)])
+        pixels, _ = pack([np.ascontiguousarray(image).tobytes() for image in images])
+        shapes = np.array([image.shape + (0,) * (3 - image.ndim) for image in images], np.int64)
+        calls, call_lengths = pack([json.dumps([method, options], sort_keys=True).encode()] * len(images))
+        inputs = []
+        for name, array in (("image", pixels), ("shape", shapes), ("call", calls), ("call_length", call_lengths)):
+            tensor = grpcclient.InferInput(name, list(array.shape), "UINT8" if array.dtype == np.uint8 else "INT64")
+            tensor.set_data_from_numpy(array)
+            inputs.append(tensor)
+        try:
+            result = local.client.infer(MODEL, inputs, client_timeout=timeout_s)
+        except InferenceServerException as err:
+            raise InstanceFailed(str(err)) from None
+        pages = [pickle.loads(row) for row in unpack(result.as_numpy("result"), result.as_numpy("result_length"))]
+        failed = next((answer for _, answer in pages if answer[0] == "error"), None)
+        return pages[0][0], failed or ("ok", [answer[1][0] for _, answer in pages])
+
+    return send
+
+
+@contextlib.contextmanager
+def started(settings: Any, options: EngineOptions) -> Iterator[RemotePipeline]:
+    """Triton running with every instance warm, as the stand-in pipeline the front-end drives."""
+    check_environment()
+    from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
+    from pytriton.triton import Triton, TritonConfig
+
+    replicas = [Replica(settings, tag=f"/{i}") for i in range(options.instances)]
+    http_port, grpc_port, metrics_port = options.triton_ports
+    config = TritonConfig(http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port,
+                          exit_timeout_secs=max(1, int(settings.drain_timeout_s)))
+    try:
+        with Triton(config=config) as triton:
+            triton.bind(
+                MODEL, infer_func=[_infer_function(replica) for replica in replicas],
+                inputs=[Tensor(name="image", dtype=np.uint8, shape=(-1,)), Tensor(name="shape", dtype=np.int64, shape=(3,)),
+                        Tensor(name="call", dtype=np.uint8, shape=(-1,)), Tensor(name="call_length", dtype=np.int64, shape=(1,))],
+                outputs=[Tensor(name="result", dtype=np.uint8, shape=(-1,)),
+                         Tensor(name="result_length", dtype=np.int64, shape=(1,))],
+                config=ModelConfig(max_batch_size=settings.max_batch_size, batcher=DynamicBatcher(
+                    max_queue_delay_microseconds=int(settings.max_batch_delay_ms * 1000),
+                    preferred_batch_size=[settings.max_batch_size])),
+            )
+            triton.run()
+            log.info("triton: model %s with %d instance(s); Triton's HTTP :%d, gRPC :%d, metrics :%d",
+                     MODEL, len(replicas), http_port, grpc_port, metrics_port)
+            yield RemotePipeline(replicas[0].describe(), _client_send(grpc_port, settings.request_timeout_s))
+    finally:
+        for replica in replicas:
+            replica.close()
