@@ -26,6 +26,7 @@ from .remote import EngineOptions, InstanceFailed, RemotePipeline, Replica
 
 log = logging.getLogger("hpinfer.serving")
 STOP_TIMEOUT_S = 20.0
+LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
 
 def app_name(settings: Any) -> str:
@@ -72,7 +73,8 @@ def started(settings: Any, options: EngineOptions) -> Iterator[RemotePipeline]:
     most = options.max_instances or options.instances
     if options.address:
         ray.init(address=options.address, log_to_driver=False)
-    else:  # a cluster of this machine only, with a (logical) core for every replica that may run
+    else:  # a cluster of this machine only, on loopback, with a (logical) core for every replica that may run
+        os.environ.setdefault(LOOPBACK_ENV, "0")  # Ray's switch for a loopback-only cluster (named for macOS/Windows)
         ray.init(num_cpus=max(os.cpu_count() or 1, most), include_dashboard=False, log_to_driver=False)
     name = app_name(settings)
     try:

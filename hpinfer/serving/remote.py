@@ -28,7 +28,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("hpinfer.serving")
 ENGINES = ("basic", "triton", "ray")
-RETRIES = 3
+RETRIES = 6  # with BACKOFF_S doubling in between: ~6 s for the engine to route around (or replace) a dead instance
+BACKOFF_S = 0.2
 
 
 class InstanceFailed(Exception):
@@ -136,6 +137,8 @@ class RemotePipeline:
                 break
             except InstanceFailed as err:
                 log.warning("instance failed (attempt %d of %d): %s", attempt, RETRIES, err)
+                if attempt < RETRIES:
+                    time.sleep(BACKOFF_S * 2 ** (attempt - 1))
         else:
             raise HTTPException(503, f"no instance could finish the request after {RETRIES} attempts; retry later",
                                 headers={"Retry-After": RETRY_AFTER_S})

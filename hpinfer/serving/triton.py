@@ -16,8 +16,11 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import pickle
+import sys
 import threading
+import time
 from collections import defaultdict
 from typing import Any, Callable, Dict, Iterator, List, Sequence, Tuple
 
@@ -27,6 +30,8 @@ from ..errors import ConfigError
 from .remote import Answer, EngineOptions, InstanceFailed, RemotePipeline, Replica
 
 log = logging.getLogger("hpinfer.serving")
+RESTART_ATTEMPTS = 3
+RESTART_COOLDOWN_S = 5.0  # calls that failed before a restart finished don't start another
 MODEL = "hpinfer"
 INSTALL_HINT = ("make a venv with Debian's /usr/bin/python3.11 (apt-get install python3.11-venv) and install "
                 "hpinfer there with scripts/install.sh --triton")
@@ -40,6 +45,11 @@ def check_environment() -> None:
         raise ConfigError(f"--engine triton needs PyTriton: {INSTALL_HINT}") from None
     if int(np.__version__.split(".")[0]) >= 2:
         raise ConfigError(f"PyTriton 0.7 needs numpy < 2 (this environment has {np.__version__}): {INSTALL_HINT}")
+    # Triton's stub processes are linked to the system's libpython, and run this venv's Python code with it:
+    # under another build of the same version (pyenv's 3.11.7 on Debian's 3.11.2) they fail at start.
+    if os.path.realpath(sys.base_prefix) != "/usr":
+        raise ConfigError(f"PyTriton's stub processes run with the system's libpython, not {sys.base_prefix}'s Python: "
+                          + INSTALL_HINT)
 
 
 def pack(rows: Sequence[bytes]) -> Tuple[np.ndarray, np.ndarray]:
@@ -81,8 +91,9 @@ def _infer_function(replica: Replica) -> Callable[[List[Any]], List[Dict[str, np
     return infer
 
 
-def _client_send(grpc_port: int, timeout_s: float) -> Callable[[str, List[np.ndarray], Dict[str, Any]], Answer]:
-    """The front-end's side: a batch of pages → one Triton request (a gRPC client per batcher thread)."""
+def _client_send(grpc_port: int, timeout_s: float, repair: Callable[[], None]) -> Callable[[str, List[np.ndarray], Dict[str, Any]], Answer]:
+    """The front-end's side: a batch of pages → one Triton request (a gRPC client per batcher thread).
+    ``repair`` is called when an instance's stub process is found dead."""
     import tritonclient.grpc as grpcclient
     from tritonclient.utils import InferenceServerException
 
@@ -104,6 +115,7 @@ def _client_send(grpc_port: int, timeout_s: float) -> Callable[[str, List[np.nda
         try:
             result = local.client.infer(MODEL, inputs, client_timeout=timeout_s)
         except InferenceServerException as err:
+            repair()  # a dead stub, PyTriton's channel broken with it, or Triton down
             raise InstanceFailed(str(err)) from None
         pages = [pickle.loads(row) for row in unpack(result.as_numpy("result"), result.as_numpy("result_length"))]
         failed = next((answer for _, answer in pages if answer[0] == "error"), None)
@@ -112,33 +124,80 @@ def _client_send(grpc_port: int, timeout_s: float) -> Callable[[str, List[np.nda
     return send
 
 
+class _Triton:
+    """Triton with the model bound to the instances' infer functions; ``repair`` restarts it.
+
+    Triton's python backend doesn't restart an instance's stub process that died (a crash, the OOM killer),
+    and when it is the first instance's, PyTriton's data channel (which that stub holds) dies with it: every
+    request fails (measured). So the
+    repair is a Triton restart, in the background, one at a time: a few seconds, and the pipelines stay
+    loaded and warm in this process; requests meanwhile are retried, then answered 503 + Retry-After."""
+
+    def __init__(self, replicas: List[Replica], settings: Any, ports: Tuple[int, int, int]):
+        self.replicas, self.settings, self.ports = replicas, settings, ports
+        self._busy = threading.Lock()
+        self._restarted_at = 0.0
+        self._start()
+
+    def _start(self) -> None:
+        from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
+        from pytriton.triton import Triton, TritonConfig
+
+        settings = self.settings
+        http_port, grpc_port, metrics_port = self.ports
+        # The front-end drains before Triton stops, so Triton has nothing left to wait for by then.
+        self.triton = Triton(config=TritonConfig(
+            http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port, exit_timeout_secs=5))
+        self.triton.bind(
+            MODEL, infer_func=[_infer_function(replica) for replica in self.replicas],
+            inputs=[Tensor(name="image", dtype=np.uint8, shape=(-1,)), Tensor(name="shape", dtype=np.int64, shape=(3,)),
+                    Tensor(name="call", dtype=np.uint8, shape=(-1,)), Tensor(name="call_length", dtype=np.int64, shape=(1,))],
+            outputs=[Tensor(name="result", dtype=np.uint8, shape=(-1,)), Tensor(name="result_length", dtype=np.int64, shape=(1,))],
+            config=ModelConfig(max_batch_size=settings.max_batch_size, batcher=DynamicBatcher(
+                max_queue_delay_microseconds=int(settings.max_batch_delay_ms * 1000),
+                preferred_batch_size=[settings.max_batch_size])),
+        )
+        self.triton.run()
+        log.info("triton: model %s with %d instance(s); Triton's HTTP :%d, gRPC :%d, metrics :%d",
+                 MODEL, len(self.replicas), http_port, grpc_port, metrics_port)
+
+    def repair(self) -> None:
+        if time.monotonic() - self._restarted_at > RESTART_COOLDOWN_S and self._busy.acquire(blocking=False):
+            threading.Thread(target=self._restart, name="hpinfer-triton-repair", daemon=True).start()
+
+    def _restart(self) -> None:
+        try:
+            for attempt in range(1, RESTART_ATTEMPTS + 1):
+                start = time.perf_counter()
+                log.warning("triton: an instance failed: restarting Triton (attempt %d of %d)", attempt, RESTART_ATTEMPTS)
+                try:
+                    self.triton.stop()
+                    self._start()
+                    log.warning("triton: restarted (%.1f s)", time.perf_counter() - start)
+                    return
+                except Exception:  # noqa: BLE001 - e.g. PyTriton's 1 s handshake between stubs timed out (a busy machine)
+                    log.exception("triton: restart failed")
+        finally:
+            self._restarted_at = time.monotonic()
+            self._busy.release()
+
+    def stop(self) -> None:
+        with self._busy:  # not in the middle of a restart
+            self.triton.stop()
+
+
 @contextlib.contextmanager
 def started(settings: Any, options: EngineOptions) -> Iterator[RemotePipeline]:
     """Triton running with every instance warm, as the stand-in pipeline the front-end drives."""
     check_environment()
-    from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
-    from pytriton.triton import Triton, TritonConfig
-
     replicas = [Replica(settings, tag=f"/{i}") for i in range(options.instances)]
-    http_port, grpc_port, metrics_port = options.triton_ports
-    config = TritonConfig(http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port,
-                          exit_timeout_secs=max(1, int(settings.drain_timeout_s)))
     try:
-        with Triton(config=config) as triton:
-            triton.bind(
-                MODEL, infer_func=[_infer_function(replica) for replica in replicas],
-                inputs=[Tensor(name="image", dtype=np.uint8, shape=(-1,)), Tensor(name="shape", dtype=np.int64, shape=(3,)),
-                        Tensor(name="call", dtype=np.uint8, shape=(-1,)), Tensor(name="call_length", dtype=np.int64, shape=(1,))],
-                outputs=[Tensor(name="result", dtype=np.uint8, shape=(-1,)),
-                         Tensor(name="result_length", dtype=np.int64, shape=(1,))],
-                config=ModelConfig(max_batch_size=settings.max_batch_size, batcher=DynamicBatcher(
-                    max_queue_delay_microseconds=int(settings.max_batch_delay_ms * 1000),
-                    preferred_batch_size=[settings.max_batch_size])),
-            )
-            triton.run()
-            log.info("triton: model %s with %d instance(s); Triton's HTTP :%d, gRPC :%d, metrics :%d",
-                     MODEL, len(replicas), http_port, grpc_port, metrics_port)
-            yield RemotePipeline(replicas[0].describe(), _client_send(grpc_port, settings.request_timeout_s))
+        server = _Triton(replicas, settings, options.triton_ports)
+        try:
+            send = _client_send(options.triton_ports[1], settings.request_timeout_s, server.repair)
+            yield RemotePipeline(replicas[0].describe(), send)
+        finally:
+            server.stop()
     finally:
         for replica in replicas:
             replica.close()
