@@ -9,6 +9,7 @@ Triton needs PyTriton, which needs numpy < 2 and Debian's Python: these tests ru
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import os
 import re
 import signal
@@ -204,24 +205,22 @@ def _stub_pids(server_pid: int) -> List[int]:
     return [int(pid) for pid in out.stdout.split()]
 
 
-def test_ray_two_nodes(shared_images, tmp_path, monkeypatch):
+def test_ray_two_nodes(shared_images, tmp_path):
     """A head and a second Ray node on loopback, a replica on each: both serve; answers as basic serving's;
     a killed replica is routed around and comes back; SIGTERM drains."""
     pytest.importorskip("ray")
     from ray.cluster_utils import Cluster
 
     from hpinfer.serving import ServeSettings, create_app
-    from hpinfer.serving.ray_app import LOOPBACK_ENV
     from test_serving_support import running
-
-    monkeypatch.setenv(LOOPBACK_ENV, "0")  # every node, and the server's driver, on 127.0.0.1
 
     cases = _cases(shared_images, tmp_path)
     with running(create_app(ServeSettings(pipeline="OCR"))) as url:
         expected = _answers(url, cases)
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    loopback = {"num_cpus": 1, "node_ip_address": "127.0.0.1"}
+    cluster = Cluster(initialize_head=True, head_node_args={**loopback, "include_dashboard": False})
     try:
-        cluster.add_node(num_cpus=1)
+        cluster.add_node(**loopback)
         assert cluster.address.startswith("127.0.0.1:"), cluster.address
         with Server(sys.executable, "--engine", "ray", "--instances", "2", "--address", cluster.address) as ray_server:
             _assert_same(expected, _answers(ray_server.url, cases))
@@ -246,3 +245,43 @@ def test_ray_two_nodes(shared_images, tmp_path, monkeypatch):
 def _new_instances(server: Server, known: Dict[str, float]) -> Dict[str, float]:
     """Instances that answered and were not among ``known`` (a restarted replica is a new process)."""
     return {name: calls for name, calls in server.instance_calls().items() if name not in known}
+
+
+def test_basic_instances_share_a_port_and_a_killed_one_comes_back(shared_images):
+    """``--instances 2``: two worker processes behind one port; a worker killed under load is replaced.
+    Requests in flight in the killed worker end with a dropped connection (a client's retry is safe, OCR
+    being idempotent): basic serving can't answer for a dead process, Triton and Ray can (tests above)."""
+    body = {"file": b64((shared_images / "bilevel_test.png").read_bytes()), "visualize": False}
+    with Server(sys.executable, "--instances", "2") as server:
+        workers = _workers(server.process.pid)
+        assert len(workers) == 2, server.text()[-3000:]
+        threading.Timer(1.0, os.kill, (workers[0], signal.SIGKILL)).start()
+        dropped = 0
+        deadline = time.monotonic() + 4
+        while time.monotonic() < deadline:
+            try:
+                response = httpx.post(f"{server.url}/ocr", json=body, timeout=60)
+                assert response.status_code == 200 or (response.status_code == 503 and response.headers["retry-after"])
+            except (httpx.RemoteProtocolError, httpx.ReadError, httpx.ConnectError):
+                dropped += 1
+        deadline = time.monotonic() + 120
+        while len(_workers(server.process.pid)) != 2 or workers[0] in _workers(server.process.pid):
+            assert time.monotonic() < deadline, server.text()[-3000:]
+            time.sleep(0.2)
+        while httpx.get(f"{server.url}/health/ready").status_code != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        assert all(httpx.post(f"{server.url}/ocr", json=body, timeout=60).status_code == 200 for _ in range(4))
+        assert dropped <= 1  # at most the one request the killed worker held
+
+
+def _workers(supervisor: int) -> List[int]:
+    """uvicorn's worker processes (spawned children of the supervisor, not multiprocessing's resource tracker)."""
+    out = subprocess.run(["pgrep", "-P", str(supervisor)], capture_output=True, text=True).stdout
+    workers = []
+    for pid in out.split():
+        with contextlib.suppress(OSError):
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            if b"spawn_main" in cmdline and b"resource_tracker" not in cmdline:
+                workers.append(int(pid))
+    return workers

@@ -67,14 +67,17 @@ def _application(settings: Any, options: EngineOptions) -> Any:
 @contextlib.contextmanager
 def started(settings: Any, options: EngineOptions) -> Iterator[RemotePipeline]:
     """The application running (replicas loaded and warm), as the stand-in pipeline the front-end drives."""
+    if not options.address or options.address.split(":")[0] in ("127.0.0.1", "localhost"):
+        # A cluster on this machine: Ray's switch for keeping it on loopback (named for macOS and Windows),
+        # read when ray is imported.
+        os.environ.setdefault(LOOPBACK_ENV, "0")
     import ray
     from ray import serve
 
     most = options.max_instances or options.instances
     if options.address:
         ray.init(address=options.address, log_to_driver=False)
-    else:  # a cluster of this machine only, on loopback, with a (logical) core for every replica that may run
-        os.environ.setdefault(LOOPBACK_ENV, "0")  # Ray's switch for a loopback-only cluster (named for macOS/Windows)
+    else:  # with a (logical) core for every replica that may run
         ray.init(num_cpus=max(os.cpu_count() or 1, most), include_dashboard=False, log_to_driver=False)
     name = app_name(settings)
     try:

@@ -103,7 +103,10 @@ def _client_send(grpc_port: int, timeout_s: float, repair: Callable[[], None]) -
         if not hasattr(local, "client"):
             local.client = grpcclient.InferenceServerClient(
                 f"127.0.0.1:{grpc_port}",
-                channel_args=[("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)])
+                # Reconnect at once after a Triton restart (gRPC's default backoff grows to minutes).
+                channel_args=[("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1),
+                              ("grpc.initial_reconnect_backoff_ms", 100), ("grpc.min_reconnect_backoff_ms", 100),
+                              ("grpc.max_reconnect_backoff_ms", 1000)])
         pixels, _ = pack([np.ascontiguousarray(image).tobytes() for image in images])
         shapes = np.array([image.shape + (0,) * (3 - image.ndim) for image in images], np.int64)
         calls, call_lengths = pack([json.dumps([method, options], sort_keys=True).encode()] * len(images))
