@@ -43,7 +43,7 @@ def add_commands(subparsers: Any, common_parent: argparse.ArgumentParser) -> Non
                          help="pipeline copies: basic worker processes, Triton's instance group, or Ray replicas (default 1)")
     engines.add_argument("--max_instances", type=int, default=None, help="ray: autoscale up to this many replicas")
     engines.add_argument("--address", default=None, help="ray: join this cluster (host:port of its head, or auto)")
-    engines.add_argument("--triton_ports", default="8000,8001,8002", help="triton: its own HTTP,gRPC,metrics ports")
+    engines.add_argument("--triton_ports", default="8000,8001,8002", help="triton: its own HTTP,gRPC,metrics ports (0: a free one, logged)")
     limits = serve.add_argument_group("batching and limits")
     (cpu_batch, cpu_threads), (lp_batch, lp_threads), (gpu_batch, gpu_threads) = (
         measured_defaults("cpu", "OCR"), measured_defaults("cpu", "layout_parsing"), measured_defaults("gpu:0", "OCR"))

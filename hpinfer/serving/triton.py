@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import pickle
+import socket
 import sys
 import threading
 import time
@@ -127,6 +128,19 @@ def _client_send(grpc_port: int, timeout_s: float, repair: Callable[[], None]) -
     return send
 
 
+def _free(ports: Tuple[int, int, int]) -> Tuple[int, int, int]:
+    """0 → a free port (Triton itself takes no 0); kept across restarts, so clients find it again."""
+    sockets = []
+    for port in ports:
+        if port == 0:
+            sockets.append(socket.socket())
+            sockets[-1].bind(("127.0.0.1", 0))
+    free = iter([s.getsockname()[1] for s in sockets])
+    for s in sockets:
+        s.close()
+    return tuple(port or next(free) for port in ports)  # type: ignore[return-value]
+
+
 class _Triton:
     """Triton with the model bound to the instances' infer functions; ``repair`` restarts it.
 
@@ -137,7 +151,7 @@ class _Triton:
     loaded and warm in this process; requests meanwhile are retried, then answered 503 + Retry-After."""
 
     def __init__(self, replicas: List[Replica], settings: Any, ports: Tuple[int, int, int]):
-        self.replicas, self.settings, self.ports = replicas, settings, ports
+        self.replicas, self.settings, self.ports = replicas, settings, _free(ports)
         self._busy = threading.Lock()
         self._restarted_at = 0.0
         self._start()
@@ -197,7 +211,7 @@ def started(settings: Any, options: EngineOptions) -> Iterator[RemotePipeline]:
     try:
         server = _Triton(replicas, settings, options.triton_ports)
         try:
-            send = _client_send(options.triton_ports[1], settings.request_timeout_s, server.repair)
+            send = _client_send(server.ports[1], settings.request_timeout_s, server.repair)
             yield RemotePipeline(replicas[0].describe(), send)
         finally:
             server.stop()
