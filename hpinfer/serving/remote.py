@@ -15,6 +15,7 @@ from __future__ import annotations
 import inspect
 import logging
 import os
+import signal
 import socket
 import time
 from dataclasses import dataclass
@@ -178,4 +179,8 @@ def serve(settings: Any, options: EngineOptions, **uvicorn_options: Any) -> None
     with started(settings, options) as pipeline:
         app = create_app(front, pipeline)
         count_instances(app, pipeline)
+        # uvicorn re-raises the signal that stopped it once it is done, with the handler it found installed:
+        # a no-op one here, so that the engine is stopped (the ``with``) before this process exits.
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda signum, frame: None)
         uvicorn.run(app, **uvicorn_options)

@@ -32,6 +32,7 @@ from .remote import Answer, EngineOptions, InstanceFailed, RemotePipeline, Repli
 
 log = logging.getLogger("hpinfer.serving")
 RESTART_ATTEMPTS = 3
+READY_TIMEOUT_S = 60.0
 RESTART_COOLDOWN_S = 5.0  # calls that failed before a restart finished don't start another
 MODEL = "hpinfer"
 INSTALL_HINT = ("make a venv with Debian's /usr/bin/python3.11 (apt-get install python3.11-venv) and install "
@@ -119,7 +120,8 @@ def _client_send(grpc_port: int, timeout_s: float, repair: Callable[[], None]) -
         try:
             result = local.client.infer(MODEL, inputs, client_timeout=timeout_s)
         except InferenceServerException as err:
-            repair()  # a dead stub, PyTriton's channel broken with it, or Triton down
+            if err.status() == "StatusCode.INTERNAL":  # a dead stub, or PyTriton's channel broken with it
+                repair()
             raise InstanceFailed(str(err)) from None
         pages = [pickle.loads(row) for row in unpack(result.as_numpy("result"), result.as_numpy("result_length"))]
         failed = next((answer for _, answer in pages if answer[0] == "error"), None)
@@ -154,7 +156,11 @@ class _Triton:
         self.replicas, self.settings, self.ports = replicas, settings, _free(ports)
         self._busy = threading.Lock()
         self._restarted_at = 0.0
+        self._wanted = threading.Event()
         self._start()
+        # PyTriton starts tritonserver with PR_SET_PDEATHSIG, which fires when the starting *thread* ends: so
+        # restarts run in this thread, which lives as long as the server.
+        threading.Thread(target=self._repairs, name="hpinfer-triton-repair", daemon=True).start()
 
     def _start(self) -> None:
         from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
@@ -175,12 +181,32 @@ class _Triton:
                 preferred_batch_size=[settings.max_batch_size])),
         )
         self.triton.run()
+        self._wait_ready(http_port)
         log.info("triton: model %s with %d instance(s); Triton's HTTP :%d, gRPC :%d, metrics :%d",
                  MODEL, len(self.replicas), http_port, grpc_port, metrics_port)
 
+    @staticmethod
+    def _wait_ready(http_port: int) -> None:
+        """PyTriton's run() can return before Triton has loaded the model (seen on a restart)."""
+        import httpx
+
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while httpx.get(f"http://127.0.0.1:{http_port}/v2/models/{MODEL}/ready", timeout=5).status_code != 200:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"Triton did not load model {MODEL} within {READY_TIMEOUT_S:g} s")
+            time.sleep(0.1)
+
     def repair(self) -> None:
-        if time.monotonic() - self._restarted_at > RESTART_COOLDOWN_S and self._busy.acquire(blocking=False):
-            threading.Thread(target=self._restart, name="hpinfer-triton-repair", daemon=True).start()
+        if time.monotonic() - self._restarted_at > RESTART_COOLDOWN_S:
+            self._wanted.set()
+
+    def _repairs(self) -> None:
+        while True:
+            self._wanted.wait()
+            with self._busy:
+                if self._wanted.is_set():
+                    self._restart()
+                    self._wanted.clear()
 
     def _restart(self) -> None:
         try:
@@ -196,10 +222,11 @@ class _Triton:
                     log.exception("triton: restart failed")
         finally:
             self._restarted_at = time.monotonic()
-            self._busy.release()
 
     def stop(self) -> None:
-        with self._busy:  # not in the middle of a restart
+        with self._busy:  # not in the middle of a restart, and none after
+            self._wanted.clear()
+            self._restarted_at = float("inf")
             self.triton.stop()
 
 
