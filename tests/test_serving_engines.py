@@ -13,6 +13,7 @@ import contextlib
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -43,9 +44,9 @@ def _triton_python() -> str:
 class Server:
     """``python -m hpinfer.serving serve`` on 127.0.0.1:<free port>, ready (warm) when entered."""
 
-    def __init__(self, python: str, *args: str):
+    def __init__(self, python: str, *args: str, port: int = 0):
         self.process = subprocess.Popen(
-            [python, "-m", "hpinfer.serving", "serve", "--pipeline", "OCR", "--host", "127.0.0.1", "--port", "0", *args],
+            [python, "-m", "hpinfer.serving", "serve", "--pipeline", "OCR", "--host", "127.0.0.1", "--port", str(port), *args],
             stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, cwd=ROOT, start_new_session=True,
         )
         self.log: List[str] = []
@@ -65,10 +66,16 @@ class Server:
         assert self._started.wait(240), self.text()[-5000:]
         self.url = re.search(r"Uvicorn running on (http://\S+)", self.text()).group(1)
         deadline = time.monotonic() + 120
-        while httpx.get(f"{self.url}/health/ready").status_code != 200:
+        while not self.ready():
             assert time.monotonic() < deadline and self.process.poll() is None, self.text()[-5000:]
             time.sleep(0.1)
         return self
+
+    def ready(self) -> bool:
+        try:  # worker processes (--instances) listen a moment after the supervisor says it runs
+            return httpx.get(f"{self.url}/health/ready").status_code == 200
+        except httpx.ConnectError:
+            return False
 
     def __exit__(self, *exc: Any) -> None:
         if self.process.poll() is None:
@@ -240,7 +247,10 @@ def test_basic_instances_share_a_port_and_a_killed_one_comes_back(shared_images)
     Requests in flight in the killed worker end with a dropped connection (a client's retry is safe, OCR
     being idempotent): basic serving can't answer for a dead process, Triton and Ray can (tests above)."""
     body = {"file": b64((shared_images / "bilevel_test.png").read_bytes()), "visualize": False}
-    with Server(sys.executable, "--instances", "2") as server:
+    with socket.socket() as probe:  # uvicorn's workers print port 0 as it was given: pick one here
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with Server(sys.executable, "--instances", "2", port=port) as server:
         workers = _workers(server.process.pid)
         assert len(workers) == 2, server.text()[-3000:]
         threading.Timer(1.0, os.kill, (workers[0], signal.SIGKILL)).start()
@@ -256,7 +266,7 @@ def test_basic_instances_share_a_port_and_a_killed_one_comes_back(shared_images)
         while len(_workers(server.process.pid)) != 2 or workers[0] in _workers(server.process.pid):
             assert time.monotonic() < deadline, server.text()[-3000:]
             time.sleep(0.2)
-        while httpx.get(f"{server.url}/health/ready").status_code != 200:
+        while not server.ready():
             assert time.monotonic() < deadline
             time.sleep(0.1)
         assert all(httpx.post(f"{server.url}/ocr", json=body, timeout=60).status_code == 200 for _ in range(4))
