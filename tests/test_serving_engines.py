@@ -63,6 +63,13 @@ class Server:
         return "".join(self.log)
 
     def __enter__(self) -> "Server":
+        try:
+            return self._wait()
+        except BaseException:
+            self.__exit__()
+            raise
+
+    def _wait(self) -> "Server":
         assert self._started.wait(240), self.text()[-5000:]
         self.url = re.search(r"Uvicorn running on (http://\S+)", self.text()).group(1)
         deadline = time.monotonic() + 120

@@ -88,10 +88,14 @@ def started(settings: Any, options: EngineOptions) -> Iterator[RemotePipeline]:
         description = handle.describe.remote().result()
         log.info("ray: application %s running: %s", name, serve.status().applications[name].status)
 
+        errors = ray.exceptions  # the replica went away (died, OOM-killed, its node lost) before it answered
+        lost = (errors.RayActorError, errors.ActorUnavailableError, errors.OutOfMemoryError, errors.WorkerCrashedError,
+                errors.NodeDiedError)
+
         def send(method: str, images: List[np.ndarray], call_options: Dict[str, Any]) -> Any:
             try:
                 return handle.call.remote(method, images, call_options).result(timeout_s=settings.request_timeout_s)
-            except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as err:
+            except lost as err:
                 raise InstanceFailed(f"{type(err).__name__}: {str(err).splitlines()[0]}") from None
 
         yield RemotePipeline(description, send)
