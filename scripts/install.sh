@@ -29,4 +29,4 @@ if [[ ! -e /usr/share/fonts/truetype/wqy/wqy-microhei.ttc ]] && command -v apt-g
     (timeout 180 apt-get update -qq && timeout 180 apt-get install -y -qq fonts-wqy-microhei) >/dev/null 2>&1 \
         || echo "note: could not install fonts-wqy-microhei; Chinese text in result pictures will show as boxes" >&2
 fi
-echo "hpinfer installed in .venv"
+[[ "${1:-}" == "--triton" ]] || echo "hpinfer installed in .venv"
