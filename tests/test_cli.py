@@ -31,6 +31,16 @@ def run_cli(*args: str, cwd: Path = None) -> subprocess.CompletedProcess:
     )
 
 
+def run_main(capsys, *args: str) -> subprocess.CompletedProcess:
+    """``hpinfer.cli.main`` in this process, its exit code and output as ``run_cli`` returns them."""
+    from hpinfer.cli import main
+
+    capsys.readouterr()
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(["hpinfer", *args], code, out, err)
+
+
 def ok(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
     assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
     assert "Traceback" not in proc.stderr
@@ -267,9 +277,11 @@ GPU_CASES = {"gpu_without_cuda", "gpu_without_cuda_hpip"}
         *(pytest.param(c, marks=pytest.mark.skipif(HAS_CUDA, reason="this machine has CUDA")) for c in sorted(GPU_CASES)),
     ],
 )
-def test_user_mistakes_give_one_error_line(case, tmp_path, shared_images):
+def test_user_mistakes_give_one_error_line(case, tmp_path, shared_images, capsys):
+    """In-process (``cli.main``, what the ``hpinfer`` script runs) for speed; ``missing_file`` also as a real
+    subprocess, so the exit code and stderr a user sees are checked end to end."""
     args, expected = _bad_case(case, tmp_path, shared_images)
-    proc = run_cli("predict", *args)
+    proc = run_cli("predict", *args) if case == "missing_file" else run_main(capsys, "predict", *args)
     assert_user_error(proc, *expected)
     assert proc.returncode == 2  # the documented exit code for errors a user can fix
     assert "text line(s)" not in proc.stdout

@@ -26,16 +26,18 @@ from pydantic import Field
 from ..device import Device
 from ..errors import HpinferError, InputError
 from ..io.inputs import PageRange
-from ..models.base import Params, Predictor, validate_params
-from ..models.layout_detection import LayoutDetector
+from ..io.pages import OnError, Page, readable_pages
+from ..models.base import Predictor
 from ..results import Result
+from ..tasks import layout_detection
+from ..tasks.base import Params, validate_params
 from ..visualize import draw_polygons
 from .config import PipelineSettings
 from .doc_preprocessor import DocPreprocessor
 from .markdown import IMAGE_LABELS, MarkdownDocument, crop
 from .ocr import OCROptions, OCRPipeline
 from .reading_order import reading_order
-from .stages import Outcome, Page, iter_pages, run_stages
+from .stages import Outcome, run_stages
 from .sub_modules import PipelineBase, create_sub_module
 
 log = logging.getLogger("hpinfer")
@@ -132,7 +134,7 @@ class LayoutParsingPipeline(PipelineBase):
 
         doc_options = {"use_doc_orientation_classify": self.options.use_doc_orientation_classify}
         self.doc = DocPreprocessor(part("doc_preprocessor", ["DocOrientationClassify"], doc_options), device)
-        self.layout: LayoutDetector = create_sub_module(settings, "LayoutDetection", LayoutDetector.task, device)
+        self.layout: Predictor = create_sub_module(settings, "LayoutDetection", layout_detection.TASK.name, device)
         self.ocr = OCRPipeline(part("OCR", OCR_MODULES, ocr), device)
 
     @property
@@ -147,8 +149,12 @@ class LayoutParsingPipeline(PipelineBase):
     def predict(self, inputs: Any, **options: Any) -> List[LayoutParsingResult]:
         return list(self.predict_iter(inputs, **options))
 
-    def predict_iter(self, inputs: Any, page_range: Optional[PageRange] = None, **options: Any) -> Iterator[LayoutParsingResult]:
-        """One result per image or PDF page, in input order; options as at creation, for this call only."""
+    def predict_iter(
+        self, inputs: Any, page_range: Optional[PageRange] = None, on_error: OnError = "result", **options: Any
+    ) -> Iterator[LayoutParsingResult]:
+        """One result per image or PDF page, in input order; options as at creation, for this call only. A page
+        that cannot be read or processed gives a result with status "error" (``on_error="raise"``: an unreadable
+        page raises instead)."""
         own, ocr_options = split_options({k: v for k, v in options.items() if v is not None})
         opts = validate_params(LayoutParsingOptions, {**self.options.model_dump(), **own}, "layout_parsing predict()")
         layout_params = self.layout.with_overrides({"threshold": opts.layout_threshold})
@@ -156,7 +162,7 @@ class LayoutParsingPipeline(PipelineBase):
             lambda page: self._analyse(page, opts, layout_params),
             lambda analysed: self._recognise(analysed, ocr_options),
         ]
-        for outcome in run_stages(iter_pages(inputs, page_range), stages, opts.use_queues, opts.queue_size):
+        for outcome in run_stages(readable_pages(inputs, page_range, on_error), stages, opts.use_queues, opts.queue_size):
             yield outcome.value if outcome.error is None else _failed(outcome)
 
     def _analyse(self, page: Page, opts: LayoutParsingOptions, layout_params) -> _Analysed:
