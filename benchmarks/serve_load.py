@@ -5,6 +5,12 @@ the HTTP overhead over in-process ``predict``, and an optional soak. Bounded req
     python benchmarks/serve_load.py --soak 600          # concurrency 16 for 10 minutes, errors and RSS growth
     python benchmarks/serve_load.py --device gpu:0 --use_hpip --hpi_config '{"backend": "torch", ...}'   # on a GPU
     python benchmarks/serve_load.py --payloads pages     # A4 pages of one size instead of 5 images of 5 sizes
+    .venv-triton/bin/python benchmarks/serve_load.py --engines basic,triton,ray   # the engines, one instance each
+
+``--engines``: one server per engine (``--engine basic|triton|ray``, one instance, the default batching),
+loaded in turn as above; ratios are to "basic", the overhead at concurrency 1 is the difference of median
+latencies, and every payload's answer is compared with basic's. Run it with an interpreter that has every
+engine (PyTriton needs .venv-triton, where numpy < 2 gives slightly different scores than numpy 2).
 
 The configurations run as real server processes at once (``python -m hpinfer.serving serve --port 0``,
 visualize off), loaded in turn by this asyncio client process (httpx): "batching off" is
@@ -65,6 +71,8 @@ class Server:
     """A ``python -m hpinfer.serving serve`` process on 127.0.0.1:<free port>, ready when entered."""
 
     def __init__(self, pipeline: str, *extra: str):
+        if "triton" in extra:  # Triton's own ports, free ones
+            extra = (*extra, "--triton_ports", "0,0,0")
         self.log = tempfile.NamedTemporaryFile("w+", suffix=".log", delete=False)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "hpinfer.serving", "serve", "--pipeline", pipeline, "--host", "127.0.0.1",
@@ -90,7 +98,8 @@ class Server:
 
     def __exit__(self, *exc: Any) -> None:
         self.process.terminate()
-        self.process.wait(60)
+        self.process.wait(90)
+
 
 
 def bodies(images_dir: Path, names: List[str], **options: Any) -> List[Dict[str, Any]]:
@@ -155,8 +164,8 @@ def summarize(runs: List[Run]) -> Dict[str, Any]:
 
 
 def compare(servers: Dict[str, "Server"], endpoint: str, payloads: List[Dict[str, Any]], levels: List[Tuple[int, int]],
-            rounds: int, warm_up: Optional[int] = None) -> Dict[str, Any]:
-    """Per level: each configuration's pooled stats and its median per-round throughput ratio to "batching off"."""
+            rounds: int, warm_up: Optional[int] = None, baseline: str = "batching off") -> Dict[str, Any]:
+    """Per level: each configuration's pooled stats and its median per-round throughput ratio to ``baseline``."""
     out: Dict[str, Any] = {}
     for concurrency, count in levels:
         runs: Dict[str, List[Run]] = {label: [] for label in servers}
@@ -169,14 +178,34 @@ def compare(servers: Dict[str, "Server"], endpoint: str, payloads: List[Dict[str
                       f"({time.perf_counter() - started:.0f} s with {uncounted} warm-up requests)", file=sys.stderr, flush=True)
         level: Dict[str, Any] = {label: summarize(label_runs) for label, label_runs in runs.items()}
         for label in servers:
-            if label == "batching off":
+            if label == baseline:
                 continue
-            ratios = [_rps(on) / _rps(off) for off, on in zip(runs["batching off"], runs[label])]
-            key = "throughput_ratio_on_off" if label == "batching on" else f"throughput_ratio_{label.replace(' ', '_').replace(',', '')}_off"
+            ratios = [_rps(on) / _rps(off) for off, on in zip(runs[baseline], runs[label])]
+            if baseline != "batching off":
+                key = f"throughput_ratio_{label}_{baseline}"
+                level[f"p50_overhead_ms_{label}"] = round(level[label]["p50_ms"] - level[baseline]["p50_ms"], 1)
+            elif label == "batching on":
+                key = "throughput_ratio_on_off"
+            else:
+                key = f"throughput_ratio_{label.replace(' ', '_').replace(',', '')}_off"
             level[key] = round(statistics.median(ratios), 2)
             level[key.replace("throughput_ratio", "per_round_ratios")] = [round(x, 2) for x in ratios]
         out[str(concurrency)] = level
     return out
+
+
+def same_answers(servers: Dict[str, "Server"], endpoint: str, payloads: List[Dict[str, Any]]) -> Dict[str, bool]:
+    """Whether each server answers every payload exactly as the first one does (logId aside)."""
+    def answers(server: "Server") -> List[Any]:
+        out = []
+        for payload in payloads:
+            body = httpx.post(server.url + endpoint, json=payload, timeout=600).json()
+            body.pop("logId", None)
+            out.append(body)
+        return out
+
+    expected = answers(next(iter(servers.values())))
+    return {label: answers(server) == expected for label, server in servers.items()}
 
 
 def stage_seconds(url: str) -> Dict[str, Any]:
@@ -309,6 +338,7 @@ def main() -> int:
     parser.add_argument("--device", default=None, help="passed to the servers and the in-process pipeline, e.g. gpu:0")
     parser.add_argument("--use_hpip", action="store_true", help="likewise")
     parser.add_argument("--hpi_config", default=None, help="likewise (JSON)")
+    parser.add_argument("--engines", default=None, help="compare these engines (e.g. basic,triton,ray) instead of batching on/off")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     engine = {"device": args.device, "use_hpip": args.use_hpip or None, "hpi_config": json.loads(args.hpi_config) if args.hpi_config else None}
@@ -317,6 +347,14 @@ def main() -> int:
     report: Dict[str, Any] = {"environment": {**environment(), "engine_args": " ".join(ENGINE_ARGS)}}
     if args.soak:
         report["soak"] = soak(args.pipeline, args.endpoint, args.images, args.soak)
+    elif args.engines:
+        levels = [tuple(int(x) for x in pair.split(":")) for pair in args.requests.split(",")]
+        payloads = bodies(args.images, IMAGES)
+        report["payloads"] = IMAGES
+        with contextlib.ExitStack() as stack:
+            servers = {name: stack.enter_context(Server(args.pipeline, "--engine", name)) for name in args.engines.split(",")}
+            report["answers_identical_to_first"] = same_answers(servers, args.endpoint, payloads)
+            report["levels"] = compare(servers, args.endpoint, payloads, levels, args.rounds, args.warm_up, baseline=next(iter(servers)))
     else:
         levels = [tuple(int(x) for x in pair.split(":")) for pair in args.requests.split(",")]
         with contextlib.ExitStack() as stack:

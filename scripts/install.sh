@@ -1,17 +1,32 @@
 #!/usr/bin/env bash
 # Create .venv and install hpinfer with every CPU engine and the packages that ship the models.
 #   scripts/install.sh          runtime (hpinfer[all])
-#   scripts/install.sh --test   runtime + test tools
+#   scripts/install.sh --test   runtime + test tools, and .venv-triton (below)
+#   scripts/install.sh --triton .venv-triton only: hpinfer[serving] + PyTriton for hpinfer serve --engine triton
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extras="all"
 [[ "${1:-}" == "--test" ]] && extras="test"
-python3 -m venv .venv
-.venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -c constraints.txt -e ".[${extras}]"
+if [[ "${1:-}" != "--triton" ]]; then
+    python3 -m venv .venv
+    .venv/bin/python -m pip install --quiet --upgrade pip
+    .venv/bin/python -m pip install --quiet -c constraints.txt -e ".[${extras}]"
+fi
 # auto_paddle2onnx's converter: its onnx<=1.17 pin would downgrade onnx, which it does not need to run here.
 if [[ "$extras" == "test" ]]; then
     .venv/bin/python -m pip install --quiet --no-deps -c constraints.txt paddle2onnx==2.1.0
+fi
+# PyTriton's stub processes work with Debian's python3.11, not with a pyenv build, and it needs numpy < 2:
+# a venv of its own, pinned by constraints-triton.txt on top of the project's pins (PyTriton's own
+# dependency ranges clash with them, hence --no-deps).
+if [[ "${1:-}" == "--test" || "${1:-}" == "--triton" ]]; then
+    if [[ ! -x /usr/bin/python3.11 ]] || ! /usr/bin/python3.11 -c "import ensurepip" 2>/dev/null; then
+        (apt-get update -qq && apt-get install -y -qq python3.11 python3.11-venv) >/dev/null
+    fi
+    /usr/bin/python3.11 -m venv .venv-triton
+    .venv-triton/bin/python -m pip install --quiet -c constraints.txt -e ".[serving]"
+    .venv-triton/bin/python -m pip install --quiet --no-deps -r constraints-triton.txt
+    echo "PyTriton installed in .venv-triton"
 fi
 # A CJK font for result pictures; optional, so a machine without apt still installs.
 if [[ ! -e /usr/share/fonts/truetype/wqy/wqy-microhei.ttc ]] && command -v apt-get >/dev/null && [[ $(id -u) == 0 ]]; then
@@ -23,4 +38,4 @@ if [[ "$extras" == test && ! -x /usr/bin/chromium ]] && command -v apt-get >/dev
     (timeout 180 apt-get update -qq && timeout 600 apt-get install -y -qq chromium) >/dev/null 2>&1 \
         || echo "note: could not install chromium; the web page's browser tests will be skipped" >&2
 fi
-echo "hpinfer installed in .venv"
+[[ "${1:-}" == "--triton" ]] || echo "hpinfer installed in .venv"

@@ -66,6 +66,12 @@ def _one_line(exc: RequestValidationError) -> str:
     return "; ".join(parts)
 
 
+def warm_up_image() -> np.ndarray:
+    image = np.full((160, 640, 3), 255, np.uint8)
+    cv2.putText(image, "hpinfer warm-up 0123", (10, 100), cv2.FONT_HERSHEY_SIMPLEX, 1.6, (0, 0, 0), 3)
+    return image
+
+
 class Service:
     """Everything one app holds while it runs: pipeline, batcher, admission, metrics, HTTP client."""
 
@@ -105,11 +111,9 @@ class Service:
 
     async def warm_up(self) -> None:
         """One request's worth of work through the whole path, so the first client doesn't pay for lazy set-up."""
-        image = np.full((160, 640, 3), 255, np.uint8)
-        cv2.putText(image, "hpinfer warm-up 0123", (10, 100), cv2.FONT_HERSHEY_SIMPLEX, 1.6, (0, 0, 0), 3)
         try:
             with self.batcher.ticket() as ticket:
-                await ticket.submit([image], {})
+                await ticket.submit([warm_up_image()], {})
             self.ready = True
             log.info("warm-up done: ready")
         except Exception:  # noqa: BLE001 - stay alive and not ready; the log says why

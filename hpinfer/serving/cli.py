@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Dict, Optional, Sequence
 
 from ..errors import ConfigError
+from .remote import ENGINES, EngineOptions
 from .settings import LOG_LEVEL_ENV, SETTINGS_ENV, ServeSettings, measured_defaults
 
 COMMANDS = ("serve", "client")
@@ -33,7 +34,16 @@ def add_commands(subparsers: Any, common_parent: argparse.ArgumentParser) -> Non
                        help='pipeline options at creation as JSON, e.g. \'{"use_doc_orientation_classify": true}\'')
     serve.add_argument("--host", default="0.0.0.0")
     serve.add_argument("--port", type=int, default=8080, help="0 picks a free port (printed at start-up)")
-    serve.add_argument("--workers", type=int, default=1, help="processes, each with its own copy of the models")
+    serve.add_argument("--workers", type=int, default=None, help="basic engine: the same as --instances")
+    engines = serve.add_argument_group("engines and instances (serving/README.md: which engine when)")
+    engines.add_argument("--engine", choices=ENGINES, default="basic",
+                         help="basic: this process (or --instances worker processes); triton: NVIDIA Triton through "
+                              "PyTriton; ray: a Ray Serve application")
+    engines.add_argument("--instances", type=int, default=None,
+                         help="pipeline copies: basic worker processes, Triton's instance group, or Ray replicas (default 1)")
+    engines.add_argument("--max_instances", type=int, default=None, help="ray: autoscale up to this many replicas")
+    engines.add_argument("--address", default=None, help="ray: join this cluster (host:port of its head, or auto)")
+    engines.add_argument("--triton_ports", default="8000,8001,8002", help="triton: its own HTTP,gRPC,metrics ports (0: a free one, logged)")
     limits = serve.add_argument_group("batching and limits")
     (cpu_batch, cpu_threads), (lp_batch, lp_threads), (gpu_batch, gpu_threads) = (
         measured_defaults("cpu", "OCR"), measured_defaults("cpu", "layout_parsing"), measured_defaults("gpu:0", "OCR"))
@@ -94,21 +104,38 @@ def settings_from_args(args: argparse.Namespace) -> ServeSettings:
     return ServeSettings(**values)
 
 
+def engine_options(args: argparse.Namespace) -> EngineOptions:
+    if args.workers is not None and args.instances is not None and args.workers != args.instances:
+        raise ConfigError("--workers is --instances for the basic engine: give one of them")
+    try:
+        ports = tuple(int(port) for port in args.triton_ports.split(","))
+    except ValueError:
+        ports = ()
+    if len(ports) != 3:
+        raise ConfigError(f"--triton_ports takes three ports HTTP,gRPC,metrics, got {args.triton_ports!r}")
+    instances = next((n for n in (args.instances, args.workers) if n is not None), 1)
+    return EngineOptions(args.engine, instances, args.max_instances, args.address, ports)
+
+
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from .app import create_app
 
     settings = settings_from_args(args)
-    if args.workers < 1:
-        raise ConfigError(f"--workers must be >= 1, got {args.workers}")
-    if args.workers > 1 and (settings.jobs_dir or settings.ui):
-        raise ConfigError("--jobs_dir and --ui need --workers 1 (one process runs the jobs)")
+    options = engine_options(args)
+    if options.instances > 1 and (settings.jobs_dir or settings.ui):
+        raise ConfigError("--jobs_dir and --ui need one instance (one process runs the jobs)")
     common = dict(host=args.host, port=args.port, log_level=args.log_level.lower(), access_log=False)
-    if args.workers > 1:  # each worker process builds its own app (and pipeline) from the settings
+    if options.engine != "basic":
+        from .remote import serve
+
+        serve(settings, options, **common)
+        return 0
+    if options.instances > 1:  # each worker process builds its own app (and pipeline) from the settings
         create_app(settings)  # fail fast here on a bad pipeline name or YAML
         os.environ.update({SETTINGS_ENV: settings.to_env(), LOG_LEVEL_ENV: args.log_level})
-        uvicorn.run("hpinfer.serving.app:app_from_env", factory=True, workers=args.workers, **common)
+        uvicorn.run("hpinfer.serving.app:app_from_env", factory=True, workers=options.instances, **common)
         return 0
     # One process: load the models before listening, so that loading errors end the command plainly.
     pipeline = settings.load_pipeline()

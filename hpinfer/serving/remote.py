@@ -1,0 +1,186 @@
+"""Serving through a distributed engine (Triton, Ray Serve) behind the same HTTP front-end as basic serving.
+
+The front-end is ``create_app`` itself (schemas, adapters, gate, batcher, errors, drain): it is handed a
+``RemotePipeline``, a stand-in whose ``predict_batch``/``predict`` send each batch the batcher forms to the
+engine, whose instances (``Replica``) each hold a real pipeline. So requests, responses and errors are
+those of basic serving by construction; only where the pipeline runs changes.
+
+A call that an instance could not finish (it died, or the engine lost it) is retried on another instance
+up to ``RETRIES`` times, then answered 503 + Retry-After: an accepted request never hangs nor is dropped
+silently. Results travel pickled between our own processes (loopback or the cluster's private network).
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+import signal
+import socket
+import time
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+from ..errors import ConfigError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+log = logging.getLogger("hpinfer.serving")
+ENGINES = ("basic", "triton", "ray")
+RETRIES = 6  # with BACKOFF_S doubling in between: ~6 s for the engine to route around (or replace) a dead instance
+BACKOFF_S = 0.2
+
+
+class InstanceFailed(Exception):
+    """An instance could not finish a call (it died or went away): the call may be retried on another."""
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """How many pipeline instances serve, and on what (the HTTP front-end's knobs stay in ``ServeSettings``)."""
+
+    engine: str = "basic"
+    instances: int = 1  # basic: worker processes; triton: the model's instance group; ray: replicas
+    max_instances: Optional[int] = None  # ray: autoscaling up to this many replicas on queue length
+    address: Optional[str] = None  # ray: an existing cluster to join ("auto" or host:port)
+    triton_ports: Tuple[int, int, int] = (8000, 8001, 8002)  # Triton's own HTTP, gRPC and metrics ports
+
+    def __post_init__(self) -> None:
+        if self.engine not in ENGINES:
+            raise ConfigError(f"--engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
+        if self.instances < 1:
+            raise ConfigError(f"--instances must be >= 1, got {self.instances}")
+        if self.max_instances is not None and self.max_instances < self.instances:
+            raise ConfigError(f"--max_instances ({self.max_instances}) must be >= --instances ({self.instances})")
+        if self.engine != "ray" and (self.max_instances is not None or self.address):
+            raise ConfigError("--max_instances and --address are options of --engine ray")
+
+
+Answer = Tuple[str, Tuple[str, Any]]
+
+
+class _Drawn:
+    """A result's picture drawn before it travelled (its drawing function is a model's method, which can't)."""
+
+    def __init__(self, image: np.ndarray):
+        self.image = image
+
+    def __call__(self, result: Any) -> np.ndarray:
+        return self.image
+
+
+def _portable(results: Sequence[Any]) -> List[Any]:
+    for result in results:
+        if inspect.ismethod(getattr(result, "_visualize", None)):
+            result._visualize = _Drawn(result.img)
+    return list(results)
+
+
+class Replica:
+    """One instance: its own pipeline, warmed up before it takes requests. ``run`` answers
+    ``(instance, ("ok", results))`` or ``(instance, ("error", exception))``: an input error must reach the
+    front-end as itself, to be answered as basic serving answers it."""
+
+    def __init__(self, settings: Any, tag: str = ""):
+        from .adapters import ADAPTERS
+        from .app import warm_up_image
+
+        self.pipeline = settings.load_pipeline()
+        self.name = f"{socket.gethostname()}:{os.getpid()}{tag}"
+        start = time.perf_counter()
+        ADAPTERS[self.pipeline.settings.pipeline_name].run(self.pipeline, [warm_up_image()], {})
+        log.info("instance %s warm (%.1f s)", self.name, time.perf_counter() - start)
+
+    def describe(self) -> Dict[str, Any]:
+        return {"pipeline_name": self.pipeline.settings.pipeline_name, "sub_modules": list(self.pipeline.sub_modules)}
+
+    def run(self, method: str, images: List[np.ndarray], options: Dict[str, Any]) -> Answer:
+        try:
+            return self.name, ("ok", _portable(getattr(self.pipeline, method)(images, **options)))
+        except Exception as exc:  # noqa: BLE001 - handed to the front-end, which answers as basic serving does
+            return self.name, ("error", exc)
+
+    def close(self) -> None:
+        self.pipeline.close()
+
+
+Send = Callable[[str, List["np.ndarray"], Dict[str, Any]], "Answer"]
+
+
+class RemotePipeline:
+    """What ``create_app`` drives in place of a pipeline: each call goes to an engine instance through ``send``."""
+
+    predictors: Tuple[Any, ...] = ()  # no stage timers here: the instances run the models
+
+    def __init__(self, description: Dict[str, Any], send: Send, close: Callable[[], None] = lambda: None):
+        self.settings = SimpleNamespace(pipeline_name=description["pipeline_name"])
+        self.sub_modules = dict.fromkeys(description["sub_modules"])
+        self._send = send
+        self._close = close
+        self.on_served: Callable[[str], None] = lambda instance: None  # see ``count_instances``
+
+    def predict_batch(self, images: List[np.ndarray], **options: Any) -> List[Any]:
+        return self._call("predict_batch", images, options)
+
+    def predict(self, images: List[np.ndarray], **options: Any) -> List[Any]:
+        return self._call("predict", list(images), options)
+
+    def _call(self, method: str, images: List[np.ndarray], options: Dict[str, Any]) -> List[Any]:
+        from fastapi import HTTPException
+
+        from .app import RETRY_AFTER_S
+
+        for attempt in range(1, RETRIES + 1):
+            try:
+                name, (status, value) = self._send(method, images, options)
+                break
+            except InstanceFailed as err:
+                log.warning("instance failed (attempt %d of %d): %s", attempt, RETRIES, err)
+                if attempt < RETRIES:
+                    time.sleep(BACKOFF_S * 2 ** (attempt - 1))
+        else:
+            raise HTTPException(503, f"no instance could finish the request after {RETRIES} attempts; retry later",
+                                headers={"Retry-After": RETRY_AFTER_S})
+        self.on_served(name)
+        if status == "error":
+            raise value
+        return value
+
+    def close(self) -> None:
+        self._close()
+
+
+def count_instances(app: Any, pipeline: RemotePipeline) -> None:
+    """Batches answered per instance, in the front-end's /metrics (which instances serve, and how evenly)."""
+    from prometheus_client import Counter
+
+    counter = Counter("hpinfer_instance_calls", "Batches answered per engine instance", ["instance"],
+                      registry=app.state.service.metrics.registry)
+    pipeline.on_served = lambda instance: counter.labels(instance).inc()
+
+
+def serve(settings: Any, options: EngineOptions, **uvicorn_options: Any) -> None:
+    """Start the engine's instances, then the front-end (which holds enough batches in flight to keep every
+    instance busy) on the host and port asked for; returns when the front-end has drained and stopped."""
+    import dataclasses
+
+    import uvicorn
+
+    from .app import create_app
+
+    if options.engine == "triton":
+        from .triton import started
+    else:
+        from .ray_app import started
+    most = options.max_instances or options.instances
+    front = dataclasses.replace(settings, inference_threads=settings.inference_threads * most)
+    with started(settings, options) as pipeline:
+        app = create_app(front, pipeline)
+        count_instances(app, pipeline)
+        # uvicorn re-raises the signal that stopped it once it is done, with the handler it found installed:
+        # a no-op one here, so that the engine is stopped (the ``with``) before this process exits.
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda signum, frame: None)
+        uvicorn.run(app, **uvicorn_options)

@@ -1,0 +1,292 @@
+"""``hpinfer serve --engine triton|ray``: real servers on 127.0.0.1 give basic serving's answers (requests,
+responses and errors alike), survive one instance being killed under load, drain on SIGTERM; Ray runs
+replicas on two nodes of a real cluster (head and a second node on this machine) and both serve.
+
+Triton needs PyTriton, which needs numpy < 2 and Debian's Python: these tests run the servers with
+``.venv-triton/bin/python`` (scripts/install.sh --test makes it) unless this interpreter can run PyTriton.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import httpx
+import pytest
+
+from test_serving_support import b64, make_pdf
+
+ROOT = Path(__file__).resolve().parents[1]
+TRITON_VENV_PYTHON = ROOT / ".venv-triton" / "bin" / "python"
+
+
+def _triton_python() -> str:
+    probe = "import pytriton, numpy; assert int(numpy.__version__.split('.')[0]) < 2"
+    for python in (sys.executable, str(TRITON_VENV_PYTHON)):
+        if Path(python).exists() and subprocess.run([python, "-c", probe], capture_output=True).returncode == 0:
+            return python
+    message = "no interpreter that runs PyTriton: scripts/install.sh --test makes .venv-triton"
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+class Server:
+    """``python -m hpinfer.serving serve`` on 127.0.0.1:<free port>, ready (warm) when entered."""
+
+    def __init__(self, python: str, *args: str, port: int = 0):
+        self.process = subprocess.Popen(
+            [python, "-m", "hpinfer.serving", "serve", "--pipeline", "OCR", "--host", "127.0.0.1", "--port", str(port), *args],
+            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, cwd=ROOT, start_new_session=True,
+        )
+        self.log: List[str] = []
+        self._started = threading.Event()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.process.stderr:
+            self.log.append(line)
+            if "Uvicorn running on" in line:
+                self._started.set()
+
+    def text(self) -> str:
+        return "".join(self.log)
+
+    def __enter__(self) -> "Server":
+        try:
+            return self._wait()
+        except BaseException:
+            self.__exit__()
+            raise
+
+    def _wait(self) -> "Server":
+        assert self._started.wait(240), self.text()[-5000:]
+        self.url = re.search(r"Uvicorn running on (http://\S+)", self.text()).group(1)
+        deadline = time.monotonic() + 120
+        while not self.ready():
+            assert time.monotonic() < deadline and self.process.poll() is None, self.text()[-5000:]
+            time.sleep(0.1)
+        return self
+
+    def ready(self) -> bool:
+        try:  # worker processes (--instances) listen a moment after the supervisor says it runs
+            return httpx.get(f"{self.url}/health/ready").status_code == 200
+        except httpx.ConnectError:
+            return False
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(30)
+
+    def instance_calls(self) -> Dict[str, float]:
+        text = httpx.get(f"{self.url}/metrics").text
+        return {name: float(n) for name, n in re.findall(r'^hpinfer_instance_calls_total\{instance="([^"]+)"\} (\S+)$', text, re.M)}
+
+
+def _cases(images: Path, tmp_path: Path) -> List[tuple]:
+    """(method, path, json body) for every route and the errors basic serving gives."""
+    png = b64((images / "bilevel_test.png").read_bytes())
+    pdf = b64(make_pdf([images / "single_line.jpg", images / "bilevel_test.png"], tmp_path / "two.pdf").read_bytes())
+    return [
+        ("GET", "/health", None), ("GET", "/health/ready", None), ("GET", "/openapi.json", None),
+        ("POST", "/ocr", {"file": png}),  # with the result pictures
+        ("POST", "/ocr", {"file": b64((images / "ja_lines.jpg").read_bytes()), "visualize": False, "textDetThresh": 0.4}),
+        ("POST", "/ocr", {"file": pdf, "fileType": 0, "visualize": False}),
+        ("POST", "/ocr", {"file": pdf, "fileType": 1}),
+        ("POST", "/ocr", {"file": "not base64!"}),
+        ("POST", "/ocr", {"file": png, "color": "red"}),
+        ("POST", "/ocr", {"file": png, "useDocUnwarping": True}),
+        ("POST", "/ocr", {"file": png, "useDocOrientationClassify": True}),
+        ("POST", "/ocr", {"file": b64(b"%PDF-1.4 broken")}),
+        ("POST", "/ocr", None),
+        ("GET", "/ocr", None), ("GET", "/nowhere", None),
+    ]
+
+
+def _answers(url: str, cases: List[tuple]) -> List[tuple]:
+    answers = []
+    for method, path, body in cases:
+        response = httpx.request(method, url + path, json=body, timeout=120)
+        content = response.json()
+        if isinstance(content, dict):
+            content.pop("logId", None)
+        answers.append((path, response.status_code, response.headers.get("content-type"),
+                        response.headers.get("retry-after"), content))
+    return answers
+
+
+def _assert_same(basic: List[tuple], other: List[tuple]) -> None:
+    for expected, got in zip(basic, other):
+        assert got == expected, f"{expected[0]}: {str(got)[:300]} != {str(expected)[:300]}"
+    assert len(basic) == len(other)
+
+
+def _load(url: str, body: dict, seconds: float, workers: int = 6) -> List[httpx.Response]:
+    """Requests from ``workers`` clients until ``seconds`` have passed; every answer."""
+    deadline = time.monotonic() + seconds
+
+    def client() -> List[httpx.Response]:
+        out = []
+        while time.monotonic() < deadline:
+            out.append(httpx.post(f"{url}/ocr", json=body, timeout=60))
+        return out
+
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        return [r for rs in pool.map(lambda _: client(), range(workers)) for r in rs]
+
+
+def _assert_none_lost(responses: List[httpx.Response]) -> None:
+    assert responses
+    for r in responses:  # 200, or a 503 that says when to retry: nothing else, and nothing hung (timeout 60 s)
+        assert r.status_code == 200 or (r.status_code == 503 and r.headers.get("retry-after")), r.text[:300]
+
+
+def _sigterm_drains(server: Server, body: dict) -> None:
+    """A request in flight at SIGTERM completes; the process then exits by itself."""
+    answers: list = []
+    slow = threading.Thread(target=lambda: answers.append(httpx.post(f"{server.url}/ocr", json=body, timeout=120)))
+    slow.start()
+    deadline = time.monotonic() + 30
+    while not re.search(r"^hpinfer_requests_in_flight [1-9]", httpx.get(f"{server.url}/metrics").text, re.M):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    server.process.send_signal(signal.SIGTERM)
+    slow.join(120)
+    assert answers and answers[0].status_code == 200, answers
+    assert server.process.wait(90) == 0, server.text()[-3000:]
+    assert "draining: 1 request(s) in flight" in server.text()
+
+
+def test_triton(shared_images, tmp_path):
+    """Same answers as basic serving (both in the Triton interpreter); a killed instance is routed around
+    and Triton restarted; SIGTERM drains."""
+    python = _triton_python()
+    cases = _cases(shared_images, tmp_path)
+    with Server(python) as basic:
+        expected = _answers(basic.url, cases)
+    with Server(python, "--engine", "triton", "--instances", "2", "--triton_ports", "0,0,0") as triton:
+        _assert_same(expected, _answers(triton.url, cases))
+        http_port = re.search(r"Triton's HTTP :(\d+)", triton.text()).group(1)
+        config = httpx.get(f"http://127.0.0.1:{http_port}/v2/models/hpinfer/config").json()
+        assert config["instance_group"][0]["count"] == 2 and config["dynamic_batching"]["preferred_batch_size"] == [8]
+
+        stubs = _stub_pids(triton.process.pid)
+        assert len(stubs) == 2
+        body = {"file": b64((shared_images / "bilevel_test.png").read_bytes()), "visualize": False}
+        killer = threading.Timer(1.0, os.kill, (stubs[0], signal.SIGKILL))
+        killer.start()
+        _assert_none_lost(_load(triton.url, body, seconds=6))
+        deadline = time.monotonic() + 60
+        while "triton: restarted" not in triton.text():
+            assert time.monotonic() < deadline, triton.text()[-3000:]
+            time.sleep(0.2)
+        while len(_stub_pids(triton.process.pid)) != 2:
+            assert time.monotonic() < deadline, triton.text()[-3000:]
+            time.sleep(0.2)
+        before = triton.instance_calls()
+        _assert_none_lost(_load(triton.url, body, seconds=3))
+        after = triton.instance_calls()
+        assert all(after[name] > before.get(name, 0) for name in after), (before, after)  # both instances serve again
+        _sigterm_drains(triton, body)
+
+
+def _stub_pids(server_pid: int) -> List[int]:
+    """Triton's stub processes (one per instance) of this server: PyTriton names the binding process in their arguments."""
+    out = subprocess.run(["pgrep", "-f", f"triton_python_backend_stub .* pytrtion{server_pid}-"], capture_output=True, text=True)
+    return [int(pid) for pid in out.stdout.split()]
+
+
+def test_ray_two_nodes(shared_images, tmp_path):
+    """A head and a second Ray node on loopback, a replica on each: both serve; answers as basic serving's;
+    a killed replica is routed around and comes back; SIGTERM drains."""
+    pytest.importorskip("ray")
+    from ray.cluster_utils import Cluster
+
+    from hpinfer.serving import ServeSettings, create_app
+    from test_serving_support import running
+
+    cases = _cases(shared_images, tmp_path)
+    with running(create_app(ServeSettings(pipeline="OCR"))) as url:
+        expected = _answers(url, cases)
+    loopback = {"num_cpus": 1, "node_ip_address": "127.0.0.1"}
+    cluster = Cluster(initialize_head=True, head_node_args={**loopback, "include_dashboard": False})
+    try:
+        cluster.add_node(**loopback)
+        assert cluster.address.startswith("127.0.0.1:"), cluster.address
+        with Server(sys.executable, "--engine", "ray", "--instances", "2", "--address", cluster.address) as ray_server:
+            _assert_same(expected, _answers(ray_server.url, cases))
+            body = {"file": b64((shared_images / "bilevel_test.png").read_bytes()), "visualize": False}
+            _assert_none_lost(_load(ray_server.url, body, seconds=3))
+            served = ray_server.instance_calls()
+            nodes = {name.split("@")[1] for name in served}
+            assert len(nodes) == 2, served  # a replica on each node, and both answered
+
+            victim = int(next(iter(served)).split("@")[0].split(":")[1])
+            threading.Timer(1.0, os.kill, (victim, signal.SIGKILL)).start()
+            _assert_none_lost(_load(ray_server.url, body, seconds=6))
+            deadline = time.monotonic() + 90
+            while not _new_instances(ray_server, served):  # the replica Ray Serve started in place of the victim
+                assert time.monotonic() < deadline, ray_server.text()[-3000:]
+                _load(ray_server.url, body, seconds=1)
+            _sigterm_drains(ray_server, body)
+    finally:
+        cluster.shutdown()
+
+
+def _new_instances(server: Server, known: Dict[str, float]) -> Dict[str, float]:
+    """Instances that answered and were not among ``known`` (a restarted replica is a new process)."""
+    return {name: calls for name, calls in server.instance_calls().items() if name not in known}
+
+
+def test_basic_instances_share_a_port_and_a_killed_one_comes_back(shared_images):
+    """``--instances 2``: two worker processes behind one port; a worker killed under load is replaced.
+    Requests in flight in the killed worker end with a dropped connection (a client's retry is safe, OCR
+    being idempotent): basic serving can't answer for a dead process, Triton and Ray can (tests above)."""
+    body = {"file": b64((shared_images / "bilevel_test.png").read_bytes()), "visualize": False}
+    with socket.socket() as probe:  # uvicorn's workers print port 0 as it was given: pick one here
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with Server(sys.executable, "--instances", "2", port=port) as server:
+        workers = _workers(server.process.pid)
+        assert len(workers) == 2, server.text()[-3000:]
+        threading.Timer(1.0, os.kill, (workers[0], signal.SIGKILL)).start()
+        dropped = 0
+        deadline = time.monotonic() + 4
+        while time.monotonic() < deadline:
+            try:
+                response = httpx.post(f"{server.url}/ocr", json=body, timeout=60)
+                assert response.status_code == 200 or (response.status_code == 503 and response.headers["retry-after"])
+            except (httpx.RemoteProtocolError, httpx.ReadError, httpx.ConnectError):
+                dropped += 1
+        deadline = time.monotonic() + 120
+        while len(_workers(server.process.pid)) != 2 or workers[0] in _workers(server.process.pid):
+            assert time.monotonic() < deadline, server.text()[-3000:]
+            time.sleep(0.2)
+        while not server.ready():
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        assert all(httpx.post(f"{server.url}/ocr", json=body, timeout=60).status_code == 200 for _ in range(4))
+        assert dropped <= 1  # at most the one request the killed worker held
+
+
+def _workers(supervisor: int) -> List[int]:
+    """uvicorn's worker processes (spawned children of the supervisor, not multiprocessing's resource tracker)."""
+    out = subprocess.run(["pgrep", "-P", str(supervisor)], capture_output=True, text=True).stdout
+    workers = []
+    for pid in out.split():
+        with contextlib.suppress(OSError):
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            if b"spawn_main" in cmdline and b"resource_tracker" not in cmdline:
+                workers.append(int(pid))
+    return workers
