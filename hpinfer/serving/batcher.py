@@ -60,7 +60,7 @@ class Batcher:
         self._task = asyncio.get_running_loop().create_task(self._loop(), name="hpinfer-batcher")
 
     async def close(self) -> None:
-        """Stops taking batches; the one running finishes. Pages still waiting get an error."""
+        """Stops taking batches; one still running is not waited for. Pages still waiting get an error."""
         for task in (self._task, *self._running):
             if task:
                 task.cancel()
@@ -70,7 +70,7 @@ class Batcher:
             if not page.future.done():
                 page.future.set_exception(RuntimeError("server stopped before this request was processed"))
         self._waiting.clear()
-        await asyncio.to_thread(self._executor.shutdown)
+        self._executor.shutdown(wait=False, cancel_futures=True)  # a batch still running must not hold up shutdown
 
     def ticket(self) -> "Ticket":
         return Ticket(self)

@@ -1,8 +1,10 @@
-"""Admission (bounded in-flight requests, draining) and turning a request's file into bounded pages.
+"""Admission (bounded in-flight requests, draining), the pixel budget of pages in flight, and turning a
+request's file into a stream of bounded pages.
 
 A request's ``file`` is base64 or an http(s) URL, never a server path. Its bytes go through
 ``hpinfer.io`` (content sniffing, EXIF, PDF rendering) with the server's pixel limit, after a cheap
-page count so that an over-long PDF is refused before anything is rendered.
+page count so that an over-long PDF is refused before anything is rendered; pages are then decoded or
+rendered one at a time, each only once the ``PixelBudget`` has room for it.
 """
 
 from __future__ import annotations
@@ -10,13 +12,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-from dataclasses import dataclass
-from typing import Any, Dict, List, Optional
+import contextlib
+from collections import deque
+from typing import Any, Deque, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
 from ..errors import InputError
-from ..io.inputs import count_inputs, iter_inputs
+from ..io.inputs import InputItem, count_inputs, iter_inputs
 
 _IO_NAME = "input (bytes): "  # how hpinfer.io names a bytes input in its messages
 
@@ -75,29 +78,129 @@ def decode_base64(text: str, field: str) -> bytes:
         raise InputError(f"{field}: neither an http(s) URL nor valid base64") from None
 
 
-@dataclass(frozen=True)
-class Pages:
-    images: List[np.ndarray]  # BGR, one per image or rendered PDF page
-    page_indices: List[Optional[int]]  # 0-based for PDF pages, None for an image
-    data_info: Dict[str, Any]  # PaddleX's dataInfo
+PDF_SCALE = 2.0  # 144 dpi, as hpinfer.io renders for the CLI and Python
 
 
-def read_pages(data: bytes, field: str, file_type: Optional[int], max_pixels: int, max_pdf_pages: int) -> Pages:
-    """Bytes → pages, checking PaddleX's ``fileType`` (0 PDF, 1 image, None: whatever the content is)."""
-    try:
-        count = count_inputs(data)
-        if count > max_pdf_pages:
-            raise InputError(f"{_IO_NAME}PDF has {count} pages, above the limit of {max_pdf_pages}")
-        items = list(iter_inputs(data, max_pixels=max_pixels))
-    except InputError as err:
-        raise InputError(f"{field}: {str(err).removeprefix(_IO_NAME)}") from None
-    is_pdf = items[0].page_index is not None
-    if file_type is not None and is_pdf != (file_type == 0):
-        found, wanted = ("an image", "a PDF (fileType 0)") if file_type == 0 else ("a PDF", "an image")
-        raise InputError(f"{field}: is {found} but {wanted} was expected")
-    images = [item.image for item in items]
-    indices = [item.page_index for item in items]
-    sizes = [{"width": image.shape[1], "height": image.shape[0]} for image in images]
-    if is_pdf:
-        return Pages(images, indices, {"numPages": len(images), "pages": sizes, "type": "pdf"})
-    return Pages(images, indices, {**sizes[0], "type": "image"})
+class PixelBudget:
+    """Pixels of pages in flight across all requests: a page waits (first come, first served) until its
+    estimate fits. One page alone always fits, so a page larger than the whole budget runs by itself."""
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self.used = 0
+        self._waiting: Deque[Tuple[int, asyncio.Future]] = deque()
+
+    async def acquire(self, pixels: int) -> int:
+        """Waits for room; returns what was reserved (give it to ``release`` or ``resize``)."""
+        pixels = min(pixels, self.capacity)
+        if not self._waiting and self.used + pixels <= self.capacity:
+            self.used += pixels
+            return pixels
+        future = asyncio.get_running_loop().create_future()
+        entry = (pixels, future)
+        self._waiting.append(entry)
+        try:
+            await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled():
+                self.release(pixels)  # granted just as the request gave up
+            else:
+                self._waiting.remove(entry)
+                self._grant()
+            raise
+        return pixels
+
+    def resize(self, reserved: int, pixels: int) -> int:
+        """Turns a reservation made on a guess into the page's real estimate (smaller or not)."""
+        pixels = min(pixels, self.capacity)
+        self.used += pixels - reserved
+        self._grant()
+        return pixels
+
+    def release(self, pixels: int) -> None:
+        self.used -= pixels
+        self._grant()
+
+    def _grant(self) -> None:
+        while self._waiting and (self.used + self._waiting[0][0] <= self.capacity or not self.used):
+            pixels, future = self._waiting.popleft()
+            if not future.cancelled():
+                self.used += pixels
+                future.set_result(None)
+
+
+def page_cost(height: int, width: int, det_side: Optional[int]) -> int:
+    """A page's pixels plus, for pipelines that detect text, its detector input at its worst: the longer side at
+    the cap ``det_side``, the page's aspect kept (the memory bound that the budget counts in)."""
+    cost = height * width
+    if det_side:
+        long_side, short_side = max(height, width), min(height, width)
+        cost += det_side * max(32, min(det_side, det_side * short_side // long_side))
+    return cost
+
+
+def det_clamp(height: int, width: int, limit_side_len: Optional[int], limit_type: Optional[str], cap: int) -> Optional[int]:
+    """The longer side a request's ``textDetLimitSideLen``/``textDetLimitType`` would give this page's detector
+    input when that exceeds ``cap`` (the server then uses ``cap``), else None. Only for what the request asks:
+    the pipelines' defaults stay under the cap."""
+    if limit_side_len is None:
+        return None
+    long_side, short_side = max(height, width), min(height, width)
+    if (limit_type or "min") == "min":
+        ratio = limit_side_len / short_side if short_side < limit_side_len else 1.0
+    else:
+        ratio = limit_side_len / long_side if long_side > limit_side_len else 1.0
+    wanted = round(long_side * ratio)
+    return wanted if wanted > cap else None
+
+
+class PageStream:
+    """A request's pages, decoded or rendered one per ``next_page`` call (call it in a worker thread), with
+    PaddleX's ``dataInfo`` built as they come. ``fileType`` (0 PDF, 1 image, None: whatever the content is) is
+    checked on the first page; errors name the request field."""
+
+    def __init__(self, data: bytes, field: str, file_type: Optional[int], max_pixels: int, max_pdf_pages: int,
+                 max_render_side: int):
+        self.field, self.file_type = field, file_type
+        with self._naming():
+            self.count = count_inputs(data)
+            if self.count > max_pdf_pages:
+                raise InputError(f"{_IO_NAME}PDF has {self.count} pages, above the limit of {max_pdf_pages}")
+            self._items: Iterator[InputItem] = iter_inputs(
+                data, pdf_scale=PDF_SCALE, max_pixels=max_pixels, max_render_side=max_render_side)
+        self.sizes: List[Dict[str, int]] = []
+        self.is_pdf = False
+
+    def next_page(self) -> Optional[InputItem]:
+        with self._naming():
+            item = next(self._items, None)
+        if item is None:
+            return None
+        if not self.sizes:
+            self.is_pdf = item.page_index is not None
+            if self.file_type is not None and self.is_pdf != (self.file_type == 0):
+                found, wanted = ("an image", "a PDF (fileType 0)") if self.file_type == 0 else ("a PDF", "an image")
+                raise InputError(f"{self.field}: is {found} but {wanted} was expected")
+        self.sizes.append({"width": item.image.shape[1], "height": item.image.shape[0]})
+        return item
+
+    def close(self) -> None:
+        close = getattr(self._items, "close", None)
+        if close:
+            close()  # a PDF left half-read is closed now, not at garbage collection
+
+    @property
+    def data_info(self) -> Dict[str, Any]:
+        if self.is_pdf:
+            return {"numPages": len(self.sizes), "pages": self.sizes, "type": "pdf"}
+        return {**self.sizes[0], "type": "image"}
+
+    @contextlib.contextmanager
+    def _naming(self) -> Iterator[None]:
+        """hpinfer.io's errors about "input (bytes)" reworded to name the request field."""
+        try:
+            yield
+        except InputError as err:
+            if not str(err).startswith(_IO_NAME):
+                raise
+            raise InputError(f"{self.field}: {str(err).removeprefix(_IO_NAME)}") from None

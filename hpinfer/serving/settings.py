@@ -13,6 +13,8 @@ from ..errors import ConfigError
 
 SETTINGS_ENV = "HPINFER_SERVE_SETTINGS"  # how worker processes (--workers > 1) receive the settings
 LOG_LEVEL_ENV = "HPINFER_SERVE_LOG_LEVEL"
+# After the drain: for requests cut short to receive their 503, then for uvicorn to close connections.
+SHUTDOWN_GRACE_S = 3.0
 
 
 def measured_defaults(device: Optional[str], pipeline_name: Optional[str]) -> Tuple[int, int]:
