@@ -42,7 +42,7 @@ from ..pipelines import resolve_pipeline
 from .adapters import ADAPTERS, Adapter, Encoding
 from .schemas import ErrorResponse, success_model
 from .batcher import Batcher
-from .limits import PDF_SCALE, Admission, PageStream, PixelBudget, decode_base64, det_clamp, is_url, page_cost
+from .limits import PDF_SCALE, Admission, PageStream, PixelBudget, decode_base64, det_clamp, is_url, page_cost, return_freed_pages
 from .metrics import Metrics, record_stages, stage_timers
 from .security import authorized, fetch_url
 from .settings import LOG_LEVEL_ENV, SHUTDOWN_GRACE_S, ServeSettings
@@ -109,6 +109,7 @@ class Service:
 
     async def start(self) -> None:
         settings = self.settings
+        return_freed_pages()
         timers = stage_timers(self.pipeline)
         def run(images: List[np.ndarray], options: Dict[str, Any]) -> List[Any]:
             try:

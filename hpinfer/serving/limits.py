@@ -13,6 +13,8 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import ctypes
+import threading
 from collections import deque
 from typing import Any, Deque, Dict, Iterator, List, Optional, Tuple
 
@@ -79,6 +81,20 @@ def decode_base64(text: str, field: str) -> bytes:
 
 
 PDF_SCALE = 2.0  # 144 dpi, as hpinfer.io renders for the CLI and Python
+_M_MMAP_THRESHOLD, _M_ARENA_MAX = -3, -8  # glibc's mallopt parameters
+
+
+def return_freed_pages() -> None:
+    """glibc only: allocations above 1 MiB (page images, detector inputs) come from and go back to the OS,
+    and worker threads share a few heaps. By default glibc raises that threshold up to 32 MiB after freeing a
+    large block, so later pages land on a heap, and each thread that decodes or encodes gets a heap of its own
+    whose high-water mark stays: the server's memory would not come back after a burst."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(_M_MMAP_THRESHOLD, 1 << 20)
+        libc.mallopt(_M_ARENA_MAX, 2)
+    except (OSError, AttributeError):
+        pass  # not glibc
 
 
 class PixelBudget:
@@ -104,7 +120,7 @@ class PixelBudget:
         except asyncio.CancelledError:
             if future.done() and not future.cancelled():
                 self.release(pixels)  # granted just as the request gave up
-            else:
+            elif entry in self._waiting:
                 self._waiting.remove(entry)
                 self._grant()
             raise
@@ -170,9 +186,10 @@ class PageStream:
                 data, pdf_scale=PDF_SCALE, max_pixels=max_pixels, max_render_side=max_render_side)
         self.sizes: List[Dict[str, int]] = []
         self.is_pdf = False
+        self._lock = threading.Lock()  # a request cut short closes the stream while a thread may still render
 
     def next_page(self) -> Optional[InputItem]:
-        with self._naming():
+        with self._lock, self._naming():
             item = next(self._items, None)
         if item is None:
             return None
@@ -185,9 +202,10 @@ class PageStream:
         return item
 
     def close(self) -> None:
-        close = getattr(self._items, "close", None)
-        if close:
-            close()  # a PDF left half-read is closed now, not at garbage collection
+        with self._lock:
+            close = getattr(self._items, "close", None)
+            if close:
+                close()  # a PDF left half-read is closed now, not at garbage collection
 
     @property
     def data_info(self) -> Dict[str, Any]:
