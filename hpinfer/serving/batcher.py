@@ -100,11 +100,11 @@ class Batcher:
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._wakeup.wait(), decision.wait_s)
                 continue
-            batch = self._take(decision.take)
             if self._workers == 1:  # the loop itself waits for the batch: one in flight
-                await self._execute(batch)
+                # (no name keeps the batch: its pages and results would stay in memory until the next one)
+                await self._execute(self._take(decision.take))
                 continue
-            task = asyncio.get_running_loop().create_task(self._execute(batch))
+            task = asyncio.get_running_loop().create_task(self._execute(self._take(decision.take)))
             self._running.add(task)
             task.add_done_callback(self._finished)
 
