@@ -369,11 +369,16 @@ def main() -> int:
             report["server_stage_seconds"] = {label: stage_seconds(server.url) for label, server in servers.items()}
             report["http_overhead"] = http_overhead(servers["batching on"], args.endpoint, args.pipeline, args.images,
                                                     args.overhead_pairs, engine)
+    write_report(report, args.json)
+    return 0
+
+
+def write_report(report: Dict[str, Any], path: Optional[Path]) -> None:
+    """Prints the report, with the load average now, and writes it to ``path`` too if given."""
     report["environment"]["load_average_at_end"] = _load()
     print(json.dumps(report, indent=2))
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
-    return 0
+    if path:
+        path.write_text(json.dumps(report, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import io
-import json
 import sys
 import threading
 import time
@@ -23,18 +21,12 @@ from typing import Any, Dict
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from serve_load import ROOT, Server, _load, environment  # noqa: E402
+from serve_load import ROOT, Server, environment, write_report  # noqa: E402
 
+sys.path.insert(0, str(ROOT / "tests"))
+from test_serving_support import blank_pdf  # noqa: E402
 
-def pdf(pages: int, side_pt: int = 3158) -> bytes:
-    import pypdfium2 as pdfium
-
-    document = pdfium.PdfDocument.new()
-    for _ in range(pages):
-        document.new_page(side_pt, side_pt)
-    buffer = io.BytesIO()
-    document.save(buffer)
-    return buffer.getvalue()
+SIDE_PT = 3158  # 6316 px a side at 144 dpi: 40 MP, just under --max_pixels
 
 
 def status_bytes(pid: int, key: str) -> int:
@@ -49,11 +41,11 @@ def main() -> int:
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     image = base64.b64encode((ROOT.parent / "shared" / "data" / "images" / "paragraph_en.jpg").read_bytes()).decode()
-    document = pdf(args.pages)
+    document = blank_pdf(args.pages, SIDE_PT)
     report: Dict[str, Any] = {"environment": environment(), "pdf_bytes": len(document)}
     with Server("OCR", "--request_timeout_s", "3600") as server:
         url, pid = server.url + "/ocr", server.process.pid
-        for body in ({"file": base64.b64encode(pdf(2)).decode()},) * 2 + ({"file": image},):
+        for body in ({"file": base64.b64encode(blank_pdf(2, SIDE_PT)).decode()},) * 2 + ({"file": image},):
             assert httpx.post(url, json=body, timeout=600).status_code == 200
         time.sleep(2)
         report["rss_warm_mb"] = status_bytes(pid, "VmRSS") / 2**20
@@ -79,10 +71,7 @@ def main() -> int:
         time.sleep(5)
         report["rss_idle_after_mb"] = status_bytes(pid, "VmRSS") / 2**20
         report["rss_after_vs_warm_pct"] = round((report["rss_idle_after_mb"] / report["rss_warm_mb"] - 1) * 100, 1)
-    report["environment"]["load_average_at_end"] = _load()
-    print(json.dumps(report, indent=2))
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    write_report(report, args.json)
     return 0
 
 

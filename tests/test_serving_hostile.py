@@ -17,7 +17,6 @@ import threading
 import time
 
 import httpx
-import pypdfium2 as pdfium
 import pytest
 from PIL import Image
 from pydantic import ValidationError
@@ -30,7 +29,7 @@ from hpinfer.serving.limits import PixelBudget
 from hpinfer.serving.schemas import LayoutParsingRequest, OCRRequest
 from hpinfer.serving.security import refusal
 
-from test_serving_support import b64, serve_process, static_files, wait_until
+from test_serving_support import b64, blank_pdf, serve_process, static_files, wait_until
 
 RSS_BOUND = 2 * 2**30  # the server's peak while serving the DoS requests (README: "Limits")
 # The issue's PDF has 20 pages; 5 here keep the test short (8 copies held whole would still be ~2 GB of pages
@@ -39,13 +38,8 @@ DOS_PDF_PAGES, DOS_PDF_SIDE_PT, DOS_PDF_COPIES = 5, 3158, 8
 
 
 def big_pdf(pages: int = DOS_PDF_PAGES) -> bytes:
-    """The issue's 2.9 KB PDF: blank pages 3158 pt square (6316 px a side at 144 dpi: 40 MP each)."""
-    pdf = pdfium.PdfDocument.new()
-    for _ in range(pages):
-        pdf.new_page(DOS_PDF_SIDE_PT, DOS_PDF_SIDE_PT)
-    buffer = io.BytesIO()
-    pdf.save(buffer)
-    return buffer.getvalue()
+    """The issue's PDF: blank pages 3158 pt square (6316 px a side at 144 dpi: 40 MP each), 2.9 KB for 20."""
+    return blank_pdf(pages, DOS_PDF_SIDE_PT)
 
 
 def _status(pid: int, key: str) -> int:

@@ -8,6 +8,7 @@ import base64
 import contextlib
 import functools
 import http.server
+import io
 import re
 import subprocess
 import sys
@@ -96,6 +97,18 @@ def static_files(folder: Path) -> Iterator[str]:
 
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
+
+
+def blank_pdf(pages: int, side_pt: float) -> bytes:
+    """A PDF of blank square pages, ``side_pt`` points a side (a few KB, however large the pages)."""
+    import pypdfium2 as pdfium
+
+    document = pdfium.PdfDocument.new()
+    for _ in range(pages):
+        document.new_page(side_pt, side_pt)
+    buffer = io.BytesIO()
+    document.save(buffer)
+    return buffer.getvalue()
 
 
 def make_pdf(images: List[Path], target: Path) -> Path:

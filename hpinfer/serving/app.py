@@ -3,8 +3,9 @@
 ``create_app(settings, pipeline=None)`` serves the one pipeline it is given (or builds it from
 ``settings``), as PaddleX does. Per request: the ``Gate`` (plain ASGI, before the body is read)
 assigns the logId, checks the bearer token, the body size and admission (503 + Retry-After when
-``max_queue`` requests are in flight or the server is draining); the route fetches/decodes the file in
-a worker thread, hands the pages to the ``Batcher`` and encodes the results in a worker thread.
+``max_queue`` requests are in flight or the server is draining); the route fetches the file, then
+decodes or renders its pages one at a time in worker threads as the ``PixelBudget`` lets it, hands each
+to the ``Batcher`` and encodes each page's result as it comes.
 
 Shutdown: on the first SIGTERM/SIGINT the server keeps listening but answers new inference requests
 with 503, waits (at most ``drain_timeout_s``) for those in flight, answers any still running with a

@@ -90,10 +90,15 @@ class OCRResult(BaseModel):
     inputImage: Optional[str] = None
 
 
-class OCRInferResult(BaseModel):
-    ocrResults: List[OCRResult]
+class _PagesResult(BaseModel):
+    """What a file endpoint's result has besides its list of pages."""
+
     dataInfo: Union[ImageInfo, PDFInfo] = Field(discriminator="type")
     clamps: Optional[List[Clamp]] = None
+
+
+class OCRInferResult(_PagesResult):
+    ocrResults: List[OCRResult]
 
 
 # ---- layout parsing (schemas/pp_structurev3.py: PP-StructureV3's /layout-parsing) ----
@@ -141,10 +146,8 @@ class LayoutParsingPage(BaseModel):
     inputImage: Optional[str] = None
 
 
-class LayoutParsingInferResult(BaseModel):
+class LayoutParsingInferResult(_PagesResult):
     layoutParsingResults: List[LayoutParsingPage]
-    dataInfo: Union[ImageInfo, PDFInfo] = Field(discriminator="type")
-    clamps: Optional[List[Clamp]] = None
 
 
 # ---- image classification (schemas/image_classification.py) ----
