@@ -292,7 +292,7 @@ def test_full_queue_gets_503_with_retry_after(pipeline, files):
         busy = ocr(url, file=b64((files / "page.png").read_bytes()))
         assert busy.status_code == 503 and busy.headers["retry-after"] == "1"
         assert "busy" in busy.json()["errorMsg"]
-        slow.join()
+        slow.join(120)
         assert results[0].status_code == 200  # the admitted one is not lost
 
 

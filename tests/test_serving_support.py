@@ -28,14 +28,11 @@ def running(app, wait_ready: bool = True) -> Iterator[str]:
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", access_log=False))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
-        time.sleep(0.02)
+    wait_until(lambda: server.started or not thread.is_alive(), 60, "the server to start")
+    assert thread.is_alive(), "server did not start"
     url = f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
-    while wait_ready and httpx.get(f"{url}/health/ready").status_code != 200:
-        assert time.monotonic() < deadline, "server did not become ready"
-        time.sleep(0.05)
+    if wait_ready:
+        wait_until(lambda: httpx.get(f"{url}/health/ready").status_code == 200, 120, "readiness", 0.05)
     try:
         yield url
     finally:
