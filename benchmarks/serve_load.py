@@ -252,7 +252,7 @@ def soak(pipeline: str, endpoint: str, images_dir: Path, seconds: float, concurr
     """Concurrency 16 for ``seconds``: statuses, and RSS growth after the first sixth (warm-up, at least 30 s).
     ``mixed``: every other request is one of ``hostile_requests``. Growth: the median RSS of the last tenth of the
     samples against that of the first tenth after warm-up (single requests make RSS spike: a median shows a
-    trend, the max a spike), and the max against the first tenth."""
+    trend, the max a spike), the max against the first tenth, and the least RSS of each minute."""
     requests = [("valid", {"json": body}) for body in bodies(images_dir, IMAGES)]
     if mixed:
         hostile = hostile_requests(images_dir)
@@ -267,7 +267,7 @@ def soak(pipeline: str, endpoint: str, images_dir: Path, seconds: float, concurr
             async with httpx.AsyncClient(timeout=600, limits=httpx.Limits(max_connections=concurrency)) as client:
                 async def worker(w: int) -> None:
                     nonlocal done
-                    i = w
+                    i = w * 7  # each worker walks the whole list (a stride of 16 would keep it to one parity: all valid or all hostile)
                     while time.monotonic() < stop:
                         kind, request = requests[i % len(requests)]
                         try:
@@ -278,7 +278,7 @@ def soak(pipeline: str, endpoint: str, images_dir: Path, seconds: float, concurr
                         counts = statuses.setdefault(kind, {})
                         counts[key] = counts.get(key, 0) + 1
                         done += 1
-                        i += concurrency
+                        i += 1
 
                 async def sampler() -> None:
                     start = time.monotonic()
@@ -294,12 +294,15 @@ def soak(pipeline: str, endpoint: str, images_dir: Path, seconds: float, concurr
     tenth = max(1, len(after_warm) // 10)
     first, last = statistics.median(after_warm[:tenth]), statistics.median(after_warm[-tenth:])
     by_status = [(key, n) for counts in outcome["statuses"].values() for key, n in counts.items()]
+    # Per-minute floor (the least RSS sampled in each minute): a leak raises it; single large requests don't.
+    floors = [min((rss for t, rss in samples if m * 60 <= t < (m + 1) * 60), default=None) for m in range(int(seconds // 60))]
     return {
         **outcome, "seconds": seconds, "concurrency": concurrency, "mixed": mixed, "warm_up_s": warm_up,
         "server_errors_5xx": sum(n for key, n in by_status if key.startswith("5")),
         "transport_errors": sum(n for key, n in by_status if not key.isdigit()),
         "rss_after_warm_up_mb": round(first, 1), "rss_end_mb": round(last, 1), "rss_max_after_mb": round(max(after_warm), 1),
         "rss_growth_pct": round((last / first - 1) * 100, 2), "rss_spike_pct": round((max(after_warm) / first - 1) * 100, 2),
+        "rss_floor_per_minute_mb": [None if f is None else round(f, 1) for f in floors],
         "rss_samples": [(round(t, 1), round(rss, 1)) for t, rss in samples],
     }
 
