@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 import hpinfer  # noqa: E402
 from hpinfer.io.inputs import iter_inputs  # noqa: E402
-from hpinfer.models import image_classification, layout_detection, text_detection  # noqa: E402
+from hpinfer.tasks import image_classification, layout_detection, text_detection  # noqa: E402
 from hpinfer.pipelines.ocr import crop_quad  # noqa: E402
 
 PAGE_MODELS = ("PP-OCRv4_mobile_det", "PP-LCNet_x1_0_doc_ori", "PicoDet_layout_1x_CDLA")

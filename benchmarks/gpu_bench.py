@@ -55,9 +55,9 @@ import hpinfer  # noqa: E402
 from hpinfer.config import BackendConfig  # noqa: E402
 from hpinfer.device import Device  # noqa: E402
 from hpinfer.io import iter_inputs  # noqa: E402
-from hpinfer.models import text_detection  # noqa: E402
+from hpinfer.tasks import text_detection  # noqa: E402
 from hpinfer.models.registry import resolve_model  # noqa: E402
-from hpinfer.models.text_recognition import resize_norm  # noqa: E402
+from hpinfer.tasks.text_recognition import resize_norm  # noqa: E402
 from hpinfer.pipelines.ocr import crop_quad  # noqa: E402
 from hpinfer.config import TorchConfig  # noqa: E402
 from hpinfer.runtime.engines.torch_engine import TorchEngine  # noqa: E402

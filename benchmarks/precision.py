@@ -149,10 +149,14 @@ def main() -> int:
     from hpinfer.bench import environment
     from hpinfer.config import CalibrationConfig
     from hpinfer.io import iter_inputs
-    from hpinfer.runtime.calibration import line_crops
+    from hpinfer.models import resolve_model
+    from hpinfer.runtime.calibration import CalibrationSet
+    from hpinfer.tasks.base import HelperModel
+    from hpinfer.tasks.text_recognition import LINE_FINDER, line_crops
 
     images = [item.image for item in iter_inputs(args.images)]
-    crops = line_crops(CalibrationConfig(data=args.images))
+    finder = resolve_model(LINE_FINDER)
+    crops = line_crops(CalibrationSet(CalibrationConfig(data=args.images)), HelperModel(finder.model_file, dict(finder.params)))
     with tempfile.TemporaryDirectory(prefix="hpinfer-bench-cache-") as cache:
         os.environ["HPINFER_CACHE_DIR"] = cache
         start = time.perf_counter()

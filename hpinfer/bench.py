@@ -45,12 +45,6 @@ from .runtime.engines.base import Span, StageTimer
 
 __all__ = ["BenchReport", "ModuleReport", "StageStats", "StageTimer", "benchmark", "format_profiles", "profile_engines"]
 
-# Task → the PaddleX sub-module name used in reports when a single model is benchmarked.
-_MODULE_NAMES = {
-    "text_detection": "TextDetection",
-    "textline_orientation": "TextLineOrientation",
-    "text_recognition": "TextRecognition",
-}
 BETWEEN = "pre+post between batches"
 _STAGE_ORDER = ["pre", "infer", "post", BETWEEN]
 
@@ -306,7 +300,7 @@ def _timers(runner: Any) -> Tuple[Dict[str, StageTimer], Dict[str, Tuple[Optiona
     if sub_modules is None:
         if not hasattr(runner, "session") or not hasattr(runner, "predict"):
             raise ConfigError(f"benchmark: {type(runner).__name__} is neither a pipeline nor a model")
-        sub_modules = {_MODULE_NAMES.get(runner.task, runner.name): runner}
+        sub_modules = {runner.kind.module_name: runner}  # reported under PaddleX's module name
     timers: Dict[str, StageTimer] = {}
     modules = {}
     for name, predictor in sub_modules.items():

@@ -13,13 +13,13 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import yaml
 
 from .config import parse_json_object
 from .errors import EXIT_SOME_FAILED, ConfigError, HpinferError
-from .runtime import commands as runtime_commands
+from .commands import build as build_command, cache as cache_command
 from . import tune
 from .serving import cli as serving_cli
 
@@ -94,7 +94,8 @@ def _parser() -> argparse.ArgumentParser:
 
     commands.add_parser("models", parents=[common], help="list built-in models and where they come from")
     commands.add_parser("pipelines", parents=[common], help="list bundled pipelines")
-    runtime_commands.add_commands(commands, common, target)
+    build_command.add_parser(commands, common, target)
+    cache_command.add_parser(commands, common)
     serving_cli.add_commands(commands, common)
     tune.add_command(commands, common)
     return parser
@@ -109,23 +110,22 @@ def _predict(args: argparse.Namespace, options: Dict[str, Any]) -> int:
     from tqdm import tqdm
 
     from .io.inputs import parse_page_range
+    from .io.pages import FailedPage
 
     page_range = parse_page_range(args.page_range) if args.page_range else None
-    cursor = _Cursor(args.input, page_range)  # counts the pages first: a missing or unreadable input fails fast
+    total, several = _count_pages(args.input, page_range)  # a missing or unreadable input fails fast
     runner, call_options = _create_runner(args, options)
-    progress = tqdm(total=cursor.total, unit="image", file=sys.stderr, disable=cursor.total is not None and cursor.total < 2)
+    progress = tqdm(total=total, unit="image", file=sys.stderr, disable=total is not None and total < 2)
     saver = _Saver(args.save_path)
     count = failed = 0
+    on_error = "result" if several else "raise"
     try:
-        for result, failure in cursor.run(runner, call_options):
-            if failure is not None:
+        for result in runner.predict_iter(args.input, page_range=page_range, on_error=on_error, **call_options):
+            if result.get("error"):  # a page that could not be read or processed: the run goes on
                 failed += 1
-                tqdm.write(f"failed: {failure}", file=sys.stderr)
-            else:
+                tqdm.write(f"failed: {_where(result)}: {_strip_name(result['error'], result.get('input_path'))}", file=sys.stderr)
+            if not isinstance(result, FailedPage):
                 count += 1
-                if result.get("error"):  # the pipeline kept going and put the error in the page's result
-                    failed += 1
-                    tqdm.write(f"failed: {_where(result)}: {_strip_name(result['error'], result.get('input_path'))}", file=sys.stderr)
                 _report(result, saver)
             progress.update(1)
     finally:
@@ -139,80 +139,21 @@ def _predict(args: argparse.Namespace, options: Dict[str, Any]) -> int:
     return 0
 
 
-class _Cursor:
-    """Where a predict run is in its inputs (files, and pages of PDFs), so that after a page or file the pipeline
-    could not read, ``predict_iter`` resumes with the next one. Every result stands for one image or page."""
+def _count_pages(inputs: str, page_range: Optional[Tuple[int, int]]) -> Tuple[Optional[int], bool]:
+    """How many images and pages ``inputs`` holds (None: unknown, e.g. a URL), and whether it is a directory or
+    a PDF file, whose bad files or pages are skipped; one image or URL must be readable (else InputError)."""
+    from .errors import InputError
+    from .io.inputs import _expand_path, count_inputs
 
-    def __init__(self, inputs: str, page_range: Optional[Tuple[int, int]]):
-        from .errors import InputError
-        from .io.inputs import _expand_path, count_inputs
-
-        self.page_range = page_range
-        self.is_dir = "://" not in inputs and os.path.isdir(inputs)
-        # (path, items it holds, why it cannot be read): unreadable files of a directory are reported in turn
-        self.files: List[Tuple[str, Optional[int], Optional[str]]] = []
-        for path in _expand_path(inputs) if self.is_dir else [inputs]:
+    if "://" not in inputs and os.path.isdir(inputs):
+        counts = []
+        for path in _expand_path(inputs):
             try:
-                self.files.append((path, count_inputs(path, page_range), None))
-            except InputError as err:
-                if not self.is_dir:
-                    raise
-                self.files.append((path, 0, str(err)))
-        counts = [1 if error else n for _, n, error in self.files]
-        self.total = None if None in counts else sum(counts)
-        self.pos, self.done = 0, 0  # current file, and items of it already done
-
-    def _is_pdf(self, path: str) -> bool:
-        return "://" not in path and path.lower().endswith(".pdf")
-
-    def _first_page(self) -> int:
-        return self.page_range[0] if self.page_range else 1
-
-    def _advance(self) -> None:
-        self.done += 1
-        count = self.files[self.pos][1]
-        if count is not None and self.done >= count:
-            self.pos, self.done = self.pos + 1, 0
-
-    def _where(self) -> str:
-        path = self.files[self.pos][0]
-        return f"{path} [page {self._first_page() + self.done}]" if self._is_pdf(path) else path
-
-    def _next_run(self) -> Tuple[Any, Optional[Tuple[int, int]], int]:
-        """Inputs and page range of the next predict_iter call, and the file index after it: the rest of a PDF
-        cut short, else the following files up to the next unreadable one."""
-        path, count, _ = self.files[self.pos]
-        if self.done:
-            first = self._first_page() + self.done
-            return path, (first, self._first_page() + count - 1), self.pos + 1
-        end = self.pos
-        while end < len(self.files) and self.files[end][2] is None:
-            end += 1
-        paths = [f[0] for f in self.files[self.pos:end]]
-        return (paths if len(paths) > 1 else paths[0]), self.page_range, end
-
-    def run(self, runner: Any, options: Dict[str, Any]) -> Iterator[Tuple[Any, Optional[str]]]:
-        """(result, None) per result and (None, "<input> [page N]: <why>") per input or page skipped."""
-        from .errors import InputError
-
-        while self.pos < len(self.files):
-            path, _, error = self.files[self.pos]
-            if error is not None:
-                yield None, f"{path}: {_strip_name(error, path)}"
-                self.pos, self.done = self.pos + 1, 0
-                continue
-            inputs, page_range, end = self._next_run()
-            try:
-                for result in runner.predict_iter(inputs, page_range=page_range, **options):
-                    yield result, None
-                    self._advance()
-                self.pos, self.done = end, 0  # the run is complete (also when a URL's page count was unknown)
-            except InputError as err:
-                current = self.files[self.pos][0] if self.pos < len(self.files) else None
-                if current is None or not (self.is_dir or self._is_pdf(current)):
-                    raise  # one image or URL given alone: a plain error, as before any result
-                yield None, f"{self._where()}: {_strip_name(str(err), current)}"
-                self._advance()
+                counts.append(count_inputs(path, page_range))
+            except InputError:
+                counts.append(1)  # reported in turn, as one failure
+        return (None if None in counts else sum(counts)), True
+    return count_inputs(inputs, page_range), "://" not in inputs and inputs.lower().endswith(".pdf")
 
 
 def _strip_name(message: str, path: Optional[str]) -> str:
@@ -348,8 +289,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return _bench(args, _extra_options(unknown))
         if unknown:
             raise ConfigError(f"unexpected arguments: {' '.join(unknown)}")
-        if args.command in runtime_commands.COMMANDS:
-            return runtime_commands.run(args)
+        if args.command in ("build", "cache"):
+            return (build_command if args.command == "build" else cache_command).run(args)
         if args.command in serving_cli.COMMANDS:
             return serving_cli.run(args)
         if args.command == "tune":

@@ -94,9 +94,8 @@ class BackendConfig(BaseModel):
     cpu_num_threads: Optional[int] = Field(default=None, ge=1, le=1024)
     # Inferences of one model (or of several, as pipeline stage threads make them) that may run at the same
     # time, cpu_num_threads split among them. None: one at a time with all the threads (OpenVINO's LATENCY
-    # hint). On 2 cores (2026-11-26, OCR over 13 images, fp32) 2 streams x 1 thread with two images at a time
-    # on two threads reach 3.53-3.67 images/s against 3.50-3.59 for one stream of 2 threads (equal within noise),
-    # stage threads 2.55-2.60. See hpinfer/pipelines/ocr.py for how stage threads use it.
+    # hint); on 2 cores two streams were no faster than one (benchmarks/RESULTS.md). See
+    # hpinfer/pipelines/ocr.py for how stage threads use it.
     cpu_num_streams: Optional[int] = Field(default=None, ge=1, le=64)
     precision: Precision = "fp32"
     # {input_name: [[min...], [opt...], [max...]]}, as in PaddleX/TensorRT.
@@ -150,11 +149,14 @@ class HPIConfig(BaseModel):
         return self
 
 
-_ALLOWED_KEYS = (
-    "auto_config, backend, backend_config{cpu_num_threads, cpu_num_streams, precision, dynamic_shapes, accuracy_tolerance, "
-    "calibration{method, data, num_samples, keep_first_last, exclude_nodes, exclude_op_types}, "
-    "torch{compile, aot, cuda_graphs, tf32, contexts, channels_last, device_preprocess, capture_after, max_graphs}}"
-)
+def allowed_keys(model: type) -> str:
+    """The keys a config model accepts, nested ones in braces (from its fields, so never out of date)."""
+    parts = []
+    for name, info in model.model_fields.items():
+        nested = info.annotation
+        is_model = isinstance(nested, type) and issubclass(nested, BaseModel)
+        parts.append(f"{name}{{{allowed_keys(nested)}}}" if is_model else name)
+    return ", ".join(parts)
 
 
 def _format_validation_error(where: str, err: ValidationError) -> str:
@@ -163,7 +165,7 @@ def _format_validation_error(where: str, err: ValidationError) -> str:
         loc = ".".join(str(p) for p in e["loc"])
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
-            msg = f"unknown key (allowed: {_ALLOWED_KEYS})"
+            msg = f"unknown key (allowed: {allowed_keys(HPIConfig)})"
         parts.append(f"{where}.{loc}: {msg}" if loc else f"{where}: {msg}")
     return "; ".join(parts)
 

@@ -60,12 +60,16 @@ class Candidate:
     precision: str
     threads: int
     batch: Optional[int] = None  # recognition: lines per engine call; None for other tasks
+    calibration_samples: Optional[int] = None  # int8: calibration inputs (None: calibration's default)
+
+    def backend_config(self) -> Dict[str, Any]:
+        config: Dict[str, Any] = {"cpu_num_threads": self.threads, "precision": self.precision}
+        if self.precision == "int8" and self.calibration_samples is not None:
+            config["calibration"] = {"num_samples": self.calibration_samples}
+        return config
 
     def hpi_config(self) -> Dict[str, Any]:
-        return {
-            "auto_config": False, "backend": self.backend,
-            "backend_config": {"cpu_num_threads": self.threads, "precision": self.precision},
-        }
+        return {"auto_config": False, "backend": self.backend, "backend_config": self.backend_config()}
 
     def label(self) -> str:
         batch = "" if self.batch is None else f" batch={self.batch}"
@@ -211,10 +215,11 @@ def collect(pipeline: "str | Path", images: Sequence[np.ndarray], device: Any = 
 
 def candidates(
     task: str, engines: Sequence[str], precisions: Sequence[str], threads: Sequence[int],
-    batches: Sequence[int], device: Any,
+    batches: Sequence[int], device: Any, calibration_samples: Optional[int] = None,
 ) -> List[Candidate]:
     """Every combination this machine can run (installed engine, precision it supports)."""
     from .runtime.engines import ENGINES
+    from .tasks import TASKS
 
     found = []
     for backend in engines:
@@ -225,8 +230,8 @@ def candidates(
             if engine.unsupported_reason(device, precision) is not None:
                 continue
             for count in threads:
-                for batch in (batches if task == "text_recognition" else [None]):
-                    found.append(Candidate(backend, precision, count, batch))
+                for batch in (batches if TASKS[task].rebatchable else [None]):
+                    found.append(Candidate(backend, precision, count, batch, calibration_samples))
     return found
 
 
@@ -234,15 +239,15 @@ def open_candidate(rec: Recorded, cand: Candidate, device: Any):
     """The model loaded as ``cand`` says: straight from its file (fast to compile), except int8, which needs
     the quantized model the loader builds and caches (slow the first time)."""
     from .config import BackendConfig, HPIConfig
-    from .runtime.calibration import ModelTask
+    from .models import bind_task
     from .runtime.engines import ENGINES
     from .runtime.loader import open_session
 
-    config = BackendConfig(cpu_num_threads=cand.threads, precision=cand.precision)
+    config = BackendConfig(**cand.backend_config())
     if cand.precision != "int8":
         return ENGINES[cand.backend].load(rec.model_path, config, device)
     hpi = HPIConfig(auto_config=False, backend=cand.backend, backend_config=config)
-    return open_session(rec.model_name, rec.model_path, device, True, hpi, task=ModelTask(rec.task, rec.params))
+    return open_session(rec.model_name, rec.model_path, device, True, hpi, task=bind_task(rec.task, rec.params))
 
 
 def rebatch(calls: Sequence[Feeds], batch: Optional[int]) -> Tuple[List[Feeds], List[int]]:
@@ -275,11 +280,11 @@ def run_calls(session: Any, calls: Sequence[Feeds], origin: Sequence[int], repea
 
 
 def drift_of(rec: Recorded, outputs: List[List[np.ndarray]]) -> Optional[float]:
+    from .models import bind_task
     from .runtime import accuracy
 
-    if rec.task not in accuracy.DRIFT:
-        return None
-    return accuracy.measure(rec.task, rec.params, [out for _, out in rec.calls], outputs).value
+    drift = accuracy.measure(bind_task(rec.task, rec.params), [out for _, out in rec.calls], outputs)
+    return None if drift is None else drift.value
 
 
 def verdict(precision: str, drift: Optional[float], tolerance: float) -> str:
@@ -446,15 +451,17 @@ def tune(
     device: Any = None,
     progress: bool = True,
     verify_output: bool = True,
+    calibration_samples: Optional[int] = None,
 ) -> TuneReport:
     """Measure, choose and (with ``output``) write, then (``verify_output``) time the written YAML against
-    ``use_hpip=True`` defaults; see the module docstring. ``threads`` default: 1..cores.
+    ``use_hpip=True`` defaults; see the module docstring. ``threads`` default: 1..cores. ``calibration_samples``:
+    int8's calibration inputs (fewer: faster, less exact; the written YAML keeps the number).
     ``budget_s`` bounds the measuring: candidates left when it runs out are skipped (listed as such)."""
     from tqdm import tqdm
 
     from .device import Device
-    from .runtime.accuracy import DEFAULT_TOLERANCE
     from .runtime.hardware import cpu_count
+    from .tasks import TASKS
 
     device = Device.parse(device)
     images = load_samples(inputs, max_images)
@@ -463,7 +470,7 @@ def tune(
     plan = [
         (rec, cand)
         for rec in recorded
-        for cand in candidates(rec.task, engines, precisions, threads, batches, device)
+        for cand in candidates(rec.task, engines, precisions, threads, batches, device, calibration_samples)
     ]
     deadline = None if budget_s is None else time.monotonic() + budget_s
     trials = []
@@ -471,7 +478,7 @@ def tune(
         if deadline is not None and time.monotonic() > deadline:
             trials.append(Trial(rec.key, cand, verdict="skipped (budget)"))
             continue
-        limit = tolerance if tolerance is not None else DEFAULT_TOLERANCE.get(rec.task, 0.0)
+        limit = tolerance if tolerance is not None else (TASKS[rec.task].tolerance or 0.0)
         trials.append(measure(rec, cand, device, limit, repeats))
     by_key = {rec.key: rec for rec in recorded}
     for module, group in finalists(trials).items():
@@ -523,6 +530,8 @@ def add_command(commands: Any, common: argparse.ArgumentParser) -> None:
     tune_cmd.add_argument("--engines", type=_str_list, default=list(DEFAULT_ENGINES), help="comma-separated (default openvino,onnxruntime)")
     tune_cmd.add_argument("--precisions", type=_str_list, default=list(DEFAULT_PRECISIONS), help="comma-separated (default fp32,bf16)")
     tune_cmd.add_argument("--int8", action="store_true", help="also try int8 (quantizes and calibrates: slow the first time)")
+    tune_cmd.add_argument("--calibration_samples", type=int, default=None,
+                          help="int8: calibration inputs per model (default: backend_config.calibration's, 100)")
     tune_cmd.add_argument("--threads", type=_int_list, default=None, help="comma-separated thread counts (default 1..cores)")
     tune_cmd.add_argument("--batches", type=_int_list, default=list(DEFAULT_BATCHES), help="recognition lines per call (default 6,16,32)")
     tune_cmd.add_argument("--repeats", type=int, default=3, help="timed passes per candidate; the fastest counts (default 3)")
@@ -543,11 +552,14 @@ def run_command(args: argparse.Namespace) -> int:
     bad = [p for p in precisions if p not in ("fp32", "fp16", "bf16", "int8")]
     if bad:
         raise ConfigError(f"--precisions: unknown precision(s) {', '.join(bad)}; known: fp32, fp16, bf16, int8")
+    if args.calibration_samples is not None and args.calibration_samples < 2:
+        raise ConfigError("--calibration_samples must be at least 2")
     if args.repeats < 1 or (args.tolerance is not None and not 0 <= args.tolerance <= 1):
         raise ConfigError("--repeats must be at least 1 and --tolerance between 0 and 1")
     report = tune(
         args.pipeline, args.input, args.output, args.tolerance, args.budget_s, args.engines, precisions,
         args.threads, args.batches, args.repeats, args.max_images, args.device, verify_output=not args.no_verify,
+        calibration_samples=args.calibration_samples,
     )
     print(report.table())
     for key, cand in report.chosen.items():

@@ -19,7 +19,7 @@ from hpinfer.config import BackendConfig, HPIConfig, parse_hpi_config
 from hpinfer.device import Device
 from hpinfer.errors import ConfigError, EngineUnavailableError, ModelNotFoundError
 from hpinfer.models import create_model, resolve_model
-from hpinfer.models.registry import TASKS
+from hpinfer.tasks import TASKS
 from hpinfer.runtime.auto_config import choose_engine, fallbacks, why_not
 from hpinfer.runtime.engines import ENGINES
 from hpinfer.runtime.engines.onnxruntime import OnnxRuntimeEngine

@@ -18,12 +18,12 @@ import pytest
 
 from hpinfer.config import BackendConfig
 from hpinfer.device import Device
-from hpinfer.models import create_model, resolve_model
-from hpinfer.models.text_detection import DetParams
+from hpinfer.models import bind_task, create_model, resolve_model
+from hpinfer.tasks.text_detection import DetParams
 from hpinfer.pipelines import resolve_pipeline
-from hpinfer.runtime import builder, commands
+from hpinfer.commands import build as build_command, cache as cache_command
+from hpinfer.runtime import builder
 from hpinfer.runtime.cache import ENV_CACHE_DIR, cache_root, key_of, user_cache_dir
-from hpinfer.runtime.calibration import ModelTask
 from hpinfer.runtime.engines import ENGINES
 from hpinfer.runtime.shapes import model_defaults
 
@@ -51,7 +51,7 @@ def open_det(model_dir: Path, backend: str = "onnxruntime"):
 def test_key_changes_with_every_field_and_only_those(tmp_path, shared_images, monkeypatch):
     model = det_model_dir(tmp_path / "a") / "model.onnx"
     other_model = det_model_dir(tmp_path / "b", "PP-OCRv6_small_det") / "model.onnx"
-    task = ModelTask("text_detection", DetParams())
+    task = bind_task("text_detection", DetParams())
     other_images = tmp_path / "other_images"
     other_images.mkdir()
     shutil.copyfile(shared_images / "paragraph_en.jpg", other_images / "p.jpg")
@@ -237,28 +237,28 @@ def test_cache_list_and_clear_commands(tmp_path, capsys):
         det_entry = det.session.artifact
     with create_model("ch_ppocr_mobile_v2.0_cls", use_hpip=True, hpi_config={"backend": "onnxruntime"}):
         pass
-    assert commands.run(_cli("cache", "list")) == 0
+    assert cache_command.run(_cli("cache", "list")) == 0
     listing = capsys.readouterr().out
     assert DET in listing and "ch_ppocr_mobile_v2.0_cls" in listing and "2 entries in" in listing
 
     (det_entry / "model.optimized.onnx").write_bytes(b"broken")
-    assert commands.run(_cli("cache", "list", "--model", DET)) == 0
+    assert cache_command.run(_cli("cache", "list", "--model", DET)) == 0
     assert "CORRUPT: model.optimized.onnx is truncated" in capsys.readouterr().out
 
-    assert commands.run(_cli("cache", "clear", "--model", DET)) == 0
+    assert cache_command.run(_cli("cache", "clear", "--model", DET)) == 0
     assert "removed 1 entry" in capsys.readouterr().out
     assert not det_entry.exists()
-    assert commands.run(_cli("cache", "list")) == 0
+    assert cache_command.run(_cli("cache", "list")) == 0
     assert "1 entry in" in capsys.readouterr().out
 
 
 def test_build_command_prebuilds_every_engine_of_a_pipeline(capsys):
     args = _cli("build", "--pipeline", "OCR", "--hpi_config", '{"backend": "onnxruntime"}')
-    assert commands.run(args) == 0
+    assert build_command.run(args) == 0
     first = capsys.readouterr().out.splitlines()
     listed = list(resolve_pipeline("OCR").modules)  # every model of the file, switched on or not
     assert {"TextDetection", "TextLineOrientation", "TextRecognition"} <= set(listed)
     assert [line.split(":")[0] for line in first] == listed
     assert all(" built in " in line for line in first), first
-    assert commands.run(args) == 0
+    assert build_command.run(args) == 0
     assert all(" cached in " in line for line in capsys.readouterr().out.splitlines())

@@ -31,6 +31,16 @@ def run_cli(*args: str, cwd: Path = None) -> subprocess.CompletedProcess:
     )
 
 
+def run_main(capsys, *args: str) -> subprocess.CompletedProcess:
+    """``hpinfer.cli.main`` in this process, its exit code and output as ``run_cli`` returns them."""
+    from hpinfer.cli import main
+
+    capsys.readouterr()
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(["hpinfer", *args], code, out, err)
+
+
 def ok(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
     assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
     assert "Traceback" not in proc.stderr
@@ -267,9 +277,11 @@ GPU_CASES = {"gpu_without_cuda", "gpu_without_cuda_hpip"}
         *(pytest.param(c, marks=pytest.mark.skipif(HAS_CUDA, reason="this machine has CUDA")) for c in sorted(GPU_CASES)),
     ],
 )
-def test_user_mistakes_give_one_error_line(case, tmp_path, shared_images):
+def test_user_mistakes_give_one_error_line(case, tmp_path, shared_images, capsys):
+    """In-process (``cli.main``, what the ``hpinfer`` script runs) for speed; ``missing_file`` also as a real
+    subprocess, so the exit code and stderr a user sees are checked end to end."""
     args, expected = _bad_case(case, tmp_path, shared_images)
-    proc = run_cli("predict", *args)
+    proc = run_cli("predict", *args) if case == "missing_file" else run_main(capsys, "predict", *args)
     assert_user_error(proc, *expected)
     assert proc.returncode == 2  # the documented exit code for errors a user can fix
     assert "text line(s)" not in proc.stdout
@@ -316,9 +328,9 @@ def test_layout_parsing_reports_a_corrupt_page_and_saves_the_document_as_markdow
     assert len(list(out.glob("*_layout_parsing_res_img.png"))) == 3
     markdown = (out / "report_res.md").read_text(encoding="utf-8")  # one document for the whole PDF
     first, second, third = markdown.split("\n\n---\n\n")
-    assert first.startswith("## 3 MovieShots") and "Dataset" in first
+    assert re.match(r"## 3 ?MovieShots", first) and "Dataset" in first
     assert second.startswith("<!-- ") and "page 2: not processed" in second
-    assert third.startswith("## 3 MovieShots") and third.rstrip("\n") == first
+    assert re.match(r"## 3 ?MovieShots", third) and third.rstrip("\n") == first
     assert "3/3" in proc.stderr  # the progress bar counted every page
 
 

@@ -90,14 +90,14 @@ def test_a_batch_larger_than_the_bound_is_split_to_fit(backend, shared_images):
 
 from hpinfer.config import BackendConfig  # noqa: E402
 from hpinfer.device import Device  # noqa: E402
-from hpinfer.models import BUILT_IN, PREDICTORS, resolve_model  # noqa: E402
-from hpinfer.models.registry import default_shapes  # noqa: E402
+from hpinfer.models import BUILT_IN, resolve_model  # noqa: E402
+from hpinfer.tasks import TASKS, default_shapes  # noqa: E402
 from hpinfer.runtime.shapes import bounds_for, fit_to_model, model_defaults  # noqa: E402
 
 
 def spec_defaults(name):
     spec = resolve_model(name)
-    return spec.default_shapes(PREDICTORS[spec.task].params_type.model_validate(dict(spec.params)))
+    return spec.default_shapes(TASKS[spec.task].params_type.model_validate(dict(spec.params)))
 
 
 def test_every_built_in_model_has_default_bounds_that_fit_its_input():

@@ -11,7 +11,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from hpinfer.io.inputs import iter_inputs
 from hpinfer.models import create_model, resolve_model
-from hpinfer.models.text_detection import DetParams, preprocess
+from hpinfer.tasks.text_detection import DetParams, preprocess
 from hpinfer.runtime import graph_rewrites
 
 RNG = np.random.default_rng(0)

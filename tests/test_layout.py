@@ -14,7 +14,7 @@ import pytest
 import hpinfer
 from hpinfer.cli import main as cli
 from hpinfer.errors import ConfigError
-from hpinfer.models.layout_detection import nms
+from hpinfer.tasks.layout_detection import nms
 from hpinfer.visualize import draw_polygons
 
 MODEL = "PicoDet_layout_1x_CDLA"

@@ -8,8 +8,8 @@ import pytest
 from hpinfer.errors import InputError
 from hpinfer.io.inputs import iter_inputs
 from hpinfer.models import create_model
-from hpinfer.models.normalize import norm_factors, normalize_to_nchw
-from hpinfer.models.text_detection import postprocess, resize_for_det
+from hpinfer.tasks.normalize import norm_factors, normalize_to_nchw
+from hpinfer.tasks.text_detection import postprocess, resize_for_det
 
 DET = "PP-OCRv4_mobile_det"
 

@@ -15,12 +15,13 @@ import pytest
 
 from hpinfer.config import BackendConfig, CalibrationConfig, HPIConfig
 from hpinfer.device import Device
-from hpinfer.models import PREDICTORS, create_model, resolve_model
+from hpinfer.models import bind_task, create_model, resolve_model
 from hpinfer.runtime import accuracy, quantize
 from hpinfer.runtime.auto_config import choose_engine, precision_ladder, why_not
 from hpinfer.runtime.cache import ENV_CACHE_DIR
 from hpinfer.runtime.hardware import cpu_has_fast_bf16
-from hpinfer.runtime.calibration import ModelTask
+from hpinfer.tasks import TASKS
+from hpinfer.tasks.text_recognition import ctc_labels
 
 CPU = Device("cpu")
 DET = "PP-OCRv4_mobile_det"
@@ -111,7 +112,7 @@ def cls_calibration(cache_dir, shared_images):
 
 def test_calibration_methods_make_different_tables(cls_calibration, shared_images, tmp_path):
     spec = resolve_model(CLS)
-    task = ModelTask(spec.task, PREDICTORS[spec.task].params_type.model_validate(dict(spec.params)))
+    task = bind_task(spec.task, TASKS[spec.task].params_type.model_validate(dict(spec.params)))
     tables = {}
     for method in ("minmax", "entropy", "percentile"):
         config = CalibrationConfig(method=method, num_samples=3, data=str(shared_images))
@@ -222,7 +223,7 @@ def test_text_scores_and_ctc_labels():
     probs = np.zeros((1, 6, 4), np.float32)
     for step, label in enumerate([1, 1, 0, 1, 3, 3]):
         probs[0, step, label] = 1
-    assert accuracy.ctc_labels(probs) == [(1, 1, 3)]
+    assert ctc_labels(probs) == [(1, 1, 3)]
 
 
 def test_layout_int8_is_calibrated_on_pages_and_its_region_drift_measured(cache_dir, shared_images, tmp_path):
@@ -239,10 +240,14 @@ def test_layout_int8_is_calibrated_on_pages_and_its_region_drift_measured(cache_
         assert "precision=int8" in int8.session.settings
         drift = manifest(int8)["info"]["drift"]
         regions = int8.predict(page)[0]["boxes"]
-    assert drift["metric"] == "1 - region F1 x IoU (per class)" and drift["inputs"] >= 1
+    assert drift["metric"] == "1 - region F1 x IoU (per class)" and drift["inputs"] >= 1 and drift["compared"] > 0
     assert 0 <= drift["value"] <= 1 and set(drift["details"]) == {"recall", "precision", "f1", "mean_iou"}
-    # What the guard measured on held-back pages says what happens on this page too: int8 loses regions.
-    assert len(regions) != len(reference) and drift["value"] > 0
+    assert regions and reference
+    # The guard's verdict, not a loss, is asserted (a better quantizer may lose nothing): safe mode keeps this
+    # int8 engine (the same cache entry) exactly when its drift is within the task's tolerance.
+    with create_model("PicoDet_layout_1x_CDLA", use_hpip=True, hpi_config=hpi(pages, "onnxruntime", "int8", calibration={"num_samples": 5})) as safe:
+        kept = "precision=int8" in safe.session.settings
+    assert kept == (drift["value"] <= TASKS["layout_detection"].tolerance)
 
 
 

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image, ImageDraw, ImageFont
 
 import hpinfer
-from hpinfer.models.text_detection import DetParams, postprocess, preprocess
+from hpinfer.tasks.text_detection import DetParams, postprocess, preprocess
 from hpinfer.visualize import find_font
 
 MODEL = "PP-OCRv4_mobile_seal_det"

@@ -19,10 +19,11 @@ torch = pytest.importorskip("torch", reason="the torch engine needs torch (pip i
 import hpinfer  # noqa: E402
 from hpinfer.device import Device  # noqa: E402
 from hpinfer.io import iter_inputs  # noqa: E402
-from hpinfer.models import image_classification, layout_detection, text_detection  # noqa: E402
-from hpinfer.models.normalize import norm_factors  # noqa: E402
+from hpinfer.tasks import image_classification, layout_detection, text_detection  # noqa: E402
+from hpinfer.tasks.normalize import norm_factors  # noqa: E402
 from hpinfer.models.registry import BUILT_IN, resolve_model  # noqa: E402
-from hpinfer.models.text_recognition import resize_norm  # noqa: E402
+from hpinfer.tasks import TASKS  # noqa: E402
+from hpinfer.tasks.text_recognition import resize_norm  # noqa: E402
 from hpinfer.config import BackendConfig, TorchConfig, parse_hpi_config  # noqa: E402
 from hpinfer.errors import ConfigError, EngineUnavailableError  # noqa: E402
 from hpinfer.runtime.engines.torch_engine import TorchEngine, TorchOptions, batch_buckets  # noqa: E402
@@ -41,6 +42,11 @@ def _image(shared_images, name: str) -> np.ndarray:
     return next(iter(iter_inputs(str(shared_images / name)))).image
 
 
+def _mean_std(spec):
+    params = TASKS[spec.task].params(spec.params, spec.name)
+    return params.mean, params.std
+
+
 def _real_input(spec, shared_images) -> np.ndarray:
     """The model's own preprocessing applied to shared images: a page for page models, lines for line models."""
     page = _image(shared_images, "doc_page_zh_en.jpg")
@@ -51,7 +57,7 @@ def _real_input(spec, shared_images) -> np.ndarray:
     if spec.task == "layout_detection":
         return layout_detection.preprocess(page, layout_detection.LayoutParams(**spec.params))
     lines = [_image(shared_images, n) for n in ("single_line.jpg", "wide_line.jpg", "paragraph_en.jpg")]
-    _, height, width = spec.params["image_shape"]
+    _, height, width = TASKS[spec.task].params(spec.params, spec.name).image_shape  # the model's params, defaults filled in
     if spec.task == "text_recognition":
         width = max(width, *(int(height * line.shape[1] / line.shape[0]) for line in lines))
     return np.stack([resize_norm(line, height, width) for line in lines])
@@ -163,7 +169,7 @@ def test_mixed_precision_keeps_large_and_sensitive_nodes_in_float32(shared_image
     norm folded, calibrated plan) agrees with fp32, and the seal detector's large activations stay float32."""
     spec = resolve_model("PP-OCRv4_mobile_det")
     page = cv2.resize(_image(shared_images, "doc_page_zh_en.jpg"), (320, 448))
-    x = torch.from_numpy(text_detection.normalize_to_nchw(page, spec.params["mean"], spec.params["std"]))
+    x = torch.from_numpy(text_detection.normalize_to_nchw(page, *_mean_std(spec)))
     unfused = normalize(spec.model_file, fold)
     with torch.inference_mode():
         reference = convert(spec.model_file)(x)[0]

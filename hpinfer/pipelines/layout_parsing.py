@@ -1,15 +1,20 @@
 """The layout_parsing pipeline: pages in, their content in reading order out (blocks, Markdown, JSON).
 
-Per page: turn it upright (doc_preprocessor) → layout regions → a region found twice under two labels
-kept once → reading order (columns first, see reading_order.py) → OCR of every text-like region, the
-crops of all regions of the page in one ``predict_batch`` call → blocks
-``{label, cls_id, score, box, text, order}``.
-Tables, figures and equations are not read: Markdown shows them as cropped images.
+Per page: turn it upright (doc_preprocessor) → layout regions, a region found twice under two labels kept
+once → OCR of the whole page, once (as PP-StructureV3 does) → each text line to the region holding most of
+it, a region's box grown to hold its lines whole (a region never cuts a line), lines outside every region
+grouped into paragraphs that become text blocks of their own (a one-line paragraph in larger type than the
+page's body, a title) → reading order over all blocks (columns first, see reading_order.py) → blocks
+``{label, cls_id, score, box, text, order}``; a text or reference block's ``text`` holds one paragraph per
+line (paragraphs.py groups its lines by their geometry), ``score`` is None for a block found only by OCR. So the page's text is
+as complete as the OCR pipeline's. Tables, figures and equations keep their lines' text in the JSON, and
+Markdown shows them as cropped images.
 
 PDFs and directories stream page by page. With ``use_queues`` (default) reading/rendering, the layout
-stage and the recognition stage run in three threads joined by bounded queues (stages.py), results in
-input order. A page that cannot be read or processed gives a result with ``status: "error"`` and the
-message; a page without any region, ``status: "empty"``; the rest of the document goes on either way.
+stage (with text detection) and the recognition stage run in three threads joined by bounded queues
+(stages.py), results in input order. A page that cannot be read or processed gives a result with
+``status: "error"`` and the message; a page without any region or text, ``status: "empty"``; the rest of
+the document goes on either way.
 """
 
 from __future__ import annotations
@@ -26,21 +31,27 @@ from pydantic import Field
 from ..device import Device
 from ..errors import HpinferError, InputError
 from ..io.inputs import PageRange
-from ..models.base import Params, Predictor, validate_params
-from ..models.layout_detection import LayoutDetector
+from ..io.pages import OnError, Page, readable_pages
+from ..models.base import Predictor
 from ..results import Result
+from ..tasks import layout_detection
+from ..tasks.base import Params, validate_params
 from ..visualize import draw_polygons
 from .config import PipelineSettings
 from .doc_preprocessor import DocPreprocessor
-from .markdown import IMAGE_LABELS, MarkdownDocument, crop
+from ..io import InputItem
+from .markdown import MarkdownDocument
 from .ocr import OCROptions, OCRPipeline
+from .paragraphs import box_of, paragraphs
 from .reading_order import reading_order
-from .stages import Outcome, Page, iter_pages, run_stages
+from .stages import Outcome, run_stages
 from .sub_modules import PipelineBase, create_sub_module
 
 log = logging.getLogger("hpinfer")
 
 OCR_MODULES = ("TextDetection", "TextLineOrientation", "TextRecognition")
+PARAGRAPH_LABELS = frozenset({"text", "reference"})  # regions of running text, cut into paragraphs
+TITLE_SIZE = 1.3  # a lone line this many times the page's usual line height is a title
 _CJK = re.compile(r"[\u2e80-\u9fff\u3000-\u303f\uf900-\ufaff\uff00-\uffef]")
 
 
@@ -52,7 +63,9 @@ class LayoutParsingOptions(Params):
     # Regions sharing more than this share of the smaller one's area are one region seen twice (the model
     # finds a figure also as text, a caption as both caption kinds): the better-scored one is kept.
     duplicate_overlap: float = Field(0.8, gt=0, le=1)
-    text_region_padding: int = Field(4, ge=0)  # pixels of margin around a text region handed to OCR
+    # A text line belongs to the region holding at least this share of its box (the one holding most);
+    # a line no region holds that much of starts a text block of its own.
+    line_in_region: float = Field(0.5, gt=0, le=1)
 
 
 def split_options(options: Dict[str, Any]) -> Tuple[Dict[str, Any], Dict[str, Any]]:
@@ -113,8 +126,30 @@ class _Analysed:
     page: Page
     image: np.ndarray  # upright
     doc_res: Dict[str, Any]
-    regions: List[Dict[str, Any]]  # in reading order
-    text_crops: List[np.ndarray]  # of the text-like regions, in reading order
+    regions: List[Dict[str, Any]]
+    detected: Tuple[Any, ...]  # the OCR pipeline's first half on the whole page (_analyse), for its second half
+
+
+def assign_lines(regions: Sequence[Dict[str, Any]], boxes: np.ndarray, least_share: float) -> List[int]:
+    """For each line box, the index of the region holding the largest share of it, or -1 when no region
+    holds ``least_share`` of it. Regions count as half a line taller at the top and bottom: the detector's
+    boxes often stop inside a paragraph's first or last line, and a caption's box inside its one line."""
+    if not len(regions) or not len(boxes):
+        return [-1] * len(boxes)
+    lines = np.asarray(boxes, dtype=np.float64).reshape(-1, 1, 4)
+    areas = np.asarray([r["coordinate"] for r in regions], dtype=np.float64).reshape(1, -1, 4)
+    grow = (lines[..., 3] - lines[..., 1]) / 2
+    width = np.clip(np.minimum(lines[..., 2], areas[..., 2]) - np.maximum(lines[..., 0], areas[..., 0]), 0, None)
+    height = np.minimum(lines[..., 3], areas[..., 3] + grow) - np.maximum(lines[..., 1], areas[..., 1] - grow)
+    height = np.clip(height, 0, None)
+    own = np.maximum((lines[..., 2] - lines[..., 0]) * (lines[..., 3] - lines[..., 1]), 1.0)
+    share = width * height / own
+    best = share.argmax(axis=1)
+    return [int(b) if share[i, b] >= least_share else -1 for i, b in enumerate(best)]
+
+
+def paragraph_texts(boxes: np.ndarray, texts: Sequence[str]) -> List[str]:
+    return [join_lines([texts[i] for i in group]) for group in paragraphs(boxes, texts)]
 
 
 class LayoutParsingPipeline(PipelineBase):
@@ -132,7 +167,7 @@ class LayoutParsingPipeline(PipelineBase):
 
         doc_options = {"use_doc_orientation_classify": self.options.use_doc_orientation_classify}
         self.doc = DocPreprocessor(part("doc_preprocessor", ["DocOrientationClassify"], doc_options), device)
-        self.layout: LayoutDetector = create_sub_module(settings, "LayoutDetection", LayoutDetector.task, device)
+        self.layout: Predictor = create_sub_module(settings, "LayoutDetection", layout_detection.TASK.name, device)
         self.ocr = OCRPipeline(part("OCR", OCR_MODULES, ocr), device)
 
     @property
@@ -147,45 +182,68 @@ class LayoutParsingPipeline(PipelineBase):
     def predict(self, inputs: Any, **options: Any) -> List[LayoutParsingResult]:
         return list(self.predict_iter(inputs, **options))
 
-    def predict_iter(self, inputs: Any, page_range: Optional[PageRange] = None, **options: Any) -> Iterator[LayoutParsingResult]:
-        """One result per image or PDF page, in input order; options as at creation, for this call only."""
+    def predict_iter(
+        self, inputs: Any, page_range: Optional[PageRange] = None, on_error: OnError = "result", **options: Any
+    ) -> Iterator[LayoutParsingResult]:
+        """One result per image or PDF page, in input order; options as at creation, for this call only. A page
+        that cannot be read or processed gives a result with status "error" (``on_error="raise"``: an unreadable
+        page raises instead)."""
         own, ocr_options = split_options({k: v for k, v in options.items() if v is not None})
         opts = validate_params(LayoutParsingOptions, {**self.options.model_dump(), **own}, "layout_parsing predict()")
         layout_params = self.layout.with_overrides({"threshold": opts.layout_threshold})
+        ocr_opts, det_params = self.ocr._call_options(ocr_options)
         stages = [
-            lambda page: self._analyse(page, opts, layout_params),
-            lambda analysed: self._recognise(analysed, ocr_options),
+            lambda page: self._analyse(page, opts, layout_params, ocr_opts, det_params),
+            lambda analysed: self._recognise(analysed, opts, ocr_opts, det_params),
         ]
-        for outcome in run_stages(iter_pages(inputs, page_range), stages, opts.use_queues, opts.queue_size):
+        for outcome in run_stages(readable_pages(inputs, page_range, on_error), stages, opts.use_queues, opts.queue_size):
             yield outcome.value if outcome.error is None else _failed(outcome)
 
-    def _analyse(self, page: Page, opts: LayoutParsingOptions, layout_params) -> _Analysed:
+    def _analyse(self, page: Page, opts: LayoutParsingOptions, layout_params, ocr_opts, det_params) -> _Analysed:
         if page.image is None:
             raise InputError(page.error)
         image, doc_res = self.doc.process(page.image, opts.use_doc_orientation_classify)
         regions = drop_duplicates(self.layout.predict_image(image, layout_params)["boxes"], opts.duplicate_overlap)
-        regions = [
-            {**regions[i], "box": [int(round(v)) for v in regions[i]["coordinate"]]}
-            for i in reading_order([r["coordinate"] for r in regions])
-        ]
-        crops = [crop(image, r["box"], opts.text_region_padding) for r in regions if r["label"] not in IMAGE_LABELS]
-        return _Analysed(page, image, doc_res, regions, crops)
+        detected = self.ocr._analyse([InputItem(image, page.input_path, page.page_index)], ocr_opts, det_params)
+        return _Analysed(page, image, doc_res, regions, detected)
 
-    def _recognise(self, analysed: _Analysed, ocr_options: Dict[str, Any]) -> LayoutParsingResult:
-        texts = iter(
-            join_lines(res["rec_texts"])
-            for res in (self.ocr.predict_batch(analysed.text_crops, **ocr_options) if analysed.text_crops else [])
-        )
-        blocks = [
-            {
-                "label": r["label"], "cls_id": r["cls_id"], "score": r["score"], "box": r["box"],
-                "text": "" if r["label"] in IMAGE_LABELS else next(texts), "order": order,
-            }
-            for order, r in enumerate(analysed.regions)
-        ]
+    def _recognise(self, analysed: _Analysed, opts: LayoutParsingOptions, ocr_opts, det_params) -> LayoutParsingResult:
+        (ocr,) = self.ocr._complete(*analysed.detected, ocr_opts, det_params)
+        texts, boxes = ocr["rec_texts"], np.asarray(ocr["rec_boxes"], dtype=np.float64).reshape(-1, 4)
+        owner = assign_lines(analysed.regions, boxes, opts.line_in_region)
+        blocks = []
+        for index, region in enumerate(analysed.regions):
+            mine = [i for i, o in enumerate(owner) if o == index]
+            box = box_of([region["coordinate"], *boxes[mine]])
+            paras = paragraph_texts(boxes[mine], [texts[i] for i in mine])
+            # A title, caption, header or footer is one paragraph however its lines look (a caption's
+            # Chinese and English lines differ in size); running text is split by its geometry.
+            text = "\n".join(paras) if region["label"] in PARAGRAPH_LABELS else join_lines(paras)
+            blocks.append({"label": region["label"], "cls_id": region["cls_id"], "score": region["score"], "box": list(box), "text": text})
+        blocks += self._loose_blocks(boxes, texts, [i for i, o in enumerate(owner) if o < 0])
+        blocks = [{**blocks[i], "order": order} for order, i in enumerate(reading_order([b["box"] for b in blocks]))]
         page, (h, w) = analysed.page, analysed.image.shape[:2]
         data = {**analysed.doc_res, "width": w, "height": h, "blocks": blocks}
         return _result(page, analysed.image, "ok" if blocks else "empty", None, data)
+
+    def _loose_blocks(self, boxes: np.ndarray, texts: Sequence[str], loose: List[int]) -> List[Dict[str, Any]]:
+        """Lines outside every region, one text block per paragraph; a one-line paragraph in type clearly
+        larger than the page's usual line (all lines') is a title."""
+        if not loose:
+            return []
+        usual = float(np.median(boxes[:, 3] - boxes[:, 1]))
+        labels = list(self.layout.params.labels)
+        blocks = []
+        for group in paragraphs(boxes[loose], [texts[i] for i in loose]):
+            members = [loose[k] for k in group]
+            box = box_of(boxes[members])
+            tall = box[3] - box[1] > TITLE_SIZE * usual and len(members) == 1
+            label = "title" if tall and "title" in labels else "text"
+            blocks.append({
+                "label": label, "cls_id": labels.index(label) if label in labels else -1, "score": None,
+                "box": list(box), "text": join_lines([texts[i] for i in members]),
+            })
+        return blocks
 
 
 def _result(page: Page, image: Optional[np.ndarray], status: str, error: Optional[str], data: Dict[str, Any]) -> LayoutParsingResult:

@@ -1,7 +1,8 @@
 """Markdown from layout_parsing results: one page, or a whole document written page after page.
 
-Blocks come in reading order. Titles become headings, text and captions paragraphs (a caption stays
-where the reading order puts it, next to its table or figure), and tables, figures and equations are
+Blocks come in reading order. Titles become headings, text and captions paragraphs, one per line of a
+block's text (a caption stays where the reading order puts it, next to its table or figure); a paragraph
+that starts with a bullet (•, ·, ▪, ●, -, –, *) becomes a list item, and tables, figures and equations are
 cropped from the page into ``imgs/`` beside the Markdown file and linked. Page headers and footers are
 left out of the running text (they stay in the JSON). Pages are separated by a thematic break, and a page
 that failed leaves an HTML comment saying why. ``MarkdownDocument`` writes each page as it is added, so
@@ -26,6 +27,7 @@ IMAGE_DIR = "imgs"
 _SPECIAL = re.compile(r"([\\`*_\[\]<>|])")
 _MARKER = re.compile(r"^([#=+-]+)(?=\s|$)")  # would start a heading, a rule or a bullet list
 _NUMBERED = re.compile(r"^(\d+)([.)])(?=\s|$)")  # would start a numbered list
+_BULLET = re.compile(r"^[•·▪●◦■\-–*]\s+")  # an OCR'd bullet: the paragraph is a list item
 
 
 def escape(text: str) -> str:
@@ -48,9 +50,18 @@ def page_markdown(result: Mapping[str, Any], image_names: Mapping[int, str]) -> 
         if label in IMAGE_LABELS:
             if block["order"] in image_names:
                 parts.append(f"![{label}]({image_names[block['order']]})")
-        elif label not in FURNITURE_LABELS and block["text"].strip():
-            parts.append(("## " if label in HEADING_LABELS else "") + escape(block["text"]))
+        elif label not in FURNITURE_LABELS:
+            paragraphs = [p for p in block["text"].split("\n") if p.strip()]
+            if label in HEADING_LABELS and paragraphs:
+                parts.append("## " + escape(" ".join(paragraphs)))
+            else:
+                parts.extend(_paragraph(p) for p in paragraphs)
     return "\n\n".join(parts)
+
+
+def _paragraph(text: str) -> str:
+    bullet = _BULLET.match(text.strip())
+    return "- " + escape(text.strip()[bullet.end():]) if bullet else escape(text)
 
 
 def _comment(text: str) -> str:

@@ -7,12 +7,7 @@ not oversubscribe the cores: OpenVINO models compiled with the same settings sha
 stages' inferences take turns while the Python work around them (decoding, cropping, post-processing) runs
 beside. On a CPU that costs more than it gives when the engines already keep every core busy, so it is off by
 default there; on a GPU (the device computes while the host prepares the next image) it is on for several
-images: 1.47x on an H200 (torch fp16, the shared images + 4 pages: 37.2 vs 25.3 images/s). Measured on 2 cores
-(2026-11-26, OpenVINO fp32, best of 3-4 passes, benchmarks/RESULTS.md): the 13 compare_peers images as files
-3.40 images/s sequential vs 3.30 queued, as arrays 3.48 vs 3.36, a 6-page PDF 1.605 vs 1.582; compare_peers'
-stream column 3-7 % below its image-by-image one for every OpenVINO setting. With ``cpu_num_streams: 2`` (det
-and rec truly in parallel, 1 thread each) 2.6 queued, 2.0 sequential, both slower than one stream with 2
-threads (2026-11-26).
+images (measurements: benchmarks/RESULTS.md, "Numbers moved out of docstrings").
 
 Timing hooks (no-ops unless ``hpinfer.bench`` enables them): each sub-module call is a "call" span on
 that predictor's timer, and the pipeline's own work is "pre" (bounds, padding), "crop" and "post"
@@ -31,23 +26,28 @@ from pydantic import Field, field_validator
 
 from ..device import Device
 from ..errors import ConfigError, InputError
-from ..io import InputItem, iter_inputs, to_bgr
+from ..io import InputItem, to_bgr
 from ..io.inputs import PageRange
-from ..models.base import Params, validate_params
-from ..models.text_detection import DetParams, TextDetector
+from ..io.pages import FailedPage, OnError, Page, check_on_error, readable_pages
+from ..models.text_detection import TextDetector
 from ..models.text_recognition import TextRecognizer
 from ..models.textline_orientation import TextLineOrientationClassifier
 from ..results import Result
 from ..runtime.engines.base import StageTimer
+from ..tasks.base import Params, validate_params
+from ..tasks.text_detection import DetParams
 from ..visualize import draw_ocr
 from .config import PipelineSettings
 from .doc_preprocessor import DocPreprocessor
-from .stages import Page, iter_pages, run_stages
+from .stages import run_stages
 from .sub_modules import PipelineBase, create_sub_module
 
 
 class OCROptions(Params):
     use_doc_orientation_classify: bool = False  # turn whole pages upright first (needs DocOrientationClassify)
+    # False: no detection, the whole image is one text line (a crop) to classify and recognise, as RapidOCR's
+    # use_det=False; detection on a tight line crop finds fragments.
+    use_det: bool = True
     use_textline_orientation: bool = True
     text_rec_score_thresh: float = Field(0.5, ge=0, le=1)
     max_side_len: int = Field(2000, ge=32)
@@ -142,8 +142,8 @@ class OCRPipeline(PipelineBase):
         self.options = validate_params(OCROptions, {**settings.options, **options}, settings.source)
         self.device = Device.parse(device)
         self.timer = StageTimer()  # the pipeline's own stages; sub-modules time on their predictors' timers
-        self.text_det: TextDetector = create_sub_module(settings, "TextDetection", TextDetector.task, self.device)
-        self.text_rec: TextRecognizer = create_sub_module(settings, "TextRecognition", TextRecognizer.task, self.device)
+        self.text_det: TextDetector = create_sub_module(settings, "TextDetection", TextDetector.kind.name, self.device)
+        self.text_rec: TextRecognizer = create_sub_module(settings, "TextRecognition", TextRecognizer.kind.name, self.device)
         # Optional models load only when switched on here, as in PaddleX: a later predict() can't switch them on.
         self.doc_preprocessor: Optional[DocPreprocessor] = None
         if self.options.use_doc_orientation_classify:
@@ -155,7 +155,7 @@ class OCRPipeline(PipelineBase):
         self.textline_cls: Optional[TextLineOrientationClassifier] = None
         if self.options.use_textline_orientation:
             self.textline_cls = create_sub_module(
-                settings, "TextLineOrientation", TextLineOrientationClassifier.task, self.device
+                settings, "TextLineOrientation", TextLineOrientationClassifier.kind.name, self.device
             )
 
     @property
@@ -172,21 +172,29 @@ class OCRPipeline(PipelineBase):
     def predict(self, inputs: Any, **options: Any) -> List[Result]:
         return list(self.predict_iter(inputs, **options))
 
-    def predict_iter(self, inputs: Any, page_range: Optional[PageRange] = None, **options: Any) -> Iterator[Result]:
+    def predict_iter(
+        self, inputs: Any, page_range: Optional[PageRange] = None, on_error: OnError = "raise", **options: Any
+    ) -> Iterator[Result]:
+        """One result per image or page; ``on_error`` (``hpinfer.io.pages``): what a page that cannot be read does."""
         opts, det_params = self._call_options(options)
+        check_on_error(on_error)
         use_queues = opts.use_queues if opts.use_queues is not None else self.device.is_gpu and _several(inputs)
         if not use_queues:
-            for item in iter_inputs(inputs, page_range=page_range):
-                yield from self._run([item], opts, det_params)
+            for page in readable_pages(inputs, page_range, on_error):
+                yield FailedPage(page) if page.image is None else self._run([_item_of(page)], opts, det_params)[0]
             return
         stages = [
             lambda page: self._analyse([_item_of(page)], opts, det_params),
             lambda analysed: self._complete(*analysed, opts, det_params)[0],
         ]
-        for outcome in run_stages(iter_pages(inputs, page_range), stages, True, opts.queue_size):
-            if outcome.error is not None:
+        # A bad page travels as a page (the source thread reads on) and raises or becomes a result here, in order.
+        for outcome in run_stages(readable_pages(inputs, page_range, "result"), stages, True, opts.queue_size):
+            if outcome.error is None:
+                yield outcome.value
+            elif on_error == "result" and isinstance(outcome.value, Page) and outcome.value.image is None:
+                yield FailedPage(outcome.value)
+            else:
                 raise outcome.error  # as the sequential loop would, at the same place in the stream
-            yield outcome.value
 
     def predict_batch(self, images: Sequence[np.ndarray], **options: Any) -> List[Result]:
         """Several decoded images at once (what a server batching requests wants): images whose detector inputs
@@ -246,6 +254,8 @@ class OCRPipeline(PipelineBase):
 
     def _detect(self, images: Sequence[np.ndarray], opts: OCROptions, det_params: DetParams) -> List["_DetectedPage"]:
         """Text lines of each image; pages whose detector inputs share a shape are detected in one engine call."""
+        if not opts.use_det:
+            return [_DetectedPage(_whole(image)[None], [image]) for image in images]
         with self.timer.stage("pre"):
             prepared = []
             for image in images:
@@ -275,7 +285,8 @@ class OCRPipeline(PipelineBase):
 
     def _assemble(self, page: "_DetectedPage", angles, recognised, opts: OCROptions, det_params: DetParams) -> Dict[str, Any]:
         with self.timer.stage("post"):
-            keep = [i for i, (text, score) in enumerate(recognised) if score >= opts.text_rec_score_thresh and text.strip()]
+            # Whitespace-only lines stay, as in the references (rapidocr_onnxruntime, PaddleX); empty ones go.
+            keep = [i for i, (text, score) in enumerate(recognised) if score >= opts.text_rec_score_thresh and text]
             rec_polys = page.polys[keep]
             return {
                 "model_settings": {
@@ -291,6 +302,11 @@ class OCRPipeline(PipelineBase):
                 "rec_polys": rec_polys,
                 "rec_boxes": np.concatenate([rec_polys.min(axis=1), rec_polys.max(axis=1)], axis=1) if keep else np.zeros((0, 4), np.int32),
             }
+
+
+def _whole(image: np.ndarray) -> np.ndarray:
+    h, w = image.shape[:2]
+    return np.array([[0, 0], [w, 0], [w, h], [0, h]], dtype=np.int32)
 
 
 def _several(inputs: Any) -> bool:

@@ -3,7 +3,9 @@
 Recursive XY-cut that tries columns before rows: where a vertical gap runs between the regions from top
 to bottom, the page is read column by column (a two-column stretch reads down the left column, then the
 right one); where a full-width region (a table, a heading) blocks every such gap, horizontal gaps cut the
-page into bands read top to bottom, and each band is cut again. Regions that no gap separates are read
+page into bands read top to bottom, and each band is cut again. Neighbouring bands that together still
+split into columns are one band: the columns' regions seldom end at the same height, and a gap that
+happens to run across both columns must not make the page read across them. Regions that no gap separates are read
 top to bottom, then left to right.
 """
 
@@ -30,12 +32,25 @@ def _cut(boxes: np.ndarray, index: np.ndarray, tolerance: float, order: List[int
     if len(index) > 1:
         for axis in (0, 1):  # 0: columns, split where no region crosses an x; 1: bands, along y
             groups = split_at_gaps(boxes[index][:, [axis, axis + 2]], tolerance)
+            if axis == 1:
+                groups = _join_column_bands(boxes[index], groups, tolerance)
             if len(groups) > 1:
                 for group in groups:
                     _cut(boxes, index[group], tolerance, order)
                 return
     top_then_left = np.lexsort((boxes[index, 0], boxes[index, 1]))
     order.extend(int(i) for i in index[top_then_left])
+
+
+def _join_column_bands(boxes: np.ndarray, bands: List[np.ndarray], tolerance: float) -> List[np.ndarray]:
+    joined = [bands[0]]
+    for band in bands[1:]:
+        both = np.concatenate([joined[-1], band])
+        if len(split_at_gaps(boxes[both][:, [0, 2]], tolerance)) > 1:
+            joined[-1] = both
+        else:
+            joined.append(band)
+    return joined
 
 
 def split_at_gaps(spans: np.ndarray, tolerance: float) -> List[np.ndarray]:

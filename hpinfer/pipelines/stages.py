@@ -1,7 +1,4 @@
-"""Page streams that survive bad pages, and stage parallelism over them.
-
-``iter_pages`` is ``iter_inputs`` for long documents: a file or PDF page that cannot be read becomes a
-``Page`` carrying the error, and the stream goes on with the next one.
+"""Stage parallelism over page streams (``hpinfer.io.pages``).
 
 ``run_stages`` pushes items through a list of per-item functions. With ``use_threads`` the source and each
 stage run in their own thread, connected by bounded queues: rendering (PDFium), layout and recognition
@@ -13,81 +10,13 @@ later stages and comes out as an ``Outcome`` with the error, so one bad page nev
 
 from __future__ import annotations
 
-import os
 import queue
 import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, List, Optional, Sequence
 
-import numpy as np
-
-from ..errors import InputError
-from ..io import count_inputs, iter_inputs
-from ..io.inputs import PageRange, _expand_path
-
 Stage = Callable[[Any], Any]
 _POLL_S = 0.1  # how often a blocked thread looks whether the consumer has gone
-
-
-@dataclass(frozen=True, eq=False)
-class Page:
-    """One image or PDF page; ``image`` is None when it could not be read, and ``error`` says why."""
-
-    input_path: Optional[str]
-    page_index: Optional[int]
-    image: Optional[np.ndarray]
-    error: Optional[str] = None
-
-
-def iter_pages(inputs: Any, page_range: Optional[PageRange] = None) -> Iterator[Page]:
-    """Pages of every input, in ``iter_inputs`` order; a directory is read file by file and a PDF file
-    page by page, so an unreadable file or page is reported where it is and the rest still comes.
-    (A PDF given as bytes or URL is read in one go: a bad page there ends that input.)"""
-    items = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
-    if not items:
-        raise InputError("no inputs given")
-    for item in items:
-        path = os.fspath(item) if isinstance(item, (str, os.PathLike)) else None
-        if path is None or "://" in path:
-            yield from _pages_of(item, page_range, path)
-            continue
-        try:
-            files = _expand_path(path)
-        except InputError as err:
-            yield Page(path, None, None, str(err))
-            continue
-        for file in files:
-            if file.lower().endswith(".pdf"):
-                yield from _pdf_pages(file, page_range)
-            else:
-                yield from _pages_of(file, page_range, file)
-
-
-def _pages_of(item: Any, page_range: Optional[PageRange], name: Optional[str]) -> Iterator[Page]:
-    try:
-        for got in iter_inputs(item, page_range=page_range):
-            yield Page(got.input_path, got.page_index, got.image)
-    except InputError as err:
-        yield Page(name, None, None, str(err))
-
-
-def _pdf_pages(path: str, page_range: Optional[PageRange]) -> Iterator[Page]:
-    """After a page fails, reading resumes at the next one (the PDF is reopened there)."""
-    try:
-        count = count_inputs(path, page_range)
-    except InputError as err:
-        yield Page(path, None, None, str(err))
-        return
-    first = page_range[0] if page_range else 1
-    last = first + count - 1
-    while first <= last:
-        try:
-            for got in iter_inputs(path, page_range=(first, last)):
-                yield Page(got.input_path, got.page_index, got.image)
-                first = got.page_index + 2
-        except InputError as err:
-            yield Page(path, first - 1, None, str(err))
-            first += 1
 
 
 @dataclass(frozen=True, eq=False)

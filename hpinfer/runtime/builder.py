@@ -21,10 +21,11 @@ from ..device import Device
 from ..errors import ConfigError
 from . import accuracy, quantize
 from .cache import CACHE_FORMAT, Entry, ModelCache, cache_root, file_sha256
-from .calibration import ModelTask, samples, source_digest
+from .calibration import samples, source_digest
 from .engines import ENGINES, EngineSession
 from .hardware import cpu_count, cpu_flags, cpu_name
 from .shapes import ShapeBounds, current_defaults
+from .task import ModelTask
 
 
 @dataclass(frozen=True)
@@ -103,9 +104,11 @@ def build_engine(
                     calibrated.path, config.calibration, engine.int8_op_types, engine.int8_float_op_types, source
                 )
             engine.build(source, config, device, out_dir)
-        if config.precision != "fp32" and task is not None and task.task in accuracy.DRIFT:
+        if config.precision != "fp32" and task is not None and task.tolerance is not None:
             with engine.open(out_dir, config, device) as session:
-                info["drift"] = measure_drift(session, model_path, task, config, model_name).as_dict()
+                drift = measure_drift(session, model_path, task, config, model_name)
+                if drift is not None:
+                    info["drift"] = drift.as_dict()
         return info
 
     entry = cache.get_or_build(cache.entry_dir(model_path, backend, fields), fields, build, model_name)
@@ -124,7 +127,7 @@ def _calibration_entry(cache: ModelCache, model_path: Path, task: ModelTask, con
     return cache.get_or_build(cache.entry_dir(model_path, "calibration", fields), fields, build, label)
 
 
-def measure_drift(session: EngineSession, model_path: Path, task: ModelTask, config: BackendConfig, label: str) -> accuracy.Drift:
+def measure_drift(session: EngineSession, model_path: Path, task: ModelTask, config: BackendConfig, label: str) -> Optional[accuracy.Drift]:
     """``session`` against fp32 ONNX Runtime on the original model, over the calibration inputs: int8 on the fifth
     it was not calibrated on, other precisions (nothing calibrated, nothing to hold back) on all of them."""
     reference_engine = ENGINES["onnxruntime"]
@@ -134,4 +137,4 @@ def measure_drift(session: EngineSession, model_path: Path, task: ModelTask, con
         for feeds in samples(task, config.calibration, session.inputs[0].name, held_back, f"{label}: accuracy guard"):
             reference.append(fp32.run(feeds))
             outputs.append(session.run(feeds))
-    return accuracy.measure(task.task, task.params, reference, outputs)
+    return accuracy.measure(task, reference, outputs)

@@ -1,8 +1,8 @@
 """Calibration inputs: images turned into model input tensors by the model's own pre-processing.
 
 Reduced precision is only as good as the inputs it was calibrated and checked on, so the tensors are made
-exactly as the predictor makes them (detection: ``text_detection.preprocess``; recognition and line
-orientation: ``resize_norm`` on text-line crops). Images come from the folder or file the user names
+exactly as the predictor makes them: the model's task makes them (``ModelTask.calibration_inputs``: detection
+pre-processes whole images, recognition and line orientation text-line crops). Images come from the folder or file the user names
 (``calibration.data``: images or PDFs), else from the bundled ``examples/`` images plus generated text pages.
 Every 5th tensor is held back from int8 calibration: the accuracy guard judges int8 on inputs calibration never
 saw, and fp16/bf16 (nothing calibrated) on all of them.
@@ -12,39 +12,37 @@ Tensors are produced lazily: a hundred detection inputs would not fit in memory 
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, Optional
 
 import cv2
 import numpy as np
 
 from ..config import CalibrationConfig
 from ..errors import ConfigError
+from ..io import iter_inputs
 from .cache import file_sha256
+from .task import ModelTask
 
 RECIPE_VERSION = 1  # bump when the way tensors are made changes: it is part of every calibration key
 HOLD_BACK_EVERY = 5
 EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples"
-LINE_FINDER = "PP-OCRv4_mobile_det"  # cuts text-line crops for recognition/orientation calibration
 _SYNTHETIC_PAGES = 4
-_MAX_ASPECT = 3.0  # detection crops: keeps tensors (and calibration time) moderate
-_LINE_FINDER_MAX_SIDE = 2048  # a very flat image would otherwise be detected at 736 x 16000
+_MAX_ASPECT = 3.0  # image crops: keeps tensors (and calibration time) moderate
 
 
 @dataclass(frozen=True)
-class ModelTask:
-    """What calibration and the accuracy guard know about a model: its task and processing parameters."""
+class CalibrationSet:
+    """The images a task makes its calibration inputs from (hashable: tasks may remember what they derive)."""
 
-    task: str
-    params: Any  # the task's pydantic Params (DetParams, RecParams, ...)
+    config: CalibrationConfig
 
-    def digest(self) -> str:
-        return hashlib.sha256(f"{self.task}:{self.params.model_dump_json()}".encode()).hexdigest()
+    def images(self) -> List[np.ndarray]:
+        return _images(self.config)
 
 
 Feeds = Dict[str, np.ndarray]
@@ -60,10 +58,7 @@ def source_digest(task: ModelTask, config: CalibrationConfig) -> str:
         "recipe": RECIPE_VERSION, "task": task.digest(), "num_samples": config.num_samples,
         "images": [file_sha256(p) for p in _image_files(config)],
     }
-    if task.task in ("text_recognition", "textline_orientation"):
-        from ..models.registry import resolve_model
-
-        parts["line_finder"] = file_sha256(resolve_model(LINE_FINDER).model_file)
+    parts.update({name: file_sha256(path) for name, path in task.calibration_files().items()})
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
@@ -73,15 +68,9 @@ def samples(
     """The calibration (``held_back=False``), held-back (True) or all (None) inputs, made one at a time.
     ``progress``: the label of a progress bar on stderr, shown once they take more than a second (calibrating a
     detector takes minutes, the guard's fp32 reference runs tens of seconds)."""
-    maker = _MAKERS.get(task.task)
-    if maker is None:
-        raise ConfigError(
-            f"reduced precision needs calibration inputs, and hpinfer cannot make them for {task.task} models yet; "
-            f"use precision fp32 (or int8 on a text detection, recognition, line orientation, classification or layout model)"
-        )
     count = config.num_samples
     wanted = [held_back is None or is_held_back(index, count) == held_back for index in range(count)]
-    feeds = ({input_name: tensor} for tensor, keep in zip(maker(config, task.params, count), wanted) if keep)
+    feeds = ({input_name: tensor} for tensor, keep in zip(task.calibration_inputs(CalibrationSet(config), count), wanted) if keep)
     if progress is None:
         return feeds
     from tqdm import tqdm
@@ -99,8 +88,6 @@ def _image_files(config: CalibrationConfig) -> List[Path]:
 
 
 def _images(config: CalibrationConfig) -> List[np.ndarray]:
-    from ..io import iter_inputs
-
     if config.data is not None:
         images = [item.image for item in iter_inputs(config.data)]
     else:
@@ -140,7 +127,7 @@ def synthetic_pages(count: int) -> List[np.ndarray]:
     return pages
 
 
-def _variant(image: np.ndarray, index: int, count: int) -> np.ndarray:
+def variant(image: np.ndarray, index: int, count: int) -> np.ndarray:
     """The image itself on the first pass, then seeded random crops (at most _MAX_ASPECT:1)."""
     h, w = image.shape[:2]
     rng = np.random.default_rng(index)
@@ -151,100 +138,3 @@ def _variant(image: np.ndarray, index: int, count: int) -> np.ndarray:
     crop_w = int(min(w, max(32, rng.uniform(0.4, 1.0) * w, crop_h / _MAX_ASPECT), crop_h * _MAX_ASPECT))
     top, left = int(rng.integers(0, h - crop_h + 1)), int(rng.integers(0, w - crop_w + 1))
     return image[top : top + crop_h, left : left + crop_w]
-
-
-def _detection(config: CalibrationConfig, params, count: int) -> Iterator[np.ndarray]:
-    from ..models.text_detection import preprocess
-
-    images = _images(config)
-    made = index = 0
-    while made < count and index < count * 4:
-        tensor = preprocess(_variant(images[index % len(images)], index, len(images)), params)
-        index += 1
-        if tensor is not None:
-            made += 1
-            yield tensor
-
-
-@functools.lru_cache(maxsize=4)
-def line_crops(config: CalibrationConfig) -> List[np.ndarray]:
-    """Text lines in the calibration images, found by the built-in detector (fp32 ONNX Runtime), as
-    axis-aligned crops. Remembered: calibration and the held-back set both need them."""
-    from ..config import BackendConfig
-    from ..device import Device
-    from ..models.registry import resolve_model
-    from ..models.text_detection import DetParams, postprocess, preprocess
-    from .engines.onnxruntime import OnnxRuntimeEngine
-
-    spec = resolve_model(LINE_FINDER)
-    params = DetParams(**{**spec.params, "max_side_limit": _LINE_FINDER_MAX_SIDE})
-    crops = []
-    with OnnxRuntimeEngine.load(spec.model_file, BackendConfig(), Device("cpu")) as session:
-        for image in _images(config):
-            tensor = preprocess(image, params)
-            if tensor is None:
-                continue
-            boxes, _ = postprocess(session.run_one(tensor)[0], image.shape[0], image.shape[1], params)
-            for box in boxes.astype(int):
-                (x0, y0), (x1, y1) = box.min(axis=0), box.max(axis=0)
-                if x1 - x0 >= 8 and y1 - y0 >= 8:
-                    crops.append(image[y0 : y1 + 1, x0 : x1 + 1])
-    if not crops:
-        raise ConfigError("calibration images hold no text lines the detector can find; name other images in calibration.data")
-    return crops
-
-
-def _cycled_crops(config: CalibrationConfig, count: int) -> Iterator[np.ndarray]:
-    """``count`` crops: each line once, then again with its width stretched or squeezed a little."""
-    crops = line_crops(config)
-    for index in range(count):
-        crop = crops[index % len(crops)]
-        if index >= len(crops):
-            factor = float(np.random.default_rng(index).uniform(0.8, 1.25))
-            crop = cv2.resize(crop, (max(8, int(crop.shape[1] * factor)), crop.shape[0]))
-        yield crop
-
-
-def _recognition(config: CalibrationConfig, params, count: int) -> Iterator[np.ndarray]:
-    from ..models.text_recognition import resize_norm
-
-    _, height, min_width = params.image_shape
-    for crop in _cycled_crops(config, count):
-        width = int(height * max(min_width / height, crop.shape[1] / crop.shape[0]))
-        yield resize_norm(crop, height, width)[None]
-
-
-def _orientation(config: CalibrationConfig, params, count: int) -> Iterator[np.ndarray]:
-    from ..models.text_recognition import resize_norm
-
-    _, height, width = params.image_shape
-    for index, crop in enumerate(_cycled_crops(config, count)):
-        yield resize_norm(cv2.rotate(crop, cv2.ROTATE_180) if index % 2 else crop, height, width)[None]
-
-
-def _classification(config: CalibrationConfig, params, count: int) -> Iterator[np.ndarray]:
-    from ..models.image_classification import preprocess
-
-    images = _images(config)
-    turns = (None, cv2.ROTATE_90_CLOCKWISE, cv2.ROTATE_180, cv2.ROTATE_90_COUNTERCLOCKWISE)
-    for index in range(count):
-        image = _variant(images[index % len(images)], index // len(turns), len(images))
-        turn = turns[index % len(turns)]
-        yield preprocess(image if turn is None else cv2.rotate(image, turn), params)
-
-
-def _layout(config: CalibrationConfig, params, count: int) -> Iterator[np.ndarray]:
-    from ..models.layout_detection import preprocess
-
-    images = _images(config)
-    for index in range(count):
-        yield preprocess(_variant(images[index % len(images)], index, len(images)), params)
-
-
-_MAKERS: Dict[str, Callable[[CalibrationConfig, Any, int], Iterator[np.ndarray]]] = {
-    "text_detection": _detection,
-    "text_recognition": _recognition,
-    "textline_orientation": _orientation,
-    "image_classification": _classification,
-    "layout_detection": _layout,
-}

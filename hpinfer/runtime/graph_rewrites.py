@@ -5,7 +5,7 @@ With dynamic input shapes (every page has its own size) OpenVINO's CPU plugin ne
 convolution with the per-channel affine and activation after it, nor fuses elementwise chains into one kernel
 as it does for static shapes. DB text detectors end in two stride-2 transposed convolutions working at full
 page resolution, so those unfused passes (on a single-channel map padded to 16 channels in OpenVINO's blocked
-layout) cost PP-OCRv4 det 12 % of its time in fp32, 20 % in bf16 (benchmarks/RESULTS.md, 2026-11-26).
+layout) cost DB detectors a noticeable share of their time (measured in benchmarks/RESULTS.md).
 
 - ``deconv_as_depth_to_space``: a ConvTranspose whose kernel equals its stride (the outputs of the kernel taps
   don't overlap) is a 1x1 convolution to ``C_out * k * k`` channels followed by DepthToSpace. Its bias, a

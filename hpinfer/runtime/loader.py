@@ -18,12 +18,12 @@ from typing import Iterator, List, Optional
 from ..config import BackendConfig, HPIConfig
 from ..device import Device
 from ..errors import EngineUnavailableError, HpinferError
-from .accuracy import DEFAULT_TOLERANCE, Drift
+from .accuracy import Drift
 from .auto_config import EngineChoice, choose_engine, fallbacks, precision_ladder
 from .builder import Artifact, build_engine
-from .calibration import ModelTask
 from .engines import ENGINES, EngineSession
 from .shapes import model_defaults
+from .task import ModelTask
 
 log = logging.getLogger("hpinfer.runtime")
 
@@ -90,7 +90,7 @@ def _naming(model_name: str) -> Iterator[None]:
 def tolerance(config: BackendConfig, task: Optional[ModelTask]) -> Optional[float]:
     if config.accuracy_tolerance is not None:
         return config.accuracy_tolerance
-    return DEFAULT_TOLERANCE.get(task.task) if task is not None else None
+    return task.tolerance if task is not None else None
 
 
 def _refusal(choice: EngineChoice, config: BackendConfig, drift: Optional[Drift], task: Optional[ModelTask]) -> Optional[str]:

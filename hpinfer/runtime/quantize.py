@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 from ..config import CalibrationConfig
-from .calibration import Feeds, ModelTask, samples
+from .calibration import Feeds, samples
+from .task import ModelTask
 
 log = logging.getLogger("hpinfer.runtime")
 

@@ -122,8 +122,7 @@ class OnnxRuntimeEngine(Engine):
             options.optimized_model_filepath = str(save_to)
         options.log_severity_level = 3
         # A pipeline holds several sessions, each with its own thread pool: threads left spinning after one
-        # model's run steal the cores from the next model's (measured: OCR 2.37 -> 2.53 images/s on 2 cores,
-        # and a server's own per-request overhead 2.6-3.6 ms -> 0.6-0.9 ms).
+        # model's run steal the cores from the next model's (measured in benchmarks/RESULTS.md).
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if device.is_gpu:
             providers = [("CUDAExecutionProvider", {"device_id": device.index}), "CPUExecutionProvider"]

@@ -1,7 +1,6 @@
-"""OpenVINO on Intel/AMD/Arm CPUs: measured 1.5-2.1x faster than ONNX Runtime on PP-OCR here.
+"""OpenVINO on Intel/AMD/Arm CPUs: faster than ONNX Runtime on PP-OCR here (benchmarks/RESULTS.md).
 
-ONNX models are first rewritten into equivalent graphs OpenVINO fuses better (``graph_rewrites``: DB detectors
-12-20 % faster). Its cached artifact is the model as OpenVINO IR (rewritten, reshaped to the ``dynamic_shapes``
+ONNX models are first rewritten into equivalent graphs OpenVINO fuses better (``graph_rewrites``). Its cached artifact is the model as OpenVINO IR (rewritten, reshaped to the ``dynamic_shapes``
 bounds, int8 already converted from QDQ) plus OpenVINO's own compiled-blob cache (``CACHE_DIR``) beside it, so a warm start
 imports the compiled model instead of converting and compiling it.
 """

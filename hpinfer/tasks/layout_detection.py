@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Mapping, Sequence, Tuple
 
 import cv2
 import numpy as np
 from pydantic import Field
 
+from ..errors import ConfigError
+from ..runtime import accuracy
+from ..runtime.calibration import CalibrationSet, variant
+from ..runtime.task import Measured, Outputs
 from ..visualize import draw_polygons
-from .base import Params, Predictor
+from .base import HelperModel, Params, ShapeTriple, Task
 from .image_classification import label_name
 from .normalize import normalize_to_nchw, run_normalized
 
@@ -65,11 +69,14 @@ def decode(outputs: Sequence[np.ndarray], p: LayoutParams) -> Tuple[np.ndarray, 
     page that is a few dozen of the ~10,000 grid points, the same arithmetic per point."""
     levels = len(outputs) // 2
     if levels != len(p.strides):
-        raise ValueError(f"the model has {levels} feature levels but strides has {len(p.strides)}")
+        raise ConfigError(f"the model has {levels} feature levels but params.strides has {len(p.strides)}: give one stride per level")
     scores = np.concatenate([o[0] for o in outputs[:levels]])
     centres, strides = grid_points(*p.image_size, tuple(p.strides))
     if len(centres) != len(scores):
-        raise ValueError(f"{len(scores)} predictions for {len(centres)} grid points of a {p.image_size} input")
+        raise ConfigError(
+            f"the model makes {len(scores)} predictions but params.image_size {tuple(p.image_size)} with strides "
+            f"{tuple(p.strides)} has {len(centres)} grid points: set image_size to the model's input size"
+        )
     point, cls = np.nonzero(scores > p.threshold)
     logits = np.concatenate([o[0] for o in outputs[levels:]])
     bins = logits[point].reshape(len(point), 4, logits.shape[1] // 4)
@@ -113,16 +120,56 @@ def postprocess(outputs: Sequence[np.ndarray], src_h: int, src_w: int, p: Layout
     ]
 
 
-class LayoutDetector(Predictor):
-    task = "layout_detection"
+def _corners(coordinate: Sequence[float]) -> List[List[float]]:
+    x1, y1, x2, y2 = coordinate
+    return [[x1, y1], [x2, y1], [x2, y2], [x1, y2]]
+
+
+class LayoutDetection(Task):
+    name = "layout_detection"
     params_type = LayoutParams
+    module_name = "LayoutDetection"
+    tolerance = 0.08  # class-aware region F1 x mean IoU >= 0.92 against fp32
 
-    def predict_image(self, image: np.ndarray, params: LayoutParams) -> Dict[str, Any]:
-        outputs = run_normalized(self.session, resize(image, params), params.mean, params.std)
-        return {"boxes": postprocess(outputs, image.shape[0], image.shape[1], params)}
+    def default_shapes(self, p: LayoutParams) -> ShapeTriple:
+        """Batch 1, ``image_size``."""
+        height, width = p.image_size
+        return [[1, 3, height, width]] * 3
 
-    def visualize(self, result) -> np.ndarray:
+    def calibration_inputs(
+        self, source: CalibrationSet, p: LayoutParams, count: int, helpers: Mapping[str, HelperModel]
+    ) -> Iterator[np.ndarray]:
+        images = source.images()
+        for index in range(count):
+            yield preprocess(variant(images[index % len(images)], index, len(images)), p)
+
+    def drift(self, reference: Outputs, outputs: Outputs, p: LayoutParams) -> Measured:
+        """Regions must keep their class: each class's boxes are matched separately, then pooled."""
+        height, width = p.image_size
+
+        def regions_by_class(out) -> Dict[int, List[np.ndarray]]:
+            found: Dict[int, List[np.ndarray]] = {}
+            for region in postprocess(out, height, width, p):
+                found.setdefault(region["cls_id"], []).append(np.array(_corners(region["coordinate"]), np.float32))
+            return found
+
+        expected, got = [], []
+        for ref_out, out in zip(reference, outputs):
+            ref_regions, out_regions = regions_by_class(ref_out), regions_by_class(out)
+            for cls in set(ref_regions) | set(out_regions):
+                expected.append(ref_regions.get(cls, []))
+                got.append(out_regions.get(cls, []))
+        scores = accuracy.box_scores(expected, got)
+        return "1 - region F1 x IoU (per class)", 1.0 - scores["f1"] * scores["mean_iou"], scores, sum(map(len, expected))
+
+    def predict_image(self, session: Any, image: np.ndarray, p: LayoutParams, state: Any) -> Dict[str, Any]:
+        outputs = run_normalized(session, resize(image, p), p.mean, p.std)
+        return {"boxes": postprocess(outputs, image.shape[0], image.shape[1], p)}
+
+    def visualize(self, result: Any) -> np.ndarray:
         boxes = result["boxes"]
-        rects = [[[x1, y1], [x2, y1], [x2, y2], [x1, y2]] for x1, y1, x2, y2 in (b["coordinate"] for b in boxes)]
         labels = [f"{b['label']} {b['score']:.2f}" for b in boxes]
-        return draw_polygons(result.image, rects, labels, [b["cls_id"] for b in boxes])
+        return draw_polygons(result.image, [_corners(b["coordinate"]) for b in boxes], labels, [b["cls_id"] for b in boxes])
+
+
+TASK = LayoutDetection()

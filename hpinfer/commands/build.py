@@ -1,21 +1,14 @@
-"""``hpinfer build`` and ``hpinfer cache``: prebuild every engine of a pipeline so servers start warm, and
-see or clear what the model cache holds. ``hpinfer.cli`` wires them in with ``add_commands`` and ``run``.
-"""
+"""``hpinfer build``: prebuild every engine of a pipeline (or one model) so servers start warm."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 import time
-from pathlib import Path
 from typing import Any, List, Optional, Tuple
 
-from .cache import ModelCache, cache_root, user_cache_dir
 
-COMMANDS = ("build", "cache")
-
-
-def add_commands(
+def add_parser(
     subparsers: "argparse._SubParsersAction", common_parent: argparse.ArgumentParser, target_parent: argparse.ArgumentParser
 ) -> None:
     """``target_parent`` brings the --pipeline | --model | --model_dir choice that predict and bench share."""
@@ -26,15 +19,6 @@ def add_commands(
     )
     build.add_argument("--device", default=None, help="cpu (default) or gpu:N")
     build.add_argument("--hpi_config", default=None, help='JSON, e.g. \'{"backend_config": {"precision": "int8"}}\'')
-
-    cache = subparsers.add_parser("cache", parents=[common_parent], help="list or clear the model cache")
-    cache.add_argument("action", choices=["list", "clear"])
-    cache.add_argument("--model", default=None, help="only this model's entries (the name shown by 'cache list')")
-    cache.add_argument("--model_dir", default=None, help="the cache inside this model directory instead of the user cache")
-
-
-def run(args: argparse.Namespace) -> int:
-    return _build(args) if args.command == "build" else _cache(args)
 
 
 def _modules(args: argparse.Namespace, hpi: Any) -> List[Tuple[str, Optional[str], Optional[str], Any, dict]]:
@@ -47,11 +31,12 @@ def _modules(args: argparse.Namespace, hpi: Any) -> List[Tuple[str, Optional[str
     return [(key, m.model_name, m.model_dir, m.hpi_config, m.params) for key, m in settings.modules.items()]
 
 
-def _build(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from ..config import parse_json_object
     from ..models import create_model, resolve_model
+    from ..runtime.cache import ModelCache, cache_root
 
     hpi = parse_json_object(args.hpi_config, "--hpi_config") if args.hpi_config else None
     modules = _modules(args, hpi)
@@ -66,19 +51,4 @@ def _build(args: argparse.Namespace) -> int:
             rows.append((key, model.name, model.session.settings, state, time.perf_counter() - start, artifact))
     for key, name, settings, state, seconds, artifact in rows:
         print(f"{key}: {name} [{settings}] {state} in {seconds:.2f}s -> {artifact}")
-    return 0
-
-
-def _cache(args: argparse.Namespace) -> int:
-    root = Path(args.model_dir) / ".cache" if args.model_dir else user_cache_dir()
-    cache = ModelCache(root)
-    if args.action == "clear":
-        removed = cache.clear(args.model)
-        print(f"removed {len(removed)} entr{'y' if len(removed) == 1 else 'ies'} from {root}")
-        return 0
-    entries = [e for e in cache.entries() if args.model is None or e.label == args.model]
-    for e in entries:
-        status = "ok" if e.problem is None else f"CORRUPT: {e.problem}"
-        print(f"{e.label:28s} {e.kind:12s} {e.size / 2**20:8.1f} MiB  {e.created}  {status}  {e.path}")
-    print(f"{len(entries)} entr{'y' if len(entries) == 1 else 'ies'} in {root}")
     return 0

@@ -6,14 +6,17 @@ resize the short side → centre crop → normalise → class probabilities → 
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Literal, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Literal, Mapping, Sequence, Tuple
 
 import cv2
 import numpy as np
 from pydantic import Field, model_validator
 
+from ..runtime import accuracy
+from ..runtime.calibration import CalibrationSet, variant
+from ..runtime.task import Measured, Outputs
 from ..visualize import draw_polygons
-from .base import Params, Predictor
+from .base import HelperModel, Params, ShapeTriple, Task, frame
 from .normalize import normalize_to_nchw, run_normalized
 
 INTERPOLATIONS = {"linear": cv2.INTER_LINEAR, "cubic": cv2.INTER_CUBIC, "lanczos": cv2.INTER_LANCZOS4}
@@ -66,16 +69,38 @@ def postprocess(probs: np.ndarray, p: ImageClsParams) -> Dict[str, List[Any]]:
     }
 
 
-class ImageClassifier(Predictor):
-    task = "image_classification"
+class ImageClassification(Task):
+    name = "image_classification"
     params_type = ImageClsParams
+    module_name = "ImageClassification"
+    tolerance = 0.02
 
-    def predict_image(self, image: np.ndarray, params: ImageClsParams) -> Dict[str, Any]:
-        probs = run_normalized(self.session, crop_square(image, params), params.mean, params.std)[0]
-        return postprocess(probs[0], params)
+    def default_shapes(self, p: ImageClsParams) -> ShapeTriple:
+        """Batch 1..8 (opt 1), ``crop_size`` square."""
+        side = p.crop_size
+        return [[1, 3, side, side], [1, 3, side, side], [8, 3, side, side]]
 
-    def visualize(self, result) -> np.ndarray:
-        h, w = result.image.shape[:2]
+    def calibration_inputs(
+        self, source: CalibrationSet, p: ImageClsParams, count: int, helpers: Mapping[str, HelperModel]
+    ) -> Iterator[np.ndarray]:
+        """Images and crops of them, each turned by 0, 90, 180 and 270 degrees in turn (orientation models)."""
+        images = source.images()
+        turns = (None, cv2.ROTATE_90_CLOCKWISE, cv2.ROTATE_180, cv2.ROTATE_90_COUNTERCLOCKWISE)
+        for index in range(count):
+            image = variant(images[index % len(images)], index // len(turns), len(images))
+            turn = turns[index % len(turns)]
+            yield preprocess(image if turn is None else cv2.rotate(image, turn), p)
+
+    def drift(self, reference: Outputs, outputs: Outputs, p: ImageClsParams) -> Measured:
+        return accuracy.top1_drift(reference, outputs)
+
+    def predict_image(self, session: Any, image: np.ndarray, p: ImageClsParams, state: Any) -> Dict[str, Any]:
+        probs = run_normalized(session, crop_square(image, p), p.mean, p.std)[0]
+        return postprocess(probs[0], p)
+
+    def visualize(self, result: Any) -> np.ndarray:
         text = ", ".join(f"{name} {score:.2f}" for name, score in zip(result["label_names"], result["scores"]))
-        frame = [[0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1]]
-        return draw_polygons(result.image, [frame], [text], result["class_ids"][:1])
+        return draw_polygons(result.image, [frame(result.image)], [text], result["class_ids"][:1])
+
+
+TASK = ImageClassification()
