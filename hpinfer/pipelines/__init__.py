@@ -12,12 +12,14 @@ from .config import PipelineSettings, bundled_pipelines, resolve_pipeline
 from .doc_preprocessor import DocPreprocessor
 from .layout_parsing import LayoutParsingPipeline
 from .ocr import OCRPipeline
+from .paddleocr_vl import PaddleOCRVLPipeline
 from .single_model import SingleModelPipeline
 
 # pipeline_name → class; a single-model pipeline's name is its model's task.
 PIPELINES: Dict[str, Type] = {
     "OCR": OCRPipeline, "image_classification": SingleModelPipeline, "layout_detection": SingleModelPipeline,
     "doc_preprocessor": DocPreprocessor, "layout_parsing": LayoutParsingPipeline,
+    "PaddleOCR-VL": PaddleOCRVLPipeline, "doc_vlm": PaddleOCRVLPipeline,
 }
 
 

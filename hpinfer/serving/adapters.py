@@ -165,6 +165,9 @@ class Adapter:
     pages_key: Optional[str]  # the result's list of pages ("ocrResults"...); None: one image, the page's JSON is the result
     only: Dict[str, Tuple[Any, ...]] = field(default_factory=dict)  # field → the values allowed (unsupported options)
     run: Callable[[Any, List[np.ndarray], Dict[str, Any]], List[Result]] = _predict_batch  # one batch of pages
+    routes: Optional[Callable[[Any], None]] = None  # adds the pipeline's other endpoints to the app
+    # All pages' JSON at once, in order, before the result is made (work across pages, e.g. restructuring).
+    finish: Optional[Callable[[List[Dict[str, Any]], BaseModel], List[Dict[str, Any]]]] = None
 
     @property
     def accepts_pdf(self) -> bool:
@@ -175,8 +178,11 @@ class Adapter:
         """Whether the pipeline runs the text detector (whose input side the server caps)."""
         return "textDetLimitSideLen" in self.option_names
 
-    def result(self, pages: List[Dict[str, Any]], data_info: Dict[str, Any], clamps: List[Dict[str, Any]]) -> Dict[str, Any]:
+    def result(self, pages: List[Dict[str, Any]], data_info: Dict[str, Any], clamps: List[Dict[str, Any]],
+               request: BaseModel) -> Dict[str, Any]:
         """The ``result`` of the envelope from the pages' JSON, in page order."""
+        if self.finish:
+            pages = self.finish(pages, request)
         if self.pages_key is None:
             (page,) = pages
             return page
@@ -223,3 +229,9 @@ ADAPTERS: Dict[str, Adapter] = {
 def file_field(path: str) -> str:
     """The request field that carries the file at an endpoint path (for the client)."""
     return next((a.file_field for a in ADAPTERS.values() if a.path == path.rstrip("/")), "file")
+
+
+# PaddleOCR-VL's endpoints live in their own module, which builds on the parts above.
+from .vl_adapter import VL_ADAPTER  # noqa: E402
+
+ADAPTERS.update({"PaddleOCR-VL": VL_ADAPTER, "doc_vlm": VL_ADAPTER})

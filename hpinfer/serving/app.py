@@ -174,7 +174,7 @@ class Service:
             finally:
                 await asyncio.to_thread(stream.close)
         envelope = {"logId": log_id, "errorCode": 0, "errorMsg": "Success",
-                    "result": adapter.result(pages, stream.data_info, clamps)}
+                    "result": adapter.result(pages, stream.data_info, clamps, request)}
         if not how.visualize and len(pages) == 1:  # one page's JSON, no pictures: cheaper here than a thread hop
             return json.dumps(envelope, ensure_ascii=False).encode()
         return await asyncio.to_thread(lambda: json.dumps(envelope, ensure_ascii=False).encode())
@@ -284,10 +284,11 @@ class Service:
 class Gate:
     """Plain ASGI middleware for what must happen before the body is read, plus metrics and the access log."""
 
-    def __init__(self, app: ASGIApp, service: Service):
+    def __init__(self, app: ASGIApp, service: Service, path: Optional[str] = None):
         self.app = app
         self.service = service
-        self.known_paths = {service.adapter.path, "/metrics", *OPEN_PATHS}
+        self.path = path or service.adapter.path  # the inference endpoint: admission and body limit apply there
+        self.known_paths = {self.path, "/metrics", *OPEN_PATHS}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -307,7 +308,7 @@ class Gate:
             refusal = self._refusal(scope, log_id)
             if refusal is not None:
                 await refusal(scope, receive, send_logged)
-            elif path == service.adapter.path and scope["method"] == "POST":
+            elif path == self.path and scope["method"] == "POST":
                 service.admission.enter()
                 try:
                     await self.app(scope, self._capped(receive), send_logged)
@@ -330,7 +331,7 @@ class Gate:
             if not authorized(headers.get("authorization"), settings.api_key):
                 return error_response(log_id, 401, "missing or wrong API key: send 'Authorization: Bearer <key>'",
                                       {"WWW-Authenticate": "Bearer"})
-        if path != service.adapter.path or scope["method"] != "POST":
+        if path != self.path or scope["method"] != "POST":
             return None
         reason = service.admission.refusal()
         if reason:
@@ -477,6 +478,8 @@ def create_app(settings: ServeSettings, pipeline: Any = None) -> FastAPI:
             return error_response(log_id, 500, "internal server error (the server log has details under this logId)")
         return Response(content, media_type="application/json")
 
+    if adapter.routes:
+        adapter.routes(app)
     app.add_middleware(Gate, service=service)
     if settings.cors_origins:  # outermost, so that preflights are answered before the gate asks for a token
         app.add_middleware(

@@ -176,7 +176,7 @@ class PageStream:
     checked on the first page; errors name the request field."""
 
     def __init__(self, data: bytes, field: str, file_type: Optional[int], max_pixels: int, max_pdf_pages: int,
-                 max_render_side: int):
+                 max_render_side: Optional[int] = None):
         self.field, self.file_type = field, file_type
         with self._naming():
             self.count = count_inputs(data)
@@ -222,3 +222,12 @@ class PageStream:
             if not str(err).startswith(_IO_NAME):
                 raise
             raise InputError(f"{self.field}: {str(err).removeprefix(_IO_NAME)}") from None
+
+
+def read_image(data: bytes, field: str, max_pixels: int) -> np.ndarray:
+    """One image (not a PDF) from a request's bytes, BGR; errors name the field."""
+    stream = PageStream(data, field, 1, max_pixels, 1)
+    try:
+        return stream.next_page().image
+    finally:
+        stream.close()
