@@ -107,6 +107,9 @@ class Service:
         self.ready = False
         self.batcher: Optional[Batcher] = None
         self.http: Optional[httpx.AsyncClient] = None
+        self.extensions: List[Any] = []  # started after, stopped before the batcher (the jobs runner)
+        self.open_paths = OPEN_PATHS  # plus the web page's files when it is on
+        self.upload_paths = {adapter.path}  # POST bodies capped at max_body_mb
 
     async def start(self) -> None:
         settings = self.settings
@@ -127,6 +130,8 @@ class Service:
                  settings.max_batch_size, settings.inference_threads, settings.device or "cpu")
         self.metrics.track(lambda: self.admission.active, lambda: self.batcher.queued)
         self.http = httpx.AsyncClient(follow_redirects=False, trust_env=False, timeout=settings.url_timeout_s)
+        for extension in self.extensions:
+            await extension.start()
 
     async def warm_up(self) -> None:
         """One request's worth of work through the whole path, so the first client doesn't pay for lazy set-up."""
@@ -141,6 +146,8 @@ class Service:
             log.exception("warm-up failed: the server stays not ready")
 
     async def stop(self) -> None:
+        for extension in self.extensions:
+            await extension.stop()
         if self.batcher:
             await self.batcher.close()
         if self.http:
@@ -151,9 +158,7 @@ class Service:
         budget has room for it, and at most ``PAGES_IN_FLIGHT`` of a request are held at once; each page's
         JSON is encoded as soon as its result comes, and the page and its result are dropped."""
         settings, adapter = self.settings, self.adapter
-        options = adapter.options(request, self.pipeline)
-        if adapter.detects_text:
-            options["text_det_max_side_limit"] = settings.max_det_side
+        options = self.pipeline_options(request)
         text, field = getattr(request, adapter.file_field), adapter.file_field
         file_type = getattr(request, "fileType", None) if adapter.accepts_pdf else 1
         how = Encoding(request, settings.visualize if request.visualize is None else request.visualize)
@@ -178,6 +183,13 @@ class Service:
         if not how.visualize and len(pages) == 1:  # one page's JSON, no pictures: cheaper here than a thread hop
             return json.dumps(envelope, ensure_ascii=False).encode()
         return await asyncio.to_thread(lambda: json.dumps(envelope, ensure_ascii=False).encode())
+
+    def pipeline_options(self, request: Any) -> Dict[str, Any]:
+        """The request's pipeline options (422 for what can't be honoured), with the detector input's cap."""
+        options = self.adapter.options(request, self.pipeline)
+        if self.adapter.detects_text:
+            options["text_det_max_side_limit"] = self.settings.max_det_side
+        return options
 
     async def _pages(self, stream: PageStream, ticket: Any, options: Dict[str, Any], how: Encoding):
         """Each page's JSON in page order, and the size limits that changed how pages were processed."""
@@ -287,8 +299,9 @@ class Gate:
     def __init__(self, app: ASGIApp, service: Service, path: Optional[str] = None):
         self.app = app
         self.service = service
-        self.path = path or service.adapter.path  # the inference endpoint: admission and body limit apply there
-        self.known_paths = {self.path, "/metrics", *OPEN_PATHS}
+        self.path = path or service.adapter.path  # the inference endpoint: admission applies there
+        self.upload_paths = {self.path, *service.upload_paths}  # POST bodies capped at max_body_mb
+        self.known_paths = {"/metrics", *self.upload_paths, *service.open_paths}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -314,6 +327,8 @@ class Gate:
                     await self.app(scope, self._capped(receive), send_logged)
                 finally:
                     service.admission.leave()
+            elif path in self.upload_paths and scope["method"] == "POST":
+                await self.app(scope, self._capped(receive), send_logged)
             else:
                 await self.app(scope, receive, send_logged)
         finally:
@@ -327,13 +342,13 @@ class Gate:
         settings, service = self.service.settings, self.service
         path = scope["path"]
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-        if settings.api_key and scope["method"] != "OPTIONS" and path not in OPEN_PATHS:
+        if settings.api_key and scope["method"] != "OPTIONS" and path not in service.open_paths:
             if not authorized(headers.get("authorization"), settings.api_key):
                 return error_response(log_id, 401, "missing or wrong API key: send 'Authorization: Bearer <key>'",
                                       {"WWW-Authenticate": "Bearer"})
-        if path != self.path or scope["method"] != "POST":
+        if path not in self.upload_paths or scope["method"] != "POST":
             return None
-        reason = service.admission.refusal()
+        reason = service.admission.refusal() if path == self.path else None
         if reason:
             return error_response(log_id, 503, reason, {"Retry-After": RETRY_AFTER_S})
         length = headers.get("content-length", "")
@@ -480,10 +495,18 @@ def create_app(settings: ServeSettings, pipeline: Any = None) -> FastAPI:
 
     if adapter.routes:
         adapter.routes(app)
+    if settings.jobs_dir or settings.ui:
+        from .jobs import install_jobs
+
+        service.extensions.append(install_jobs(app, service))
+    if settings.ui:
+        from .web import install_web
+
+        install_web(app, service)
     app.add_middleware(Gate, service=service)
     if settings.cors_origins:  # outermost, so that preflights are answered before the gate asks for a token
         app.add_middleware(
-            CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST"],
+            CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST", "DELETE"],
             allow_headers=["Authorization", "Content-Type"],
         )
     return app

@@ -15,6 +15,7 @@ import binascii
 import contextlib
 import ctypes
 import threading
+import time
 from collections import deque
 from typing import Any, Deque, Dict, Iterator, List, Optional, Tuple
 
@@ -33,6 +34,7 @@ class Admission:
         self.capacity = capacity
         self.active = 0
         self.draining = False
+        self.left_at = 0.0  # when the last request left (monotonic seconds)
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -50,6 +52,7 @@ class Admission:
 
     def leave(self) -> None:
         self.active -= 1
+        self.left_at = time.monotonic()
         if not self.active:
             self._idle.set()
 
@@ -178,10 +181,8 @@ class PageStream:
     def __init__(self, data: bytes, field: str, file_type: Optional[int], max_pixels: int, max_pdf_pages: int,
                  max_render_side: Optional[int] = None):
         self.field, self.file_type = field, file_type
-        with self._naming():
-            self.count = count_inputs(data)
-            if self.count > max_pdf_pages:
-                raise InputError(f"{_IO_NAME}PDF has {self.count} pages, above the limit of {max_pdf_pages}")
+        with _named(field):
+            self.count = _count(data, max_pdf_pages)
             self._items: Iterator[InputItem] = iter_inputs(
                 data, pdf_scale=PDF_SCALE, max_pixels=max_pixels, max_render_side=max_render_side)
         self.sizes: List[Dict[str, int]] = []
@@ -189,15 +190,13 @@ class PageStream:
         self._lock = threading.Lock()  # a request cut short closes the stream while a thread may still render
 
     def next_page(self) -> Optional[InputItem]:
-        with self._lock, self._naming():
+        with self._lock, _named(self.field):
             item = next(self._items, None)
         if item is None:
             return None
         if not self.sizes:
             self.is_pdf = item.page_index is not None
-            if self.file_type is not None and self.is_pdf != (self.file_type == 0):
-                found, wanted = ("an image", "a PDF (fileType 0)") if self.file_type == 0 else ("a PDF", "an image")
-                raise InputError(f"{self.field}: is {found} but {wanted} was expected")
+            _check_type(self.is_pdf, self.file_type, self.field)
         self.sizes.append({"width": item.image.shape[1], "height": item.image.shape[0]})
         return item
 
@@ -213,15 +212,39 @@ class PageStream:
             return {"numPages": len(self.sizes), "pages": self.sizes, "type": "pdf"}
         return {**self.sizes[0], "type": "image"}
 
-    @contextlib.contextmanager
-    def _naming(self) -> Iterator[None]:
-        """hpinfer.io's errors about "input (bytes)" reworded to name the request field."""
-        try:
-            yield
-        except InputError as err:
-            if not str(err).startswith(_IO_NAME):
-                raise
-            raise InputError(f"{self.field}: {str(err).removeprefix(_IO_NAME)}") from None
+
+
+def count_pages(data: bytes, field: str, file_type: Optional[int], max_pixels: int, max_pdf_pages: int) -> Tuple[bool, int]:
+    """``(is_pdf, pages)`` with the same checks as ``PageStream``, reading only the first page (for jobs, which
+    read the rest one page at a time)."""
+    with _named(field):
+        count = _count(data, max_pdf_pages)
+        is_pdf = next(iter_inputs(data, page_range=(1, 1), max_pixels=max_pixels)).page_index is not None
+    _check_type(is_pdf, file_type, field)
+    return is_pdf, count
+
+
+def _count(data: bytes, max_pdf_pages: int) -> int:
+    count = count_inputs(data)
+    if count > max_pdf_pages:
+        raise InputError(f"{_IO_NAME}PDF has {count} pages, above the limit of {max_pdf_pages}")
+    return count
+
+
+@contextlib.contextmanager
+def _named(field: str) -> Iterator[None]:
+    """hpinfer.io's errors about the bytes, told about the request field instead."""
+    try:
+        yield
+    except InputError as err:
+        raise InputError(f"{field}: {str(err).removeprefix(_IO_NAME)}") from None
+
+
+def _check_type(is_pdf: bool, file_type: Optional[int], field: str) -> None:
+    """PaddleX's ``fileType``: 0 PDF, 1 image, None: whatever the content is."""
+    if file_type is not None and is_pdf != (file_type == 0):
+        found, wanted = ("an image", "a PDF (fileType 0)") if file_type == 0 else ("a PDF", "an image")
+        raise InputError(f"{field}: is {found} but {wanted} was expected")
 
 
 def read_image(data: bytes, field: str, max_pixels: int) -> np.ndarray:

@@ -94,6 +94,12 @@ class ServeSettings(BaseModel):
     api_key: Optional[str] = Field(None, repr=False)
     cors_origins: Tuple[str, ...] = ()
     visualize: bool = True  # PaddleX's default: result images unless the request says visualize: false
+    # Async jobs (serving/jobs): on when jobs_dir is set, or with the web page (ui; then in a temporary folder).
+    jobs_dir: Optional[str] = None
+    jobs_max_pages: int = Field(1000, gt=0)  # per job (max_pdf_pages is for synchronous requests)
+    jobs_retention_h: float = Field(24.0, gt=0)  # finished jobs and their files are removed after this
+    jobs_per_key: int = Field(8, gt=0)  # unfinished jobs per API key (when api_key is set)
+    ui: bool = False  # the web page at /
 
     def __init__(self, **values: Any) -> None:
         try:
