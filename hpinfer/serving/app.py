@@ -109,7 +109,7 @@ class Service:
         self.http: Optional[httpx.AsyncClient] = None
         self.extensions: List[Any] = []  # started after, stopped before the batcher (the jobs runner)
         self.open_paths = OPEN_PATHS  # plus the web page's files when it is on
-        self.upload_paths = {adapter.path}  # POST bodies capped at max_body_mb
+        self.upload_paths = {adapter.path} if adapter else set()  # POST bodies capped at max_body_mb (genai: none here)
 
     async def start(self) -> None:
         settings = self.settings
