@@ -3,6 +3,7 @@ the HTTP overhead over in-process ``predict``, and an optional soak. Bounded req
 
     python benchmarks/serve_load.py [--pipeline OCR] [--requests 1:6,8:16,32:32] [--rounds 3] [--two_threads_too] [--json out.json]
     python benchmarks/serve_load.py --soak 600          # concurrency 16 for 10 minutes, errors and RSS growth
+    python benchmarks/serve_load.py --soak 600 --mixed  # the same with hostile requests mixed in (issue 18)
     python benchmarks/serve_load.py --device gpu:0 --use_hpip --hpi_config '{"backend": "torch", ...}'   # on a GPU
     python benchmarks/serve_load.py --payloads pages     # A4 pages of one size instead of 5 images of 5 sizes
     .venv-triton/bin/python benchmarks/serve_load.py --engines basic,triton,ray   # the engines, one instance each
@@ -256,30 +257,57 @@ def http_overhead(server: "Server", endpoint: str, pipeline_name: str, images_di
     }
 
 
-def soak(pipeline: str, endpoint: str, images_dir: Path, seconds: float, concurrency: int = 16) -> Dict[str, Any]:
-    """Concurrency 16 for ``seconds``: errors, and RSS growth after the first sixth (warm-up, at least 30 s)."""
-    payloads = bodies(images_dir, IMAGES)
+def hostile_requests(images_dir: Path) -> List[Tuple[str, Dict[str, Any]]]:
+    """(kind, httpx.post keywords): each invalid request the hostile-input tests send, and the issue's one-image DoS
+    (clamped now), between the valid ones; every kind is expected to get its 2xx or 4xx, never a 5xx."""
+    image = base64.b64encode((images_dir / "paragraph_en.jpg").read_bytes()).decode()
+    as_json = {"Content-Type": "application/json"}
+    return [
+        ("dos_det_4096_min", {"json": {"file": image, "textDetLimitSideLen": 4096, "textDetLimitType": "min"}}),
+        ("bad_base64", {"json": {"file": "not base64 !"}}),
+        ("not_an_image", {"json": {"file": base64.b64encode(b"hello " * 100).decode()}}),
+        ("unknown_field", {"json": {"file": image, "textDetLimit": 5}}),
+        ("file_type_true", {"json": {"file": image, "fileType": True}}),
+        ("pdf_expected", {"json": {"file": image, "fileType": 0}}),
+        ("not_utf8", {"content": b'{"file": "\xff"}', "headers": as_json}),
+        ("too_deep", {"content": b"[" * 50_000 + b"]" * 50_000, "headers": as_json}),
+        ("text_plain", {"content": b'{"file": "x"}', "headers": {"Content-Type": "text/plain"}}),
+        ("private_url", {"json": {"file": "http://127.0.0.1:9/x.png"}}),
+    ]
+
+
+def soak(pipeline: str, endpoint: str, images_dir: Path, seconds: float, concurrency: int = 16,
+         mixed: bool = False) -> Dict[str, Any]:
+    """Concurrency 16 for ``seconds``: statuses, and RSS growth after the first sixth (warm-up, at least 30 s).
+    ``mixed``: every other request is one of ``hostile_requests``. Growth: the median RSS of the last tenth of the
+    samples against that of the first tenth after warm-up (single requests make RSS spike: a median shows a
+    trend, the max a spike), the max against the first tenth, and the least RSS of each minute."""
+    requests = [("valid", {"json": body}) for body in bodies(images_dir, IMAGES)]
+    if mixed:
+        hostile = hostile_requests(images_dir)
+        requests = [r for pair in zip(requests * len(hostile), hostile * len(requests)) for r in pair]
     warm_up = max(30.0, seconds / 6)
     samples: List[Tuple[float, float]] = []
     with Server(pipeline) as server:
         async def run() -> Dict[str, Any]:
-            errors: Dict[str, int] = {}
+            statuses: Dict[str, Dict[str, int]] = {}
             done = 0
             stop = time.monotonic() + seconds
             async with httpx.AsyncClient(timeout=600, limits=httpx.Limits(max_connections=concurrency)) as client:
                 async def worker(w: int) -> None:
                     nonlocal done
-                    i = w
+                    i = w * 7  # each worker walks the whole list (a stride of 16 would keep it to one parity: all valid or all hostile)
                     while time.monotonic() < stop:
+                        kind, request = requests[i % len(requests)]
                         try:
-                            response = await client.post(server.url + endpoint, json=payloads[i % len(payloads)])
-                            key = None if response.status_code == 200 else str(response.status_code)
+                            response = await client.post(server.url + endpoint, **request)
+                            key = str(response.status_code)
                         except httpx.HTTPError as err:
                             key = type(err).__name__
-                        if key:
-                            errors[key] = errors.get(key, 0) + 1
+                        counts = statuses.setdefault(kind, {})
+                        counts[key] = counts.get(key, 0) + 1
                         done += 1
-                        i += concurrency
+                        i += 1
 
                 async def sampler() -> None:
                     start = time.monotonic()
@@ -288,15 +316,23 @@ def soak(pipeline: str, endpoint: str, images_dir: Path, seconds: float, concurr
                         await asyncio.sleep(5)
 
                 await asyncio.gather(sampler(), *(worker(w) for w in range(concurrency)))
-            return {"requests": done, "errors": errors}
+            return {"requests": done, "statuses": statuses}
 
         outcome = asyncio.run(run())
     after_warm = [rss for t, rss in samples if t >= warm_up]
-    base = after_warm[0]
+    tenth = max(1, len(after_warm) // 10)
+    first, last = statistics.median(after_warm[:tenth]), statistics.median(after_warm[-tenth:])
+    by_status = [(key, n) for counts in outcome["statuses"].values() for key, n in counts.items()]
+    # Per-minute floor (the least RSS sampled in each minute): a leak raises it; single large requests don't.
+    floors = [min((rss for t, rss in samples if m * 60 <= t < (m + 1) * 60), default=None) for m in range(int(seconds // 60))]
     return {
-        **outcome, "seconds": seconds, "concurrency": concurrency, "warm_up_s": warm_up,
-        "rss_after_warm_up_mb": round(base, 1), "rss_max_after_mb": round(max(after_warm), 1),
-        "rss_end_mb": round(after_warm[-1], 1), "rss_growth_pct": round((max(after_warm) / base - 1) * 100, 2),
+        **outcome, "seconds": seconds, "concurrency": concurrency, "mixed": mixed, "warm_up_s": warm_up,
+        "server_errors_5xx": sum(n for key, n in by_status if key.startswith("5")),
+        "transport_errors": sum(n for key, n in by_status if not key.isdigit()),
+        "rss_after_warm_up_mb": round(first, 1), "rss_end_mb": round(last, 1), "rss_max_after_mb": round(max(after_warm), 1),
+        "rss_growth_pct": round((last / first - 1) * 100, 2), "rss_spike_pct": round((max(after_warm) / first - 1) * 100, 2),
+        "rss_floor_per_minute_mb": [None if f is None else round(f, 1) for f in floors],
+        "rss_samples": [(round(t, 1), round(rss, 1)) for t, rss in samples],
     }
 
 
@@ -327,6 +363,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--overhead_pairs", type=int, default=30)
     parser.add_argument("--soak", type=float, default=None, metavar="SECONDS", help="run only the soak, this long")
+    parser.add_argument("--mixed", action="store_true", help="soak: hostile requests between the valid ones")
     parser.add_argument("--endpoint", default="/ocr", help="the pipeline's endpoint (the OCR request bodies are sent)")
     parser.add_argument("--two_threads_too", action="store_true",
                         help='also measure "batching on, 2 threads" and "batching off, 2 threads" (what the threads alone give)')
@@ -346,7 +383,7 @@ def main() -> int:
                         *(["--hpi_config", args.hpi_config] if args.hpi_config else [])])
     report: Dict[str, Any] = {"environment": {**environment(), "engine_args": " ".join(ENGINE_ARGS)}}
     if args.soak:
-        report["soak"] = soak(args.pipeline, args.endpoint, args.images, args.soak)
+        report["soak"] = soak(args.pipeline, args.endpoint, args.images, args.soak, mixed=args.mixed)
     elif args.engines:
         levels = [tuple(int(x) for x in pair.split(":")) for pair in args.requests.split(",")]
         payloads = bodies(args.images, IMAGES)
@@ -373,11 +410,16 @@ def main() -> int:
             report["server_stage_seconds"] = {label: stage_seconds(server.url) for label, server in servers.items()}
             report["http_overhead"] = http_overhead(servers["batching on"], args.endpoint, args.pipeline, args.images,
                                                     args.overhead_pairs, engine)
+    write_report(report, args.json)
+    return 0
+
+
+def write_report(report: Dict[str, Any], path: Optional[Path]) -> None:
+    """Prints the report, with the load average now, and writes it to ``path`` too if given."""
     report["environment"]["load_average_at_end"] = _load()
     print(json.dumps(report, indent=2))
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
-    return 0
+    if path:
+        path.write_text(json.dumps(report, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import yaml
 
 from .config import parse_json_object
-from .errors import ConfigError, HpinferError
+from .errors import EXIT_SOME_FAILED, ConfigError, HpinferError
 from .commands import build as build_command, cache as cache_command
 from . import tune
 from .commands import genai_server
@@ -105,7 +105,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-EXIT_SOME_FAILED = 3  # predict finished, but some inputs or pages could not be read (each reported on stderr)
 
 
 def _predict(args: argparse.Namespace, options: Dict[str, Any]) -> int:

@@ -1,5 +1,7 @@
 """User-facing errors. Each message is one line that names the culprit and, where possible, the fix."""
 
+EXIT_SOME_FAILED = 3  # a command finished, but some inputs or pages failed (each reported on stderr)
+
 
 class HpinferError(Exception):
     """Base class: the CLI prints the message alone, without a traceback."""

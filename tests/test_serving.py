@@ -27,7 +27,7 @@ from hpinfer.serving.cli import main as serving_main
 from hpinfer.serving.client import save_response
 from hpinfer.serving.security import fetch_url
 from hpinfer.serving.settings import SETTINGS_ENV
-from test_serving_support import b64, make_pdf, running, static_files
+from test_serving_support import b64, make_pdf, running, static_files, wait_until
 
 IMAGE = "bilevel_test.png"  # one text line, fast to OCR
 OTHER = "single_line.jpg"
@@ -288,12 +288,11 @@ def test_full_queue_gets_503_with_retry_after(pipeline, files):
         slow = threading.Thread(target=lambda: results.append(ocr(url, file=b64((files / "four.pdf").read_bytes()))))
         results: list = []
         slow.start()
-        while app.state.service.admission.active == 0:
-            time.sleep(0.005)
+        wait_until(lambda: app.state.service.admission.active > 0, 30, "the request to be admitted", 0.005)
         busy = ocr(url, file=b64((files / "page.png").read_bytes()))
         assert busy.status_code == 503 and busy.headers["retry-after"] == "1"
         assert "busy" in busy.json()["errorMsg"]
-        slow.join()
+        slow.join(120)
         assert results[0].status_code == 200  # the admitted one is not lost
 
 
@@ -302,10 +301,8 @@ def test_timeout_gets_504_and_the_server_goes_on(pipeline, files):
     with running(app) as url:
         answer = ocr(url, file=b64((files / "four.pdf").read_bytes()))
         assert answer.status_code == 504 and "timed out after 0.05 s" in answer.json()["errorMsg"]
-        deadline = time.monotonic() + 30
-        while app.state.service.batcher.queued or app.state.service.admission.active:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        wait_until(lambda: not (app.state.service.batcher.queued or app.state.service.admission.active), 30,
+                   "the cut request's pages to leave", 0.05)
 
 
 def test_clients_and_client_command(server, files, expected, tmp_path, capsys):

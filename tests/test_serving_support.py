@@ -1,5 +1,6 @@
 """Helpers for the serving tests (no tests here): a real uvicorn server in a thread on an ephemeral
-loopback port, a static file server for URL inputs, and input builders."""
+loopback port, a real ``python -m hpinfer.serving serve`` process, a static file server for URL inputs,
+input builders, and ``wait_until`` (every wait in these tests has a deadline)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,14 @@ import base64
 import contextlib
 import functools
 import http.server
+import io
+import re
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
-from typing import Iterator, List
+from typing import Callable, Iterator, List, NamedTuple
 
 import httpx
 import uvicorn
@@ -23,19 +28,53 @@ def running(app, wait_ready: bool = True) -> Iterator[str]:
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", access_log=False))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
-        time.sleep(0.02)
+    wait_until(lambda: server.started or not thread.is_alive(), 60, "the server to start")
+    assert thread.is_alive(), "server did not start"
     url = f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
-    while wait_ready and httpx.get(f"{url}/health/ready").status_code != 200:
-        assert time.monotonic() < deadline, "server did not become ready"
-        time.sleep(0.05)
+    if wait_ready:
+        wait_until(lambda: httpx.get(f"{url}/health/ready").status_code == 200, 120, "readiness", 0.05)
     try:
         yield url
     finally:
         server.should_exit = True
         thread.join(30)
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.02) -> None:
+    """Polls ``condition`` until true; fails the test after ``timeout`` seconds instead of hanging."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"gave up after {timeout:g} s waiting for {what}"
+        time.sleep(interval)
+
+
+class Served(NamedTuple):
+    process: subprocess.Popen
+    url: str
+    log: List[str]  # stderr lines so far
+
+
+@contextlib.contextmanager
+def serve_process(*args: str, ready_timeout: float = 120) -> Iterator[Served]:
+    """``python -m hpinfer.serving serve --host 127.0.0.1 --port 0 <args>`` until the block ends (killed if
+    still running), once it is ready."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "hpinfer.serving", "serve", "--host", "127.0.0.1", "--port", "0", *args],
+        stderr=subprocess.PIPE, text=True,
+    )
+    log: List[str] = []
+    threading.Thread(target=lambda: log.extend(process.stderr), daemon=True).start()
+    try:
+        wait_until(lambda: any("Uvicorn running on" in line for line in log) or process.poll() is not None,
+                   ready_timeout, "the server to listen")
+        assert process.poll() is None, "".join(log)
+        url = re.search(r"Uvicorn running on (http://\S+)", "".join(log)).group(1)
+        wait_until(lambda: httpx.get(f"{url}/health/ready").status_code == 200, ready_timeout, "readiness", 0.05)
+        yield Served(process, url, log)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(30)
 
 
 @contextlib.contextmanager
@@ -55,6 +94,18 @@ def static_files(folder: Path) -> Iterator[str]:
 
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
+
+
+def blank_pdf(pages: int, side_pt: float) -> bytes:
+    """A PDF of blank square pages, ``side_pt`` points a side (a few KB, however large the pages)."""
+    import pypdfium2 as pdfium
+
+    document = pdfium.PdfDocument.new()
+    for _ in range(pages):
+        document.new_page(side_pt, side_pt)
+    buffer = io.BytesIO()
+    document.save(buffer)
+    return buffer.getvalue()
 
 
 def make_pdf(images: List[Path], target: Path) -> Path:

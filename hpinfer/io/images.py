@@ -20,7 +20,7 @@ def decode_image(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS) -
         raise InputError(f"{name}: file is empty")
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # max_pixels decides, just below
             image = Image.open(io.BytesIO(data))
             if image.width * image.height > max_pixels:
                 raise InputError(
@@ -31,8 +31,9 @@ def decode_image(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS) -
         raise
     except UnidentifiedImageError:
         raise InputError(f"{name}: not a supported image (jpg, png, bmp, tiff, webp) or PDF") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-        raise InputError(f"{name}: image too large ({err})") from None
+    except Image.DecompressionBombError:  # above twice PIL's MAX_IMAGE_PIXELS: refused before the size is known
+        limit = min(max_pixels, 2 * (Image.MAX_IMAGE_PIXELS or 0) or max_pixels)
+        raise InputError(f"{name}: image is above the limit of {limit} pixels") from None
     except (OSError, SyntaxError, ValueError) as err:
         raise InputError(f"{name}: corrupt or truncated image ({err})") from None
     return pil_to_bgr(ImageOps.exif_transpose(image))

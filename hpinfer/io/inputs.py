@@ -39,6 +39,7 @@ class InputItem:
     image: np.ndarray  # HxWx3 BGR uint8, contiguous
     input_path: Optional[str]  # file path as given, or URL; None for arrays/bytes
     page_index: Optional[int]  # 0-based PDF page index; None for plain images
+    render_scale: Optional[float] = None  # PDF pages: the scale rendered at (below pdf_scale where max_render_side capped it)
 
 
 class _Source(NamedTuple):
@@ -69,12 +70,15 @@ def iter_inputs(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     url_timeout: float = 30.0,
     max_download_bytes: int = 200 * 2**20,
+    max_render_side: Optional[int] = None,
 ) -> Iterator[InputItem]:
-    """Yield one InputItem per image / PDF page. Options are checked now; inputs lazily, in order."""
+    """Yield one InputItem per image / PDF page. Options are checked now; inputs lazily, in order.
+    ``max_render_side``: PDF pages render at ``pdf_scale`` but at most this long on their longer side."""
     _check_page_range(page_range)
     if not pdf_scale > 0:
         raise ConfigError(f"pdf_scale {pdf_scale!r}: must be > 0")
-    return _iter(inputs, page_range, pdf_scale, max_pixels, url_timeout, max_download_bytes)
+    render = _Render(pdf_scale, max_pixels, max_render_side)
+    return _iter(inputs, page_range, render, url_timeout, max_download_bytes)
 
 
 def count_inputs(inputs: Any, page_range: Optional[PageRange] = None) -> Optional[int]:
@@ -99,11 +103,16 @@ def count_inputs(inputs: Any, page_range: Optional[PageRange] = None) -> Optiona
     return total
 
 
+class _Render(NamedTuple):
+    scale: float
+    max_pixels: int
+    max_side: Optional[int]
+
+
 def _iter(
     inputs: Any,
     page_range: Optional[PageRange],
-    pdf_scale: float,
-    max_pixels: int,
+    render: _Render,
     url_timeout: float,
     max_download_bytes: int,
 ) -> Iterator[InputItem]:
@@ -112,12 +121,12 @@ def _iter(
             data = _download(source.payload, url_timeout, max_download_bytes)
             source = _bytes_source(data, source.payload, source.payload)
         if source.kind == "pdf":
-            yield from _pdf_pages(source, page_range, pdf_scale, max_pixels)
+            yield from _pdf_pages(source, page_range, render)
         elif source.kind == "image":
             data = source.payload
             if isinstance(data, str):
                 data = _read_file(data)
-            yield InputItem(decode_image(data, source.name, max_pixels), source.input_path, None)
+            yield InputItem(decode_image(data, source.name, render.max_pixels), source.input_path, None)
         else:
             yield InputItem(_decoded_to_bgr(source.payload, source.name), None, None)
 
@@ -258,9 +267,7 @@ def _open_pdf(source: Union[str, bytes], name: str) -> pdfium.PdfDocument:
         raise InputError(f"{name}: cannot read file ({err.strerror or err})") from None
 
 
-def _pdf_pages(
-    source: _Source, page_range: Optional[PageRange], scale: float, max_pixels: int
-) -> Iterator[InputItem]:
+def _pdf_pages(source: _Source, page_range: Optional[PageRange], render: _Render) -> Iterator[InputItem]:
     """Render one page per step; the document is closed even if the consumer stops early."""
     with _PDFIUM_LOCK:
         pdf = _open_pdf(source.payload, source.name)
@@ -269,29 +276,33 @@ def _pdf_pages(
             indices = _page_indices(len(pdf), page_range, source.name)
         for index in indices:
             with _PDFIUM_LOCK:
-                image = _render_page(pdf, index, scale, max_pixels, source.name)
-            yield InputItem(image, source.input_path, index)
+                image, scale = _render_page(pdf, index, render, source.name)
+            yield InputItem(image, source.input_path, index, scale)
     finally:
         with _PDFIUM_LOCK:
             pdf.close()
 
 
-def _render_page(pdf: pdfium.PdfDocument, index: int, scale: float, max_pixels: int, name: str) -> np.ndarray:
-    """Caller holds _PDFIUM_LOCK. Returns an owned BGR copy: the bitmap's buffer dies with it."""
+def _render_page(pdf: pdfium.PdfDocument, index: int, render: _Render, name: str) -> Tuple[np.ndarray, float]:
+    """Caller holds _PDFIUM_LOCK. Returns an owned BGR copy (the bitmap's buffer dies with it) and its scale."""
     try:
         page = pdf[index]
     except pdfium.PdfiumError as err:
         raise InputError(f"{name}: cannot load page {index + 1} ({err})") from None
     try:
-        width, height = (round(side * scale) for side in page.get_size())
-        if width * height > max_pixels:
+        size = page.get_size()
+        scale = render.scale
+        if render.max_side and max(size) * scale > render.max_side:
+            scale = render.max_side / max(size)
+        width, height = (round(side * scale) for side in size)
+        if width * height > render.max_pixels:
             raise InputError(
-                f"{name}: page {index + 1} renders to {width}x{height} pixels, above the limit of {max_pixels}"
+                f"{name}: page {index + 1} renders to {width}x{height} pixels, above the limit of {render.max_pixels}"
                 " (lower pdf_scale)"
             )
         bitmap = page.render(scale=scale)  # PDFium's native BGR byte order
         try:
-            return np.array(bitmap.to_numpy()[:, :, :3], dtype=np.uint8, order="C")
+            return np.array(bitmap.to_numpy()[:, :, :3], dtype=np.uint8, order="C"), scale
         finally:
             bitmap.close()
     except pdfium.PdfiumError as err:

@@ -73,6 +73,9 @@ class OCROptions(Params):
     text_det_thresh: Optional[float] = Field(None, ge=0, le=1)
     text_det_box_thresh: Optional[float] = Field(None, ge=0, le=1)
     text_det_unclip_ratio: Optional[float] = Field(None, gt=0)
+    # A cap on the detector input's longer side on top of the detector's own max_side_limit (the lower wins):
+    # how a server bounds what textDetLimitSideLen can make the detector allocate.
+    text_det_max_side_limit: Optional[int] = Field(None, ge=32)
     # Stage threads for several images (decode | detect + crop | recognise); None: on a GPU, on when the input
     # holds more than one image (a list, directory or PDF); on a CPU off (measured: module docstring).
     # Results are the same either way.
@@ -217,10 +220,11 @@ class OCRPipeline(PipelineBase):
             raise ConfigError("use_doc_orientation_classify=True needs the pipeline created with it on (the model is not loaded)")
         if opts.use_textline_orientation and self.textline_cls is None:
             raise ConfigError("use_textline_orientation=True needs the pipeline created with it on (the model is not loaded)")
+        cap, own = opts.text_det_max_side_limit, self.text_det.params.max_side_limit
         det_params = self.text_det.with_overrides({
             "limit_side_len": opts.text_det_limit_side_len, "limit_type": opts.text_det_limit_type,
             "thresh": opts.text_det_thresh, "box_thresh": opts.text_det_box_thresh,
-            "unclip_ratio": opts.text_det_unclip_ratio,
+            "unclip_ratio": opts.text_det_unclip_ratio, "max_side_limit": min(cap, own or cap) if cap else None,
         })
         return opts, det_params
 

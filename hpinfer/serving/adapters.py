@@ -1,9 +1,8 @@
 """Pipeline ↔ PaddleX basic-serving JSON, one ``Adapter`` per pipeline (the LitServe idea: decode the
-request, encode the response; the HTTP app and the batcher know nothing pipeline-specific).
+request, encode the response; the HTTP front-ends and the batcher know nothing pipeline-specific).
 
-Field names, endpoints and result shapes follow PaddleX's ``paddlex/inference/serving/schemas``
-(``ocr.py``, ``pp_structurev3.py`` for layout parsing, ``image_classification.py``, ``object_detection.py``
-for layout detection) and ``infra/models.py``; deviations are listed in ``hpinfer/serving/README.md``.
+The request and response models are in ``schemas.py``. Pages are encoded one at a time as their results
+come (``Adapter.encode_page``), so a PDF's pages and results need not all be held at once.
 
 An option the pipeline can't honour is refused with 422 naming the field when a request asks for it
 (``only`` in ``Adapter``: the values it may take), never silently ignored.
@@ -13,174 +12,21 @@ from __future__ import annotations
 
 import base64
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Literal, NamedTuple, Optional, Tuple, Type, Union
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple, Type
 
 import cv2
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel
 
 from ..errors import InputError
 from ..pipelines.markdown import IMAGE_LABELS, crop, page_markdown
 from ..results import Result
+from .schemas import (
+    ClassificationRequest, ClassificationResult, LayoutParsingInferResult, LayoutParsingRequest, LayoutRequest,
+    LayoutResult, OCRInferResult, OCRRequest, _Request,
+)
 
 MAX_OUTPUT_IMAGE_SIDE = 2000  # PaddleX's max_output_img_size: result images are shrunk to fit 2000x2000
-
-
-# ---- envelopes and shared parts (infra/models.py) ----
-
-class ErrorResponse(BaseModel):
-    logId: str
-    errorCode: int
-    errorMsg: str
-
-
-class ImageInfo(BaseModel):
-    width: int
-    height: int
-    type: Literal["image"] = "image"
-
-
-class PDFPageInfo(BaseModel):
-    width: int
-    height: int
-
-
-class PDFInfo(BaseModel):
-    numPages: int
-    pages: List[PDFPageInfo]
-    type: Literal["pdf"] = "pdf"
-
-
-class _Request(BaseModel):
-    """Unknown fields are refused (a misspelt option would otherwise be silently ignored)."""
-
-    model_config = ConfigDict(extra="forbid")
-    visualize: Optional[bool] = Field(None, description="return result images (base64 JPEG); default: the server's")
-
-
-# ---- OCR (schemas/ocr.py) ----
-
-class _FileRequest(_Request):
-    file: str = Field(description="the file, base64-encoded, or an http(s) URL to fetch it from")
-    fileType: Optional[Literal[0, 1]] = Field(None, description="0: PDF, 1: image, null: detected from the content")
-
-
-class _OCRParams(_FileRequest):
-    """The OCR options, which layout parsing shares (its text regions go through the OCR pipeline)."""
-
-    useDocOrientationClassify: Optional[bool] = Field(
-        None, description="turn each page upright first (needs the server's pipeline built with the orientation model)")
-    useDocUnwarping: Optional[bool] = Field(None, description="not supported: only null or false")
-    useTextlineOrientation: Optional[bool] = None
-    textDetLimitSideLen: Optional[int] = Field(None, ge=32, le=4096)
-    textDetLimitType: Optional[Literal["min", "max"]] = None
-    textDetThresh: Optional[float] = Field(None, ge=0, le=1)
-    textDetBoxThresh: Optional[float] = Field(None, ge=0, le=1)
-    textDetUnclipRatio: Optional[float] = Field(None, gt=0, le=10)
-    textRecScoreThresh: Optional[float] = Field(None, ge=0, le=1)
-
-
-class OCRRequest(_OCRParams):
-    pass
-
-
-class OCRResult(BaseModel):
-    prunedResult: Dict[str, Any]
-    ocrImage: Optional[str] = None
-    docPreprocessingImage: Optional[str] = None
-    inputImage: Optional[str] = None
-
-
-class OCRInferResult(BaseModel):
-    ocrResults: List[OCRResult]
-    dataInfo: Union[ImageInfo, PDFInfo] = Field(discriminator="type")
-
-
-# ---- layout parsing (schemas/pp_structurev3.py: PP-StructureV3's /layout-parsing) ----
-
-class LayoutParsingRequest(_OCRParams):
-    useDocOrientationClassify: Optional[bool] = Field(False, description="turn each page upright first (PaddleX's default: false)")
-    useSealRecognition: Optional[bool] = Field(None, description="not supported: only null or false")
-    useTableRecognition: Optional[bool] = Field(None, description="not supported (tables come as images): only null or false")
-    useFormulaRecognition: Optional[bool] = Field(None, description="not supported (equations come as images): only null or false")
-    useChartRecognition: Optional[bool] = Field(False, description="not supported: only null or false")
-    useRegionDetection: Optional[bool] = Field(None, description="not supported: only null or false")
-    layoutThreshold: Optional[float] = Field(None, ge=0, le=1, description="a single score threshold (not per class)")
-    layoutNms: Optional[bool] = Field(None, description="class-aware NMS is always on: only null or true")
-    layoutUnclipRatio: Optional[Any] = Field(None, description="not supported: only null")
-    layoutMergeBboxesMode: Optional[Any] = Field(None, description="not supported: only null")
-    sealDetLimitSideLen: Optional[int] = Field(None, description="not supported (no seal recognition): only null")
-    sealDetLimitType: Optional[str] = Field(None, description="not supported (no seal recognition): only null")
-    sealDetThresh: Optional[float] = Field(None, description="not supported (no seal recognition): only null")
-    sealDetBoxThresh: Optional[float] = Field(None, description="not supported (no seal recognition): only null")
-    sealDetUnclipRatio: Optional[float] = Field(None, description="not supported (no seal recognition): only null")
-    sealRecScoreThresh: Optional[float] = Field(None, description="not supported (no seal recognition): only null")
-    # Table-recognition details: accepted with any value and ignored, as table recognition is never on here.
-    useWiredTableCellsTransToHtml: Optional[bool] = Field(None, description="ignored (no table recognition)")
-    useWirelessTableCellsTransToHtml: Optional[bool] = Field(None, description="ignored (no table recognition)")
-    useTableOrientationClassify: Optional[bool] = Field(None, description="ignored (no table recognition)")
-    useOcrResultsWithTableCells: Optional[bool] = Field(None, description="ignored (no table recognition)")
-    useE2eWiredTableRecModel: Optional[bool] = Field(None, description="ignored (no table recognition)")
-    useE2eWirelessTableRecModel: Optional[bool] = Field(None, description="ignored (no table recognition)")
-    returnMarkdownImages: Optional[bool] = Field(True, description="markdown.images: the figures, tables and equations as base64 JPEG")
-    prettifyMarkdown: Optional[bool] = Field(None, description="ignored: the Markdown is always the same plain form")
-    showFormulaNumber: Optional[bool] = Field(None, description="ignored (equations come as images)")
-
-
-class MarkdownData(BaseModel):
-    text: str
-    images: Optional[Dict[str, str]] = None  # relative path in ``text`` → base64 JPEG
-    isStart: bool
-    isEnd: bool
-
-
-class LayoutParsingPage(BaseModel):
-    prunedResult: Dict[str, Any]
-    markdown: MarkdownData
-    outputImages: Optional[Dict[str, str]] = None
-    inputImage: Optional[str] = None
-
-
-class LayoutParsingInferResult(BaseModel):
-    layoutParsingResults: List[LayoutParsingPage]
-    dataInfo: Union[ImageInfo, PDFInfo] = Field(discriminator="type")
-
-
-# ---- image classification (schemas/image_classification.py) ----
-
-class ClassificationRequest(_Request):
-    image: str = Field(description="the image, base64-encoded, or an http(s) URL")
-    topk: Optional[int] = Field(None, gt=0, le=1000)
-
-
-class Category(BaseModel):
-    id: int
-    name: str
-    score: float
-
-
-class ClassificationResult(BaseModel):
-    categories: List[Category]
-    image: Optional[str] = None
-
-
-# ---- layout detection (schemas/object_detection.py's shape, at /layout-detection) ----
-
-class LayoutRequest(_Request):
-    image: str = Field(description="the image, base64-encoded, or an http(s) URL")
-    threshold: Optional[float] = Field(None, ge=0, le=1, description="a single score threshold (not per class)")
-
-
-class DetectedObject(BaseModel):
-    bbox: Tuple[float, float, float, float]
-    categoryId: int
-    categoryName: str
-    score: float
-
-
-class LayoutResult(BaseModel):
-    detectedObjects: List[DetectedObject]
-    image: Optional[str] = None
 
 
 # ---- encoding ----
@@ -202,12 +48,9 @@ def pruned(result: Result) -> Dict[str, Any]:
 
 
 class Encoding(NamedTuple):
-    """What an adapter's ``encode`` gets besides the results: the request, its pages as read, and whether
-    to send images. ``inputs`` are the pages as the client sent them (before any turning upright)."""
+    """What ``encode_page`` gets besides a page's result: the request and whether to send images."""
 
     request: BaseModel
-    inputs: List[np.ndarray]
-    data_info: Dict[str, Any]
     visualize: bool
 
 
@@ -217,17 +60,15 @@ def _was_turned(result: Result) -> bool:
     return bool(doc.get("model_settings", {}).get("use_doc_orientation_classify"))
 
 
-def _encode_ocr(results: List[Result], how: Encoding) -> Dict[str, Any]:
-    items = []
-    for result, source in zip(results, how.inputs):
-        item: Dict[str, Any] = {"prunedResult": pruned(result)}
-        if how.visualize:
-            item["ocrImage"] = jpeg_base64(result.img)
-            if _was_turned(result):
-                item["docPreprocessingImage"] = jpeg_base64(result.image)
-            item["inputImage"] = jpeg_base64(source)
-        items.append(item)
-    return {"ocrResults": items, "dataInfo": how.data_info}
+def _encode_ocr(result: Result, source: np.ndarray, how: Encoding) -> Dict[str, Any]:
+    """One page; ``source`` is the page as the client sent it (before any turning upright)."""
+    item: Dict[str, Any] = {"prunedResult": pruned(result)}
+    if how.visualize:
+        item["ocrImage"] = jpeg_base64(result.img)
+        if _was_turned(result):
+            item["docPreprocessingImage"] = jpeg_base64(result.image)
+        item["inputImage"] = jpeg_base64(source)
+    return item
 
 
 def _markdown(result: Result, with_images: bool) -> Dict[str, Any]:
@@ -245,23 +86,19 @@ def _markdown(result: Result, with_images: bool) -> Dict[str, Any]:
     return {"text": page_markdown(result, names), "images": images if with_images else None, "isStart": True, "isEnd": True}
 
 
-def _encode_layout_parsing(results: List[Result], how: Encoding) -> Dict[str, Any]:
-    items = []
+def _encode_layout_parsing(result: Result, source: np.ndarray, how: Encoding) -> Dict[str, Any]:
     with_images = how.request.returnMarkdownImages is not False
-    for result, source in zip(results, how.inputs):
-        item: Dict[str, Any] = {"prunedResult": pruned(result), "markdown": _markdown(result, with_images)}
-        if how.visualize:
-            outputs = {"layout_det_res": jpeg_base64(result.img)}
-            if _was_turned(result) and result.image is not None:
-                outputs["preprocessed_img"] = jpeg_base64(result.image)
-            item["outputImages"] = outputs
-            item["inputImage"] = jpeg_base64(source)
-        items.append(item)
-    return {"layoutParsingResults": items, "dataInfo": how.data_info}
+    item: Dict[str, Any] = {"prunedResult": pruned(result), "markdown": _markdown(result, with_images)}
+    if how.visualize:
+        outputs = {"layout_det_res": jpeg_base64(result.img)}
+        if _was_turned(result) and result.image is not None:
+            outputs["preprocessed_img"] = jpeg_base64(result.image)
+        item["outputImages"] = outputs
+        item["inputImage"] = jpeg_base64(source)
+    return item
 
 
-def _encode_classification(results: List[Result], how: Encoding) -> Dict[str, Any]:
-    (result,) = results
+def _encode_classification(result: Result, source: np.ndarray, how: Encoding) -> Dict[str, Any]:
     names = zip(result["class_ids"], result["label_names"], result["scores"])
     out: Dict[str, Any] = {"categories": [{"id": i, "name": n, "score": s} for i, n, s in names]}
     if how.visualize:
@@ -269,8 +106,7 @@ def _encode_classification(results: List[Result], how: Encoding) -> Dict[str, An
     return out
 
 
-def _encode_layout(results: List[Result], how: Encoding) -> Dict[str, Any]:
-    (result,) = results
+def _encode_layout(result: Result, source: np.ndarray, how: Encoding) -> Dict[str, Any]:
     objects = [
         {"bbox": box["coordinate"], "categoryId": box["cls_id"], "categoryName": box["label"], "score": box["score"]}
         for box in result.json["res"]["boxes"]
@@ -286,8 +122,8 @@ def _predict_batch(pipeline: Any, images: List[np.ndarray], options: Dict[str, A
 
 
 def _predict_pages(pipeline: Any, images: List[np.ndarray], options: Dict[str, Any]) -> List[Result]:
-    """For pipelines without ``predict_batch``: the pages as one list, which the pipeline streams through
-    its stages (a page that fails gives its own error result, as for a PDF read in-process)."""
+    """For pipelines without ``predict_batch``: the batch's pages as one list, which the pipeline streams
+    through its stages (a page that fails gives its own error result, as for a PDF read in-process)."""
     return pipeline.predict(list(images), **options)
 
 
@@ -301,7 +137,11 @@ _LAYOUT_PARSING_ONLY = {
     "layoutNms": (None, True),
     **{name: (None,) for name in (
         "layoutUnclipRatio", "layoutMergeBboxesMode", "sealDetLimitSideLen", "sealDetLimitType", "sealDetThresh",
-        "sealDetBoxThresh", "sealDetUnclipRatio", "sealRecScoreThresh")},
+        "sealDetBoxThresh", "sealDetUnclipRatio", "sealRecScoreThresh",
+        "useWiredTableCellsTransToHtml", "useWirelessTableCellsTransToHtml", "useTableOrientationClassify",
+        "useOcrResultsWithTableCells", "useE2eWiredTableRecModel", "useE2eWirelessTableRecModel")},
+    "prettifyMarkdown": _NULL_OR_FALSE,
+    "showFormulaNumber": _NULL_OR_FALSE,
 }
 _OCR_OPTIONS = {
     "useDocOrientationClassify": "use_doc_orientation_classify",
@@ -321,14 +161,35 @@ class Adapter:
     result_model: Type[BaseModel]
     file_field: str  # "file" (image or PDF) or "image" (image only)
     option_names: Dict[str, str]  # request field → pipeline option
-    encode: Callable[[List[Result], Encoding], Dict[str, Any]]
+    encode_page: Callable[[Result, np.ndarray, Encoding], Dict[str, Any]]  # one page's result → its JSON
+    pages_key: Optional[str]  # the result's list of pages ("ocrResults"...); None: one image, the page's JSON is the result
     only: Dict[str, Tuple[Any, ...]] = field(default_factory=dict)  # field → the values allowed (unsupported options)
     run: Callable[[Any, List[np.ndarray], Dict[str, Any]], List[Result]] = _predict_batch  # one batch of pages
     routes: Optional[Callable[[Any], None]] = None  # adds the pipeline's other endpoints to the app
+    # All pages' JSON at once, in order, before the result is made (work across pages, e.g. restructuring).
+    finish: Optional[Callable[[List[Dict[str, Any]], BaseModel], List[Dict[str, Any]]]] = None
 
     @property
     def accepts_pdf(self) -> bool:
         return self.file_field == "file"
+
+    @property
+    def detects_text(self) -> bool:
+        """Whether the pipeline runs the text detector (whose input side the server caps)."""
+        return "textDetLimitSideLen" in self.option_names
+
+    def result(self, pages: List[Dict[str, Any]], data_info: Dict[str, Any], clamps: List[Dict[str, Any]],
+               request: BaseModel) -> Dict[str, Any]:
+        """The ``result`` of the envelope from the pages' JSON, in page order."""
+        if self.finish:
+            pages = self.finish(pages, request)
+        if self.pages_key is None:
+            (page,) = pages
+            return page
+        out = {self.pages_key: pages, "dataInfo": data_info}
+        if clamps:
+            out["clamps"] = clamps
+        return out
 
     def options(self, request: BaseModel, pipeline: Any = None) -> Dict[str, Any]:
         """The request's pipeline options in our snake_case names; fields left out (null) keep the pipeline's
@@ -349,28 +210,20 @@ class Adapter:
 
 
 ADAPTERS: Dict[str, Adapter] = {
-    "OCR": Adapter("/ocr", OCRRequest, OCRInferResult, "file", _OCR_OPTIONS, _encode_ocr, _OCR_ONLY),
+    "OCR": Adapter("/ocr", OCRRequest, OCRInferResult, "file", _OCR_OPTIONS, _encode_ocr, "ocrResults", _OCR_ONLY),
     "layout_parsing": Adapter(
         "/layout-parsing", LayoutParsingRequest, LayoutParsingInferResult, "file",
-        {**_OCR_OPTIONS, "layoutThreshold": "layout_threshold"}, _encode_layout_parsing, _LAYOUT_PARSING_ONLY,
-        _predict_pages,
+        {**_OCR_OPTIONS, "layoutThreshold": "layout_threshold"}, _encode_layout_parsing, "layoutParsingResults",
+        _LAYOUT_PARSING_ONLY, _predict_pages,
     ),
     "image_classification": Adapter(
         "/image-classification", ClassificationRequest, ClassificationResult, "image", {"topk": "topk"},
-        _encode_classification,
+        _encode_classification, None,
     ),
     "layout_detection": Adapter(
-        "/layout-detection", LayoutRequest, LayoutResult, "image", {"threshold": "threshold"}, _encode_layout,
+        "/layout-detection", LayoutRequest, LayoutResult, "image", {"threshold": "threshold"}, _encode_layout, None,
     ),
 }
-
-
-def success_model(result_model: Type[BaseModel]) -> Type[BaseModel]:
-    """PaddleX's AIStudioResultResponse[result_model], for the OpenAPI document."""
-    return create_model(
-        f"{result_model.__name__}Response", logId=(str, ...), errorCode=(Literal[0], 0),
-        errorMsg=(Literal["Success"], "Success"), result=(result_model, ...),
-    )
 
 
 def file_field(path: str) -> str:

@@ -3,12 +3,15 @@
 ``create_app(settings, pipeline=None)`` serves the one pipeline it is given (or builds it from
 ``settings``), as PaddleX does. Per request: the ``Gate`` (plain ASGI, before the body is read)
 assigns the logId, checks the bearer token, the body size and admission (503 + Retry-After when
-``max_queue`` requests are in flight or the server is draining); the route fetches/decodes the file in
-a worker thread, hands the pages to the ``Batcher`` and encodes the results in a worker thread.
+``max_queue`` requests are in flight or the server is draining); the route fetches the file, then
+decodes or renders its pages one at a time in worker threads as the ``PixelBudget`` lets it, hands each
+to the ``Batcher`` and encodes each page's result as it comes.
 
-Drain: on the first SIGTERM/SIGINT the server keeps listening but answers new inference requests with
-503, waits (at most ``drain_timeout_s``) for those in flight, then lets uvicorn shut down; a second
-signal stops at once.
+Shutdown: on the first SIGTERM/SIGINT the server keeps listening but answers new inference requests
+with 503, waits (at most ``drain_timeout_s``) for those in flight, answers any still running with a
+JSON 503, then lets uvicorn shut down (bounded by ``SHUTDOWN_GRACE_S``); a second signal answers
+everything in flight with a JSON 503 at once and then shuts down. ``Service.cut`` counts the requests
+cut short, which decides the exit status (``hpinfer serve``: 0 when none, 1 otherwise).
 
 (No ``from __future__ import annotations`` here: FastAPI must see the route's body model, a local
 variable of ``create_app``, as a class and not as a string.)
@@ -23,7 +26,7 @@ import signal
 import threading
 import time
 import uuid
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Set
 
 import cv2
 import httpx
@@ -37,15 +40,17 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..errors import HpinferError
 from ..pipelines import resolve_pipeline
-from .adapters import ADAPTERS, Adapter, Encoding, ErrorResponse, success_model
+from .adapters import ADAPTERS, Adapter, Encoding
+from .schemas import ErrorResponse, success_model
 from .batcher import Batcher
-from .limits import Admission, Pages, decode_base64, is_url, read_pages
+from .limits import PDF_SCALE, Admission, PageStream, PixelBudget, decode_base64, det_clamp, is_url, page_cost, return_freed_pages
 from .metrics import Metrics, record_stages, stage_timers
 from .security import authorized, fetch_url
-from .settings import LOG_LEVEL_ENV, ServeSettings
+from .settings import LOG_LEVEL_ENV, SHUTDOWN_GRACE_S, ServeSettings
 
 log = logging.getLogger("hpinfer.serving")
 RETRY_AFTER_S = "1"
+PAGES_IN_FLIGHT = 2  # of one request: one in the pipeline while the next is decoded or rendered
 OPEN_PATHS = ("/health", "/health/ready", "/docs", "/docs/oauth2-redirect", "/openapi.json")  # no token needed
 
 
@@ -72,6 +77,27 @@ def warm_up_image() -> np.ndarray:
     return image
 
 
+FASTAPI_PARSE_ERROR = "There was an error parsing the body"  # FastAPI's one message for every undecodable body
+
+
+async def _unparseable(request: Request) -> str:
+    """Why FastAPI could not parse the body (it says only that it could not)."""
+    try:
+        body = await request.body()
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as err:
+        return f"body is not UTF-8 (byte 0x{err.object[err.start]:02x} at position {err.start}): send JSON encoded in UTF-8"
+    except Exception:  # noqa: BLE001 - the body can't be read again: keep FastAPI's message
+        return FASTAPI_PARSE_ERROR
+    try:
+        json.loads(text)
+    except RecursionError:
+        return "body is JSON nested too deeply to parse"
+    except ValueError as err:
+        return f"body is not valid JSON ({err})"
+    return FASTAPI_PARSE_ERROR
+
+
 class Service:
     """Everything one app holds while it runs: pipeline, batcher, admission, metrics, HTTP client."""
 
@@ -80,16 +106,20 @@ class Service:
         self.adapter = adapter
         self.pipeline = pipeline
         self.admission = Admission(settings.max_queue)
+        self.budget = PixelBudget(settings.max_inflight_pixels)
+        self._aborts: Set[asyncio.Future] = set()  # one per request in flight: set to stop it with a 503
+        self.cut = 0  # requests answered 503 because the server stopped
         self.metrics = Metrics()
         self.ready = False
         self.batcher: Optional[Batcher] = None
         self.http: Optional[httpx.AsyncClient] = None
         self.extensions: List[Any] = []  # started after, stopped before the batcher (the jobs runner)
         self.open_paths = OPEN_PATHS  # plus the web page's files when it is on
-        self.upload_paths = {adapter.path}  # POST bodies capped at max_body_mb
+        self.upload_paths = {adapter.path} if adapter else set()  # POST bodies capped at max_body_mb (genai: none here)
 
     async def start(self) -> None:
         settings = self.settings
+        return_freed_pages()
         timers = stage_timers(self.pipeline)
         def run(images: List[np.ndarray], options: Dict[str, Any]) -> List[Any]:
             try:
@@ -128,46 +158,143 @@ class Service:
             await self.http.aclose()
 
     async def infer(self, request: Any, log_id: str) -> bytes:
-        """Request model → the JSON answer. Each step off the event loop is one thread hop (they add up
-        on a busy machine): fetch, then decode (base64 and pages together), the batch, then encode (on the
-        loop for one page without pictures, a small JSON document)."""
+        """Request model → the JSON answer. Pages are decoded or rendered one at a time, each once the pixel
+        budget has room for it, and at most ``PAGES_IN_FLIGHT`` of a request are held at once; each page's
+        JSON is encoded as soon as its result comes, and the page and its result are dropped."""
         settings, adapter = self.settings, self.adapter
-        options = adapter.options(request, self.pipeline)
+        options = self.pipeline_options(request)
         text, field = getattr(request, adapter.file_field), adapter.file_field
         file_type = getattr(request, "fileType", None) if adapter.accepts_pdf else 1
-
-        def read(data: Optional[bytes]) -> Pages:
-            data = decode_base64(text, field) if data is None else data
-            return read_pages(data, field, file_type, settings.max_pixels, settings.max_pdf_pages)
-
-        visualize = settings.visualize if request.visualize is None else request.visualize
-
-        def encode(results: List[Any]) -> bytes:
-            for result, page_index in zip(results, pages.page_indices):
-                result["page_index"] = page_index  # the batch saw bare arrays
-            result = adapter.encode(results, Encoding(request, pages.images, pages.data_info, visualize))
-            envelope = {"logId": log_id, "errorCode": 0, "errorMsg": "Success", "result": result}
-            return json.dumps(envelope, ensure_ascii=False).encode()
+        how = Encoding(request, settings.visualize if request.visualize is None else request.visualize)
 
         with self.batcher.ticket() as ticket:
-            data = None
             if is_url(text):
                 data = await fetch_url(
                     self.http, text, allow_private=settings.allow_private_urls,
                     max_bytes=settings.max_download_bytes, timeout=settings.url_timeout_s,
                 )
-            pages = await asyncio.to_thread(read, data)
-            results = await ticket.submit(pages.images, options)
-        if not visualize and len(results) == 1:  # one page's JSON, no pictures: cheaper here than a thread hop
-            return encode(results)
-        return await asyncio.to_thread(encode, results)
+            else:
+                data = await asyncio.to_thread(decode_base64, text, field)
+            stream = await asyncio.to_thread(
+                PageStream, data, field, file_type, settings.max_pixels, settings.max_pdf_pages, settings.max_render_side)
+            del data
+            try:
+                pages, clamps = await self._pages(stream, ticket, options, how)
+            finally:
+                await asyncio.to_thread(stream.close)
+        envelope = {"logId": log_id, "errorCode": 0, "errorMsg": "Success",
+                    "result": adapter.result(pages, stream.data_info, clamps, request)}
+        if not how.visualize and len(pages) == 1:  # one page's JSON, no pictures: cheaper here than a thread hop
+            return json.dumps(envelope, ensure_ascii=False).encode()
+        return await asyncio.to_thread(lambda: json.dumps(envelope, ensure_ascii=False).encode())
+
+    def pipeline_options(self, request: Any) -> Dict[str, Any]:
+        """The request's pipeline options (422 for what can't be honoured), with the detector input's cap."""
+        options = self.adapter.options(request, self.pipeline)
+        if self.adapter.detects_text:
+            options["text_det_max_side_limit"] = self.settings.max_det_side
+        return options
+
+    async def _pages(self, stream: PageStream, ticket: Any, options: Dict[str, Any], how: Encoding):
+        """Each page's JSON in page order, and the size limits that changed how pages were processed."""
+        settings = self.settings
+        det_side = settings.max_det_side if self.adapter.detects_text else None
+        guess = settings.max_pixels + (det_side or 0) ** 2  # before decoding, a page may be as large as allowed
+        window = asyncio.Semaphore(PAGES_IN_FLIGHT)
+        tasks: List[asyncio.Task] = []
+        clamps: List[Dict[str, Any]] = []
+        try:
+            while True:
+                await window.acquire()
+                failed = next((t for t in tasks if t.done() and not t.cancelled() and t.exception()), None)
+                if failed is not None:
+                    raise failed.exception()
+                reserved = await self.budget.acquire(guess)
+                try:
+                    item = await asyncio.to_thread(stream.next_page)
+                except BaseException:
+                    self.budget.release(reserved)
+                    raise
+                if item is None:
+                    self.budget.release(reserved)
+                    break
+                height, width = item.image.shape[:2]
+                reserved = self.budget.resize(reserved, page_cost(height, width, det_side))
+                clamps += self._clamps(item, how.request)
+                tasks.append(asyncio.create_task(self._page(item, reserved, window, ticket, options, how)))
+            return list(await asyncio.gather(*tasks)), clamps
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _page(self, item: Any, reserved: int, window: asyncio.Semaphore, ticket: Any,
+                    options: Dict[str, Any], how: Encoding) -> Dict[str, Any]:
+        try:
+            (result,) = await ticket.submit([item.image], options)
+            result["page_index"] = item.page_index  # the batch saw a bare array
+            if not how.visualize and self.adapter.pages_key != "layoutParsingResults":  # no pictures: small JSON
+                return self.adapter.encode_page(result, item.image, how)
+            return await asyncio.to_thread(self.adapter.encode_page, result, item.image, how)
+        finally:
+            self.budget.release(reserved)
+            window.release()
+
+    def _clamps(self, item: Any, request: Any) -> List[Dict[str, Any]]:
+        """What the server's size limits changed for this page (stated in the answer)."""
+        settings, found = self.settings, []
+        if item.render_scale is not None and item.render_scale < PDF_SCALE:
+            found.append({"page": item.page_index, "what": "PDF page rendering",
+                          "limit": f"longer side at most {settings.max_render_side} px (--max_render_side)",
+                          "applied": f"{72 * item.render_scale:.1f} dpi instead of {72 * PDF_SCALE:g}"})
+        if self.adapter.detects_text:
+            height, width = item.image.shape[:2]
+            wanted = det_clamp(height, width, request.textDetLimitSideLen, request.textDetLimitType, settings.max_det_side)
+            if wanted:
+                found.append({"page": item.page_index, "what": "text detection input",
+                              "limit": f"longer side at most {settings.max_det_side} px (--max_det_side)",
+                              "applied": f"{settings.max_det_side} px instead of the {wanted} px that "
+                                         f"textDetLimitSideLen {request.textDetLimitSideLen} would give"})
+        return found
+
+    async def run_abortable(self, work: Any, log_id: str) -> Optional[Response]:
+        """Awaits ``work`` (a coroutine); None when it finished, or the JSON 503 sent instead when the server
+        stopped first (``abort_all``). The result or error of ``work`` stays on the returned task's side."""
+        abort = asyncio.get_running_loop().create_future()
+        task = asyncio.ensure_future(work)
+        self._aborts.add(abort)
+        try:
+            await asyncio.wait({task, abort}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            self._aborts.discard(abort)
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+            self.cut += 1
+            return error_response(log_id, 503, abort.result(), {"Retry-After": RETRY_AFTER_S})
+        return task
+
+    def abort_all(self, why: str) -> None:
+        for abort in list(self._aborts):
+            if not abort.done():
+                abort.set_result(why)
 
     async def drain(self) -> None:
         self.admission.draining = True
         self.ready = False
         log.info("draining: %d request(s) in flight; new requests get 503", self.admission.active)
-        if not await self.admission.wait_idle(self.settings.drain_timeout_s):
-            log.warning("drain timeout (%g s): %d request(s) still in flight", self.settings.drain_timeout_s, self.admission.active)
+        timeout = self.settings.drain_timeout_s
+        if not await self.admission.wait_idle(timeout):
+            log.warning("drain timeout (%g s): %d request(s) still in flight get 503", timeout, self.admission.active)
+            self.abort_all(f"server shut down: its drain timeout ({timeout:g} s) passed before this request finished; retry")
+            await self.admission.wait_idle(SHUTDOWN_GRACE_S)
+
+    async def stop_now(self) -> None:
+        """Second signal: everything in flight gets a JSON 503 now."""
+        log.warning("second signal: stopping now; %d request(s) in flight get 503", self.admission.active)
+        self.abort_all("server stopped (second signal) before this request finished; retry")
+        await self.admission.wait_idle(SHUTDOWN_GRACE_S)
 
 
 class Gate:
@@ -253,26 +380,32 @@ class Gate:
 
 
 def _install_drain_handlers(service: Service) -> None:
-    """Wrap the server's SIGTERM/SIGINT handlers (uvicorn's, installed before the lifespan starts):
-    the first signal drains, then hands over; a second one goes straight to the server."""
+    """Wrap the server's SIGTERM/SIGINT handlers (uvicorn's, installed before the lifespan starts): the first
+    signal drains, then hands over to the server; a second one answers what is in flight at once, then hands over."""
     if threading.current_thread() is not threading.main_thread():
         return  # signals belong to the main thread (an app run inside a test thread has none)
     loop = asyncio.get_running_loop()
+    state = {"signals": 0, "handed_over": False}
+
     for sig in (signal.SIGTERM, signal.SIGINT):
         previous = signal.getsignal(sig)
         if not callable(previous):
             continue
 
         def handler(signum: int, frame: Any, previous: Any = previous) -> None:
-            if service.admission.draining:
-                return previous(signum, frame)
+            state["signals"] += 1
+            if state["handed_over"]:
+                return None
+            first = state["signals"] == 1
             service.admission.draining = True
 
-            async def drain_then_exit() -> None:
-                await service.drain()
-                previous(signum, None)
+            async def then_exit() -> None:
+                await (service.drain() if first else service.stop_now())
+                if not state["handed_over"]:
+                    state["handed_over"] = True
+                    previous(signum, None)
 
-            loop.call_soon_threadsafe(lambda: loop.create_task(drain_then_exit()))
+            loop.call_soon_threadsafe(lambda: loop.create_task(then_exit()))
 
         signal.signal(sig, handler)
 
@@ -313,11 +446,18 @@ def create_app(settings: ServeSettings, pipeline: Any = None) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        kind = request.headers.get("content-type", "")
+        if kind and "json" not in kind.lower():  # FastAPI doesn't parse it and reports the body as missing
+            return error_response(request.state.log_id, 415,
+                                  f"Content-Type {kind.split(';')[0]!r}: send the body as JSON (Content-Type: application/json)")
         return error_response(request.state.log_id, 422, _one_line(exc))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return error_response(request.state.log_id, exc.status_code, str(exc.detail), exc.headers)
+        message = str(exc.detail)
+        if exc.status_code == 400 and message == FASTAPI_PARSE_ERROR:
+            message = await _unparseable(request)
+        return error_response(request.state.log_id, exc.status_code, message, exc.headers)
 
     @app.get("/health", response_model=ErrorResponse, operation_id="checkHealth")
     async def health(request: Request) -> Dict[str, Any]:
@@ -344,7 +484,10 @@ def create_app(settings: ServeSettings, pipeline: Any = None) -> FastAPI:
     async def infer(request: Request, body: request_model) -> Response:  # type: ignore[valid-type]
         log_id = request.state.log_id
         try:
-            content = await asyncio.wait_for(service.infer(body, log_id), settings.request_timeout_s)
+            outcome = await service.run_abortable(asyncio.wait_for(service.infer(body, log_id), settings.request_timeout_s), log_id)
+            if isinstance(outcome, Response):
+                return outcome
+            content = outcome.result()
         except asyncio.TimeoutError:
             raise HTTPException(504, f"request timed out after {settings.request_timeout_s:g} s") from None
         except (HpinferError, HTTPException):

@@ -2,12 +2,7 @@
 pipeline's ``predict_batch`` together, in ``workers`` inference threads off the event loop (at most that
 many batches in flight; 1: one call at a time).
 
-When to run a batch: the oldest waiting page's request decides. While every inference thread is busy,
-pages simply pile up and the next batch takes up to ``max_batch_size`` of them with the same options
-as the oldest, so batching costs nothing under load. When a thread is free the batcher waits, at
-most ``max_delay`` after the oldest page arrived, only while other admitted requests are still on
-their way (downloading, decoding: they hold a ``Ticket``) and the batch isn't full; so a lone request
-never waits. Requests are never split across option groups; a request's pages may span batches.
+When to run one is ``batching.next_batch``'s decision; this is the asyncio loop around it.
 
 Two batches in flight overlap one batch's Python work (resizing, normalising, DB post-processing,
 crops, CTC decoding) and its model calls with the other's, so the next batch's detection runs while
@@ -25,6 +20,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Deque, Dict, Hashable, List, Optional, Sequence, Set
 
 import numpy as np
+
+from .batching import Waiting, next_batch
 
 RunBatch = Callable[[List[np.ndarray], Dict[str, Any]], Sequence[Any]]
 OnBatch = Callable[[int, float], None]  # images in the batch, seconds it took
@@ -63,7 +60,7 @@ class Batcher:
         self._task = asyncio.get_running_loop().create_task(self._loop(), name="hpinfer-batcher")
 
     async def close(self) -> None:
-        """Stops taking batches; the one running finishes. Pages still waiting get an error."""
+        """Stops taking batches; one still running is not waited for. Pages still waiting get an error."""
         for task in (self._task, *self._running):
             if task:
                 task.cancel()
@@ -73,7 +70,7 @@ class Batcher:
             if not page.future.done():
                 page.future.set_exception(RuntimeError("server stopped before this request was processed"))
         self._waiting.clear()
-        await asyncio.to_thread(self._executor.shutdown)
+        self._executor.shutdown(wait=False, cancel_futures=True)  # a batch still running must not hold up shutdown
 
     def ticket(self) -> "Ticket":
         return Ticket(self)
@@ -93,21 +90,21 @@ class Batcher:
     async def _loop(self) -> None:
         while True:
             self._drop_abandoned()
-            if not self._waiting or len(self._running) >= self._workers:
-                self._wakeup.clear()
-                await self._wakeup.wait()
-                continue
-            oldest = self._waiting[0]
-            deadline = oldest.arrived + self._max_delay_s
-            while self._coming and self._count(oldest.key) < self._max_batch_size and time.monotonic() < deadline:
+            decision = next_batch(
+                [Waiting(page.key, page.arrived) for page in self._waiting], running=len(self._running),
+                workers=self._workers, coming=self._coming, max_batch_size=self._max_batch_size,
+                max_delay_s=self._max_delay_s, now=time.monotonic(),
+            )
+            if not decision.take:
                 self._wakeup.clear()
                 with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._wakeup.wait(), deadline - time.monotonic())
-            batch = self._take(oldest.key)
-            if self._workers == 1:  # the loop itself waits for the batch: one in flight
-                await self._execute(batch)
+                    await asyncio.wait_for(self._wakeup.wait(), decision.wait_s)
                 continue
-            task = asyncio.get_running_loop().create_task(self._execute(batch))
+            if self._workers == 1:  # the loop itself waits for the batch: one in flight
+                # (no name keeps the batch: its pages and results would stay in memory until the next one)
+                await self._execute(self._take(decision.take))
+                continue
+            task = asyncio.get_running_loop().create_task(self._execute(self._take(decision.take)))
             self._running.add(task)
             task.add_done_callback(self._finished)
 
@@ -116,20 +113,14 @@ class Batcher:
         self._wakeup.set()
 
     def _drop_abandoned(self) -> None:
-        while self._waiting and self._waiting[0].future.done():
-            self._waiting.popleft()
+        """Pages whose request gave up (timeout, error): their futures are cancelled."""
+        if any(page.future.done() for page in self._waiting):
+            self._waiting = deque(page for page in self._waiting if not page.future.done())
 
-    def _count(self, key: Hashable) -> int:
-        return sum(1 for page in self._waiting if page.key == key and not page.future.done())
-
-    def _take(self, key: Hashable) -> List[_Page]:
-        batch: List[_Page] = []
-        kept: Deque[_Page] = deque()
-        for page in self._waiting:
-            if page.future.done():
-                continue
-            (batch if page.key == key and len(batch) < self._max_batch_size else kept).append(page)
-        self._waiting = kept
+    def _take(self, indices: Sequence[int]) -> List[_Page]:
+        chosen = set(indices)
+        batch = [page for i, page in enumerate(self._waiting) if i in chosen]
+        self._waiting = deque(page for i, page in enumerate(self._waiting) if i not in chosen)
         return batch
 
     async def _execute(self, batch: List[_Page]) -> None:

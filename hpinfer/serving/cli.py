@@ -6,19 +6,21 @@ Imported by ``hpinfer.cli`` on every start, so heavy imports (uvicorn, FastAPI, 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
+import signal
+import threading
 import sys
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence
 
-from ..errors import ConfigError
+from ..errors import EXIT_SOME_FAILED, ConfigError, HpinferError
 from .remote import ENGINES, EngineOptions
-from .settings import LOG_LEVEL_ENV, SETTINGS_ENV, ServeSettings, measured_defaults
+from .settings import LOG_LEVEL_ENV, SETTINGS_ENV, SHUTDOWN_GRACE_S, ServeSettings, measured_defaults
 
 COMMANDS = ("serve", "client")
 API_KEY_ENV = "HPINFER_API_KEY"
-_DEFAULTS = {f.name: f.default for f in dataclasses.fields(ServeSettings)}  # None: resolved per device and pipeline
+# None: resolved per device and pipeline
+_DEFAULTS = {name: f.get_default(call_default_factory=True) for name, f in ServeSettings.model_fields.items()}
 
 
 def add_commands(subparsers: Any, common_parent: argparse.ArgumentParser) -> None:
@@ -55,10 +57,15 @@ def add_commands(subparsers: Any, common_parent: argparse.ArgumentParser) -> Non
                                    f"for layout_parsing, {gpu_threads} on a GPU)"),
         ("max_queue", int, "requests in flight before new ones get 503 + Retry-After"),
         ("request_timeout_s", float, "per request, from admission to response (504 after)"),
-        ("drain_timeout_s", float, "on SIGTERM, how long in-flight requests may still take"),
+        ("drain_timeout_s", float, f"on SIGTERM, how long in-flight requests may still take (shutdown then takes at "
+                                   f"most {SHUTDOWN_GRACE_S:g} s more; a second signal stops at once)"),
         ("max_body_mb", float, "request body size (413 above)"),
         ("max_pixels", int, "pixels per image or rendered PDF page"),
         ("max_pdf_pages", int, "pages per PDF"),
+        ("max_render_side", int, "PDF pages render at 144 dpi, but at most this many pixels on their longer side"),
+        ("max_det_side", int, "text detector input's longer side, whatever textDetLimitSideLen asks"),
+        ("max_inflight_pixels", int, "pixels of pages in flight, all requests together (rendered page + detector "
+                                     "input); more pages wait their turn (default: a quarter of this machine's memory)"),
         ("url_timeout_s", float, "whole download of a URL input"),
         ("max_download_mb", float, "size of a URL input"),
     ):
@@ -96,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
 def settings_from_args(args: argparse.Namespace) -> ServeSettings:
     from ..config import parse_json_object
 
-    values = {name: getattr(args, name) for name in ServeSettings.__dataclass_fields__ if hasattr(args, name)}
+    values = {name: getattr(args, name) for name in ServeSettings.model_fields if hasattr(args, name)}
     values["hpi_config"] = parse_json_object(args.hpi_config, "--hpi_config") if args.hpi_config else None
     values["pipeline_options"] = parse_json_object(args.pipeline_options, "--pipeline_options") if args.pipeline_options else None
     values["cors_origins"] = tuple(o.strip() for o in args.cors_origins.split(",") if o.strip())
@@ -118,15 +125,20 @@ def engine_options(args: argparse.Namespace) -> EngineOptions:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    """Exit status: 0 after a shutdown that cut no request short, 1 when requests got 503 because the drain timed
+    out or a second signal came (the same for SIGTERM and SIGINT)."""
     import uvicorn
 
     from .app import create_app
 
     settings = settings_from_args(args)
     options = engine_options(args)
+    if options.instances < 1:
+        raise ConfigError(f"--instances must be >= 1, got {options.instances}")
     if options.instances > 1 and (settings.jobs_dir or settings.ui):
         raise ConfigError("--jobs_dir and --ui need one instance (one process runs the jobs)")
-    common = dict(host=args.host, port=args.port, log_level=args.log_level.lower(), access_log=False)
+    common = dict(host=args.host, port=args.port, log_level=args.log_level.lower(), access_log=False,
+                  timeout_graceful_shutdown=SHUTDOWN_GRACE_S)
     if options.engine != "basic":
         from .remote import serve
 
@@ -139,36 +151,61 @@ def _serve(args: argparse.Namespace) -> int:
         return 0
     # One process: load the models before listening, so that loading errors end the command plainly.
     pipeline = settings.load_pipeline()
+    app = create_app(settings, pipeline)
+    # uvicorn re-raises the signals it handled once it has shut down: these take them instead of a traceback
+    # (SIGINT) or a death by signal that would skip closing the pipeline (SIGTERM).
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: None)
     try:
-        uvicorn.run(create_app(settings, pipeline), **common)
+        uvicorn.run(app, **common)
     finally:
-        pipeline.close()
-    return 0
+        busy = any(t.name.startswith("hpinfer-infer") and t.is_alive() for t in threading.enumerate())
+        if not busy:  # closing engines under a batch still running could crash; exit below instead
+            pipeline.close()
+    cut = app.state.service.cut
+    if cut:
+        print(f"{cut} request(s) in flight were answered 503 at shutdown", file=sys.stderr)
+    if busy:  # a batch still running would hold the interpreter's exit up (it joins worker threads)
+        sys.stderr.flush()
+        os._exit(1)
+    return 1 if cut else 0
 
 
 def _client(args: argparse.Namespace) -> int:
+    """Each input is sent and reported on its own; one that fails is reported (``failed: <input>: <why>``) and
+    the rest still run. Exit status as ``predict``: 2 when the only input failed, 3 when some of several did."""
     from ..config import parse_json_object
     from .client import Client, save_response, summary
 
     params: Dict[str, Any] = parse_json_object(args.params, "--params") if args.params else {}
     if args.no_visualize:
         params["visualize"] = False
+    failed = 0
     with Client(args.url, api_key=args.api_key, timeout=args.timeout) as client:
         for source in args.input:
-            response = client.predict(source, **params)
+            try:
+                response = client.predict(source, **params)
+            except HpinferError as err:
+                if len(args.input) == 1:
+                    raise
+                failed += 1
+                print(f"failed: {source}: {err}", file=sys.stderr)
+                continue
             print(summary(source, response))
             if args.save_path:
                 stem = Path(source.split("?")[0].rstrip("/")).stem or "result"
                 for path in save_response(response, args.save_path, stem):
                     print(f"  saved {path}", file=sys.stderr)
+    if failed:
+        print(f"{failed} of {len(args.input)} input(s) failed (see the 'failed:' lines above); the rest completed",
+              file=sys.stderr)
+        return EXIT_SOME_FAILED
     return 0
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """``python -m hpinfer.serving serve|client ...``: the same commands without going through ``hpinfer``."""
     import logging
-
-    from ..errors import HpinferError
 
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--log_level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])

@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import re
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Union
 
@@ -35,9 +36,16 @@ class ServingError(HpinferError):
 
 
 @contextlib.contextmanager
-def _reaching(url: str) -> Iterator[None]:
+def _reaching(url: str, timeout: Any) -> Iterator[None]:
     try:
         yield
+    except httpx.ConnectTimeout:
+        raise ServingError(None, f"cannot reach {url}: connecting timed out") from None
+    except httpx.TimeoutException as err:  # read, write or pool: the server took the request but did not answer
+        seconds = getattr(timeout, "read", None)
+        within = f" within {seconds:g} s" if seconds else ""
+        raise ServingError(None, f"timed out: {url} did not answer{within} ({type(err).__name__}; raise --timeout "
+                                 "or the server's request_timeout_s)") from None
     except httpx.TransportError as err:
         raise ServingError(None, f"cannot reach {url}: {err or type(err).__name__}") from None
 
@@ -70,10 +78,21 @@ def parse_response(response: httpx.Response) -> Dict[str, Any]:
     try:
         body = response.json()
     except ValueError:
-        raise ServingError(response.status_code, response.text[:200] or "(empty body)", None) from None
+        raise ServingError(response.status_code, _not_ours(response), None) from None
+    if not isinstance(body, dict):
+        raise ServingError(response.status_code, _not_ours(response), None)
     if response.status_code != 200 or body.get("errorCode", 0) != 0:
-        raise ServingError(response.status_code, str(body.get("errorMsg", body)), body.get("logId"))
+        message = body.get("errorMsg") or _not_ours(response)
+        raise ServingError(response.status_code, str(message), body.get("logId"))
     return body
+
+
+def _not_ours(response: httpx.Response) -> str:
+    """An answer that is not PaddleX's envelope (a proxy's or another server's page), as one short line."""
+    text = " ".join(re.sub(r"<[^>]*>", " ", response.text).split())
+    kind = response.headers.get("content-type", "no content type").split(";")[0]
+    shown = f": {text[:120]}{'...' if len(text) > 120 else ''}" if text else ""
+    return f"not an hpinfer/PaddleX answer ({kind}, {len(response.content)} bytes){shown}"
 
 
 class _Base:
@@ -92,7 +111,7 @@ class Client(_Base):
 
     def predict(self, source: Source, **options: Any) -> Dict[str, Any]:
         body = build_request(self.url, source, options)
-        with _reaching(self.url):
+        with _reaching(self.url, self._http.timeout):
             return parse_response(self._http.post(self.url, json=body))
 
     def close(self) -> None:
@@ -110,7 +129,7 @@ class AsyncClient(_Base):
 
     async def predict(self, source: Source, **options: Any) -> Dict[str, Any]:
         body = build_request(self.url, source, options)
-        with _reaching(self.url):
+        with _reaching(self.url, self._http.timeout):
             return parse_response(await self._http.post(self.url, json=body))
 
     async def aclose(self) -> None:

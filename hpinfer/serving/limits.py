@@ -1,8 +1,10 @@
-"""Admission (bounded in-flight requests, draining) and turning a request's file into bounded pages.
+"""Admission (bounded in-flight requests, draining), the pixel budget of pages in flight, and turning a
+request's file into a stream of bounded pages.
 
 A request's ``file`` is base64 or an http(s) URL, never a server path. Its bytes go through
 ``hpinfer.io`` (content sniffing, EXIF, PDF rendering) with the server's pixel limit, after a cheap
-page count so that an over-long PDF is refused before anything is rendered.
+page count so that an over-long PDF is refused before anything is rendered; pages are then decoded or
+rendered one at a time, each only once the ``PixelBudget`` has room for it.
 """
 
 from __future__ import annotations
@@ -11,14 +13,16 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import ctypes
+import threading
 import time
-from dataclasses import dataclass
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from collections import deque
+from typing import Any, Deque, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
 from ..errors import InputError
-from ..io.inputs import count_inputs, iter_inputs
+from ..io.inputs import InputItem, count_inputs, iter_inputs
 
 _IO_NAME = "input (bytes): "  # how hpinfer.io names a bytes input in its messages
 
@@ -79,30 +83,139 @@ def decode_base64(text: str, field: str) -> bytes:
         raise InputError(f"{field}: neither an http(s) URL nor valid base64") from None
 
 
-@dataclass(frozen=True)
-class Pages:
-    images: List[np.ndarray]  # BGR, one per image or rendered PDF page
-    page_indices: List[Optional[int]]  # 0-based for PDF pages, None for an image
-    data_info: Dict[str, Any]  # PaddleX's dataInfo
+PDF_SCALE = 2.0  # 144 dpi, as hpinfer.io renders for the CLI and Python
+_M_MMAP_THRESHOLD, _M_ARENA_MAX = -3, -8  # glibc's mallopt parameters
 
 
-def read_pages(data: bytes, field: str, file_type: Optional[int], max_pixels: int, max_pdf_pages: int) -> Pages:
-    """Bytes → pages, checking PaddleX's ``fileType`` (0 PDF, 1 image, None: whatever the content is)."""
-    with _named(field):
-        _count(data, max_pdf_pages)
-        items = list(iter_inputs(data, max_pixels=max_pixels))
-    is_pdf = items[0].page_index is not None
-    _check_type(is_pdf, file_type, field)
-    images = [item.image for item in items]
-    indices = [item.page_index for item in items]
-    sizes = [{"width": image.shape[1], "height": image.shape[0]} for image in images]
-    if is_pdf:
-        return Pages(images, indices, {"numPages": len(images), "pages": sizes, "type": "pdf"})
-    return Pages(images, indices, {**sizes[0], "type": "image"})
+def return_freed_pages() -> None:
+    """glibc only: allocations above 1 MiB (page images, detector inputs) come from and go back to the OS,
+    and worker threads share a few heaps. By default glibc raises that threshold up to 32 MiB after freeing a
+    large block, so later pages land on a heap, and each thread that decodes or encodes gets a heap of its own
+    whose high-water mark stays: the server's memory would not come back after a burst."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(_M_MMAP_THRESHOLD, 1 << 20)
+        libc.mallopt(_M_ARENA_MAX, 2)
+    except (OSError, AttributeError):
+        pass  # not glibc
+
+
+class PixelBudget:
+    """Pixels of pages in flight across all requests: a page waits (first come, first served) until its
+    estimate fits. One page alone always fits, so a page larger than the whole budget runs by itself."""
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self.used = 0
+        self._waiting: Deque[Tuple[int, asyncio.Future]] = deque()
+
+    async def acquire(self, pixels: int) -> int:
+        """Waits for room; returns what was reserved (give it to ``release`` or ``resize``)."""
+        pixels = min(pixels, self.capacity)
+        if not self._waiting and self.used + pixels <= self.capacity:
+            self.used += pixels
+            return pixels
+        future = asyncio.get_running_loop().create_future()
+        entry = (pixels, future)
+        self._waiting.append(entry)
+        try:
+            await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled():
+                self.release(pixels)  # granted just as the request gave up
+            elif entry in self._waiting:
+                self._waiting.remove(entry)
+                self._grant()
+            raise
+        return pixels
+
+    def resize(self, reserved: int, pixels: int) -> int:
+        """Turns a reservation made on a guess into the page's real estimate (smaller or not)."""
+        pixels = min(pixels, self.capacity)
+        self.used += pixels - reserved
+        self._grant()
+        return pixels
+
+    def release(self, pixels: int) -> None:
+        self.used -= pixels
+        self._grant()
+
+    def _grant(self) -> None:
+        while self._waiting and (self.used + self._waiting[0][0] <= self.capacity or not self.used):
+            pixels, future = self._waiting.popleft()
+            if not future.cancelled():
+                self.used += pixels
+                future.set_result(None)
+
+
+def page_cost(height: int, width: int, det_side: Optional[int]) -> int:
+    """A page's pixels plus, for pipelines that detect text, its detector input at its worst: the longer side at
+    the cap ``det_side``, the page's aspect kept (the memory bound that the budget counts in)."""
+    cost = height * width
+    if det_side:
+        long_side, short_side = max(height, width), min(height, width)
+        cost += det_side * max(32, min(det_side, det_side * short_side // long_side))
+    return cost
+
+
+def det_clamp(height: int, width: int, limit_side_len: Optional[int], limit_type: Optional[str], cap: int) -> Optional[int]:
+    """The longer side a request's ``textDetLimitSideLen``/``textDetLimitType`` would give this page's detector
+    input when that exceeds ``cap`` (the server then uses ``cap``), else None. Only for what the request asks:
+    the pipelines' defaults stay under the cap."""
+    if limit_side_len is None:
+        return None
+    long_side, short_side = max(height, width), min(height, width)
+    if (limit_type or "min") == "min":
+        ratio = limit_side_len / short_side if short_side < limit_side_len else 1.0
+    else:
+        ratio = limit_side_len / long_side if long_side > limit_side_len else 1.0
+    wanted = round(long_side * ratio)
+    return wanted if wanted > cap else None
+
+
+class PageStream:
+    """A request's pages, decoded or rendered one per ``next_page`` call (call it in a worker thread), with
+    PaddleX's ``dataInfo`` built as they come. ``fileType`` (0 PDF, 1 image, None: whatever the content is) is
+    checked on the first page; errors name the request field."""
+
+    def __init__(self, data: bytes, field: str, file_type: Optional[int], max_pixels: int, max_pdf_pages: int,
+                 max_render_side: Optional[int] = None):
+        self.field, self.file_type = field, file_type
+        with _named(field):
+            self.count = _count(data, max_pdf_pages)
+            self._items: Iterator[InputItem] = iter_inputs(
+                data, pdf_scale=PDF_SCALE, max_pixels=max_pixels, max_render_side=max_render_side)
+        self.sizes: List[Dict[str, int]] = []
+        self.is_pdf = False
+        self._lock = threading.Lock()  # a request cut short closes the stream while a thread may still render
+
+    def next_page(self) -> Optional[InputItem]:
+        with self._lock, _named(self.field):
+            item = next(self._items, None)
+        if item is None:
+            return None
+        if not self.sizes:
+            self.is_pdf = item.page_index is not None
+            _check_type(self.is_pdf, self.file_type, self.field)
+        self.sizes.append({"width": item.image.shape[1], "height": item.image.shape[0]})
+        return item
+
+    def close(self) -> None:
+        with self._lock:
+            close = getattr(self._items, "close", None)
+            if close:
+                close()  # a PDF left half-read is closed now, not at garbage collection
+
+    @property
+    def data_info(self) -> Dict[str, Any]:
+        if self.is_pdf:
+            return {"numPages": len(self.sizes), "pages": self.sizes, "type": "pdf"}
+        return {**self.sizes[0], "type": "image"}
+
 
 
 def count_pages(data: bytes, field: str, file_type: Optional[int], max_pixels: int, max_pdf_pages: int) -> Tuple[bool, int]:
-    """``(is_pdf, pages)`` with the same checks as ``read_pages``, reading only the first page (for jobs, which
+    """``(is_pdf, pages)`` with the same checks as ``PageStream``, reading only the first page (for jobs, which
     read the rest one page at a time)."""
     with _named(field):
         count = _count(data, max_pdf_pages)
@@ -132,3 +245,12 @@ def _check_type(is_pdf: bool, file_type: Optional[int], field: str) -> None:
     if file_type is not None and is_pdf != (file_type == 0):
         found, wanted = ("an image", "a PDF (fileType 0)") if file_type == 0 else ("a PDF", "an image")
         raise InputError(f"{field}: is {found} but {wanted} was expected")
+
+
+def read_image(data: bytes, field: str, max_pixels: int) -> np.ndarray:
+    """One image (not a PDF) from a request's bytes, BGR; errors name the field."""
+    stream = PageStream(data, field, 1, max_pixels, 1)
+    try:
+        return stream.next_page().image
+    finally:
+        stream.close()

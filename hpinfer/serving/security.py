@@ -1,7 +1,8 @@
 """What a request may make the server do: bearer-token auth, and URL downloads behind an SSRF guard.
 
-The guard resolves each host once, refuses it if any of its addresses is not public (private,
-loopback, link-local, reserved, multicast) unless allowed, and then connects to that checked address
+The guard resolves each host once, refuses it if any of its addresses is not public (``refusal``: an
+explicit table of IPv4 and IPv6 ranges, with IPv4 embedded in IPv6 unwrapped and judged as IPv4) unless
+allowed, and then connects to that checked address
 itself (Host header and TLS SNI keep the name), so a second DNS answer can't swap in an internal one.
 Redirects are followed by hand, each hop checked the same way. Only http and https are fetched.
 """
@@ -12,13 +13,80 @@ import asyncio
 import hmac
 import ipaddress
 import socket
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple, Union
 
 import httpx
 
 from ..errors import InputError
 
 MAX_REDIRECTS = 5
+
+IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
+_UNWRAP_LOW32 = "unwrap the IPv4 in the last 32 bits"
+_UNWRAP_6TO4 = "unwrap the IPv4 in bits 16-48 (6to4)"
+_GLOBAL = None  # allowed
+
+# First match wins (more specific ranges first). A string is why the range is refused.
+IPV4_RANGES: Tuple[Tuple[str, Optional[str]], ...] = (
+    ("0.0.0.0/8", "'this network'"),
+    ("10.0.0.0/8", "private"),
+    ("100.64.0.0/10", "carrier-grade NAT (shared)"),
+    ("127.0.0.0/8", "loopback"),
+    ("169.254.0.0/16", "link-local (cloud metadata)"),
+    ("172.16.0.0/12", "private"),
+    ("192.0.0.0/24", "IETF protocol assignments"),
+    ("192.0.2.0/24", "documentation"),
+    ("192.88.99.0/24", "6to4 relay anycast"),
+    ("192.168.0.0/16", "private"),
+    ("198.18.0.0/15", "benchmarking"),
+    ("198.51.100.0/24", "documentation"),
+    ("203.0.113.0/24", "documentation"),
+    ("224.0.0.0/4", "multicast"),
+    ("240.0.0.0/4", "reserved"),  # includes 255.255.255.255, broadcast
+    ("0.0.0.0/0", _GLOBAL),
+)
+IPV6_RANGES: Tuple[Tuple[str, Optional[str]], ...] = (
+    ("::/128", "unspecified"),
+    ("::1/128", "loopback"),
+    ("::ffff:0:0/96", _UNWRAP_LOW32),  # IPv4-mapped
+    ("::ffff:0:0:0/96", _UNWRAP_LOW32),  # IPv4-translated (SIIT)
+    ("64:ff9b::/96", _UNWRAP_LOW32),  # NAT64, well-known prefix
+    ("::/96", _UNWRAP_LOW32),  # IPv4-compatible (deprecated)
+    ("2002::/16", _UNWRAP_6TO4),
+    ("64:ff9b:1::/48", "NAT64 local-use"),
+    ("100::/64", "discard-only"),
+    ("2001::/32", "Teredo (embeds an obfuscated IPv4)"),
+    ("2001:db8::/32", "documentation"),
+    ("2001::/23", "IETF protocol assignments"),
+    ("3fff::/20", "documentation"),
+    ("5f00::/16", "segment routing (SRv6)"),
+    ("fc00::/7", "unique local (private)"),
+    ("fe80::/10", "link-local"),
+    ("fec0::/10", "site-local (deprecated)"),
+    ("ff00::/8", "multicast"),
+    ("2000::/3", _GLOBAL),  # global unicast
+    ("::/0", "reserved (outside global unicast 2000::/3)"),
+)
+_TABLES = {
+    version: [(ipaddress.ip_network(net), verdict) for net, verdict in table]
+    for version, table in ((4, IPV4_RANGES), (6, IPV6_RANGES))
+}
+
+
+def refusal(address: IPAddress) -> Optional[str]:
+    """Why URL downloads may not reach ``address`` (the range it falls in), or None for a public address."""
+    for network, verdict in _TABLES[address.version]:
+        if address not in network:
+            continue
+        if verdict == _UNWRAP_LOW32:
+            inner = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+        elif verdict == _UNWRAP_6TO4:
+            inner = ipaddress.IPv4Address((int(address) >> 80) & 0xFFFFFFFF)
+        else:
+            return verdict
+        why = refusal(inner)
+        return None if why is None else f"{why}: embeds {inner}"
+    raise AssertionError("the tables end with a catch-all range")
 
 
 def authorized(header: Optional[str], api_key: str) -> bool:
@@ -116,11 +184,11 @@ async def _checked_addresses(target: httpx.URL, allow_private: bool) -> List[str
     addresses = [ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos]
     if not allow_private:
         for address in addresses:
-            plain = getattr(address, "ipv4_mapped", None) or address  # ::ffff:127.0.0.1 is loopback too
-            if not plain.is_global or plain.is_multicast:
+            why = refusal(address)
+            if why:
                 raise InputError(
-                    f"{target.host} resolves to {address}, a private, loopback, link-local or reserved address: "
-                    "refused (start the server with --allow_private_urls to allow)"
+                    f"{target.host} resolves to {address} ({why}): refused, only public addresses are fetched "
+                    "(start the server with --allow_private_urls to allow)"
                 )
     return list(dict.fromkeys(str(address) for address in addresses))
 

@@ -16,7 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..pipelines.paddleocr_vl import PaddleOCRVLResult, restructure_pages
 from ..pipelines.markdown import crop
 from ..errors import InputError
-from .adapters import Adapter, Encoding, LayoutParsingInferResult, _FileRequest, _predict_pages, jpeg_base64, pruned
+from .adapters import Adapter, Encoding, _predict_pages, jpeg_base64, pruned
+from .schemas import LayoutParsingInferResult, _FileRequest
 
 RESTRUCTURE_PATH = "/restructure-pages"
 
@@ -44,8 +45,8 @@ class VLLayoutParsingRequest(_FileRequest):
     mergeLayoutBlocks: Optional[bool] = Field(None, description="not supported: only null or false")
     markdownIgnoreLabels: Optional[List[str]] = Field(None, description="not supported: only null")
     vlmExtraArgs: Optional[Dict[str, Any]] = Field(None, description="not supported: only null")
-    prettifyMarkdown: Optional[bool] = Field(None, description="ignored: the Markdown is always the same plain form")
-    showFormulaNumber: Optional[bool] = Field(None, description="ignored")
+    prettifyMarkdown: Optional[bool] = Field(None, description="the Markdown has one plain form: only null or false")
+    showFormulaNumber: Optional[bool] = Field(None, description="not supported: only null or false")
     returnMarkdownImages: Optional[bool] = Field(True, description="markdown.images: the pictures as base64 JPEG")
     restructurePages: Optional[bool] = Field(False, description="restructure this request's pages (see /restructure-pages)")
     mergeTables: Optional[bool] = Field(True, description="with restructurePages: merge tables split across pages")
@@ -65,8 +66,8 @@ class RestructurePagesRequest(BaseModel):
     mergeTables: bool = True
     relevelTitles: Optional[bool] = Field(None, description="not supported: only null or false")
     concatenatePages: bool = False
-    prettifyMarkdown: Optional[bool] = Field(None, description="ignored")
-    showFormulaNumber: Optional[bool] = Field(None, description="ignored")
+    prettifyMarkdown: Optional[bool] = Field(None, description="the Markdown has one plain form: only null or false")
+    showFormulaNumber: Optional[bool] = Field(None, description="not supported: only null or false")
     returnMarkdownImages: bool = True
     logId: Optional[str] = None
 
@@ -88,28 +89,37 @@ def _markdown(result: PaddleOCRVLResult, images: Optional[Dict[str, str]]) -> Di
     return {"text": text, "images": images, "isStart": True, "isEnd": True}
 
 
-def _encode(results: List[PaddleOCRVLResult], how: Encoding) -> Dict[str, Any]:
-    request = how.request
+def _encode_page(result: PaddleOCRVLResult, source: Any, how: Encoding) -> Dict[str, Any]:
+    with_images = how.request.returnMarkdownImages is not False
+    item: Dict[str, Any] = {"prunedResult": pruned(result), "markdown": _markdown(result, {} if with_images else None)}
+    if how.visualize:
+        item["outputImages"] = {"layout_order_res": jpeg_base64(result.img)}
+        item["inputImage"] = jpeg_base64(source)
+    return item
+
+
+def _restructure(items: List[Dict[str, Any]], request: Any) -> List[Dict[str, Any]]:
+    """``restructurePages``: the pages joined as ``/restructure-pages`` joins them, their pictures (cropped while
+    each page was there) kept under the same names."""
+    if not request.restructurePages:
+        return items
+    pages = restructure_pages([item["prunedResult"] for item in items], merge_tables=request.mergeTables is not False)
+    given: Dict[str, str] = {}
+    for item in items:
+        given.update(item["markdown"]["images"] or {})
     with_images = request.returnMarkdownImages is not False
-    pages = [pruned(result) for result in results]
-    if request.restructurePages:
-        pages = restructure_pages(pages, merge_tables=request.mergeTables is not False)
-    items = []
-    for result, page, source in zip(results, pages, how.inputs):
-        shown = PaddleOCRVLResult(page, result.image, result._visualize, result._suffix)
-        item: Dict[str, Any] = {"prunedResult": page, "markdown": _markdown(shown, {} if with_images else None)}
-        if how.visualize:
-            item["outputImages"] = {"layout_order_res": jpeg_base64(result.img)}
-            item["inputImage"] = jpeg_base64(source)
-        items.append(item)
-    return {"layoutParsingResults": items, "dataInfo": how.data_info}
+    for item, page in zip(items, pages):
+        item["prunedResult"] = page
+        item["markdown"] = _markdown(PaddleOCRVLResult(page, None, lambda r: None, ""), dict(given) if with_images else None)
+    return items
 
 
 def add_restructure_route(app: Any) -> None:
     @app.post(RESTRUCTURE_PATH, operation_id="restructurePages")
     async def restructure(request: Request, body: RestructurePagesRequest) -> Dict[str, Any]:
-        if body.relevelTitles:
-            raise InputError("relevelTitles: not supported by this server (send null or false, or leave it out)")
+        for name in ("relevelTitles", "prettifyMarkdown", "showFormulaNumber"):
+            if getattr(body, name):
+                raise InputError(f"{name}: not supported by this server (send null or false, or leave it out)")
         pages = restructure_pages([p.prunedResult for p in body.pages], body.mergeTables, body.concatenatePages)
         given: Dict[str, str] = {}
         for page in body.pages:
@@ -131,14 +141,16 @@ VL_ADAPTER = Adapter(
         "layoutThreshold": "layout_threshold", "promptLabel": "prompt_label", "repetitionPenalty": "repetition_penalty",
         "temperature": "temperature", "topP": "top_p", "maxNewTokens": "max_new_tokens",
     },
-    _encode,
+    _encode_page,
+    "layoutParsingResults",
     {
         **{name: _NULL_OR_FALSE for name in ("useDocUnwarping", "useOcrForImageBlock", "formatBlockContent",
-                                             "mergeLayoutBlocks", "relevelTitles")},
+                                             "mergeLayoutBlocks", "relevelTitles", "prettifyMarkdown", "showFormulaNumber")},
         "layoutNms": (None, True), "layoutShapeMode": (None, "auto", "rect"),
         **{name: (None,) for name in ("layoutUnclipRatio", "layoutMergeBboxesMode", "minPixels", "maxPixels",
                                       "markdownIgnoreLabels", "vlmExtraArgs")},
     },
     _predict_pages,
     add_restructure_route,
+    _restructure,
 )

@@ -35,8 +35,9 @@ OPTIMIZED_MODEL = "model.optimized.onnx"
 class OnnxRuntimeSession(EngineSession):
     backend = "onnxruntime"
 
-    def __init__(self, session, settings: str, more: Sequence[Any] = ()):
+    def __init__(self, session, settings: str, more: Sequence[Any] = (), run_options: Any = None):
         self._session = session
+        self._run_options = run_options
         # cpu_num_streams > 1: one session per stream, each with its share of the threads (an ONNX Runtime session
         # runs concurrent calls on one shared intra-op pool, so they would only contend).
         self._pool: Optional["queue.Queue"] = None
@@ -51,10 +52,10 @@ class OnnxRuntimeSession(EngineSession):
 
     def _run(self, feeds: Mapping[str, np.ndarray]) -> List[np.ndarray]:
         if self._pool is None:
-            return self._session.run(self._output_names, dict(feeds))
+            return self._session.run(self._output_names, dict(feeds), self._run_options)
         session = self._pool.get()
         try:
-            return session.run(self._output_names, dict(feeds))
+            return session.run(self._output_names, dict(feeds), self._run_options)
         finally:
             self._pool.put(session)
 
@@ -148,4 +149,8 @@ class OnnxRuntimeEngine(Engine):
             + (f"streams={streams} " if config.cpu_num_streams else "")
             + f"precision={config.precision}"
         )
-        return OnnxRuntimeSession(session, settings, more)
+        # The CPU arena hands back what one run needed once the run ends: without it, one large input (a detector
+        # input of 4000 px) keeps the process gigabytes larger for good; the cost is within noise (benchmarks/RESULTS.md).
+        run_options = ort.RunOptions()
+        run_options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+        return OnnxRuntimeSession(session, settings, more, run_options)

@@ -22,7 +22,7 @@ import numpy as np
 from ...errors import InputError
 from ...pipelines.block_recognition import Answer, NativeRecogniser
 from ..batcher import Batcher
-from ..limits import decode_base64, is_url, read_pages
+from ..limits import decode_base64, is_url, read_image
 from ..metrics import Metrics, record_stages, stage_timers
 from ..security import fetch_url
 from ..settings import ServeSettings
@@ -96,7 +96,7 @@ class NativeBackend:
 
         def read() -> np.ndarray:
             raw = decode_base64(text, field) if data is None else data
-            return read_pages(raw, field, 1, s.max_pixels, 1).images[0]
+            return read_image(raw, field, s.max_pixels)
 
         return await asyncio.to_thread(read)
 

@@ -45,7 +45,7 @@ def install_jobs(app: FastAPI, service: Any) -> Jobs:
     service.upload_paths.add(JOBS_PATH)
     adapter, settings = service.adapter, service.settings
     field = adapter.file_field
-    pages_key = next((k for k in adapter.result_model.model_fields if k != "dataInfo"), None) if adapter.accepts_pdf else None
+    pages_key = adapter.pages_key
     page_model = typing.get_args(adapter.result_model.model_fields[pages_key].annotation)[0] if pages_key else None
     has_markdown = page_model is not None and "markdown" in page_model.model_fields
     body_model = create_model(

@@ -162,7 +162,7 @@ class Jobs:
         """Runs the job's remaining pages; the number of pages that failed (all of them, not only these)."""
         adapter, settings = self.service.adapter, self.settings
         request = adapter.request_model.model_validate({**job.request, adapter.file_field: ""})
-        options = adapter.options(request, self.service.pipeline)
+        options = self.service.pipeline_options(request)
         visualize = settings.visualize if request.visualize is None else request.visualize
         data = await asyncio.to_thread(self.store.input, job.id)
         errors = sum(1 for page in self.store.pages(job.id) if page["error"])
@@ -170,7 +170,7 @@ class Jobs:
         for n in range(job.pages_done, job.pages_total):
             if pages is None:  # from page n on; again after a page that can't be read (the generator then ends)
                 pages = iter_inputs(data, page_range=(n + 1, job.pages_total) if job.is_pdf else None,
-                                    max_pixels=settings.max_pixels)
+                                    max_pixels=settings.max_pixels, max_render_side=settings.max_render_side)
             async with self.priority.turn(job.priority) as waited:
                 timings = {"wait": waited}
                 try:
@@ -280,11 +280,7 @@ async def _timed(timings: Dict[str, float], name: str, awaitable: Any) -> Any:
 def _encode(adapter: Any, result: Any, item: InputItem, request: Any, visualize: bool) -> Tuple[Dict[str, Any], bytes]:
     """One page as the synchronous endpoint would answer it (its entry of the result list), and its picture."""
     result["page_index"] = item.page_index
-    info = {"width": item.image.shape[1], "height": item.image.shape[0], "type": "image"}
-    encoded = adapter.encode([result], Encoding(request, [item.image], info, visualize))
-    if adapter.accepts_pdf:  # {"<pages>": [page], "dataInfo": ...}
-        encoded = next(value for key, value in encoded.items() if key != "dataInfo")[0]
-    return encoded, page_picture(item.image)
+    return adapter.encode_page(result, item.image, Encoding(request, visualize)), page_picture(item.image)
 
 
 def page_picture(image: np.ndarray) -> bytes:
