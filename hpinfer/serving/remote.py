@@ -164,8 +164,6 @@ def count_instances(app: Any, pipeline: RemotePipeline) -> None:
 def serve(settings: Any, options: EngineOptions, **uvicorn_options: Any) -> None:
     """Start the engine's instances, then the front-end (which holds enough batches in flight to keep every
     instance busy) on the host and port asked for; returns when the front-end has drained and stopped."""
-    import dataclasses
-
     import uvicorn
 
     from .app import create_app
@@ -175,7 +173,7 @@ def serve(settings: Any, options: EngineOptions, **uvicorn_options: Any) -> None
     else:
         from .ray_app import started
     most = options.max_instances or options.instances
-    front = dataclasses.replace(settings, inference_threads=settings.inference_threads * most)
+    front = settings.model_copy(update={"inference_threads": settings.inference_threads * most})
     with started(settings, options) as pipeline:
         app = create_app(front, pipeline)
         count_instances(app, pipeline)
