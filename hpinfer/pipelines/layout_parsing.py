@@ -20,7 +20,6 @@ the document goes on either way.
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
@@ -41,18 +40,16 @@ from .config import PipelineSettings
 from .doc_preprocessor import DocPreprocessor
 from ..io import InputItem
 from .markdown import MarkdownDocument
-from .ocr import OCROptions, OCRPipeline
-from .paragraphs import box_of, paragraphs
+from .ocr import OCR_MODULES, OCRPipeline, split_ocr_options
+from .paragraphs import box_of, join_lines, paragraphs
 from .reading_order import reading_order
 from .stages import Outcome, run_stages
 from .sub_modules import PipelineBase, create_sub_module
 
 log = logging.getLogger("hpinfer")
 
-OCR_MODULES = ("TextDetection", "TextLineOrientation", "TextRecognition")
 PARAGRAPH_LABELS = frozenset({"text", "reference"})  # regions of running text, cut into paragraphs
 TITLE_SIZE = 1.3  # a lone line this many times the page's usual line height is a title
-_CJK = re.compile(r"[\u2e80-\u9fff\u3000-\u303f\uf900-\ufaff\uff00-\uffef]")
 
 
 class LayoutParsingOptions(Params):
@@ -68,13 +65,6 @@ class LayoutParsingOptions(Params):
     line_in_region: float = Field(0.5, gt=0, le=1)
 
 
-def split_options(options: Dict[str, Any]) -> Tuple[Dict[str, Any], Dict[str, Any]]:
-    """Options → (this pipeline's, the OCR pipeline's: those only OCROptions knows, e.g. text_rec_score_thresh).
-    Unknown ones stay with this pipeline's, whose validation names them."""
-    ocr = {k: v for k, v in options.items() if k in OCROptions.model_fields and k not in LayoutParsingOptions.model_fields}
-    return {k: v for k, v in options.items() if k not in ocr}, ocr
-
-
 def drop_duplicates(regions: Sequence[Dict[str, Any]], overlap: float) -> List[Dict[str, Any]]:
     """Best score first, each region kept unless it shares more than ``overlap`` of the smaller area with a kept one."""
     kept: List[Dict[str, Any]] = []
@@ -88,23 +78,6 @@ def drop_duplicates(regions: Sequence[Dict[str, Any]], overlap: float) -> List[D
         else:
             kept.append(region)
     return kept
-
-
-def join_lines(lines: Sequence[str]) -> str:
-    """A region's text lines as one paragraph: no space where Chinese/Japanese text meets, hyphenation undone."""
-    text = ""
-    for line in (line.strip() for line in lines):
-        if not line:
-            continue
-        if not text:
-            text = line
-        elif text.endswith("-") and line[0].islower():
-            text = text[:-1] + line
-        elif _CJK.match(text[-1]) or _CJK.match(line[0]):
-            text += line
-        else:
-            text += " " + line
-    return text
 
 
 class LayoutParsingResult(Result):
@@ -157,7 +130,7 @@ class LayoutParsingPipeline(PipelineBase):
     TextLineOrientation, TextRecognition. Options: ``LayoutParsingOptions`` plus the OCR pipeline's."""
 
     def __init__(self, settings: PipelineSettings, device: "str | Device | None" = None, **options: Any):
-        own, ocr = split_options({**settings.options, **options})
+        own, ocr = split_ocr_options({**settings.options, **options}, LayoutParsingOptions)
         self.settings = settings
         self.options = validate_params(LayoutParsingOptions, own, settings.source)
         modules = settings.modules
@@ -188,7 +161,7 @@ class LayoutParsingPipeline(PipelineBase):
         """One result per image or PDF page, in input order; options as at creation, for this call only. A page
         that cannot be read or processed gives a result with status "error" (``on_error="raise"``: an unreadable
         page raises instead)."""
-        own, ocr_options = split_options({k: v for k, v in options.items() if v is not None})
+        own, ocr_options = split_ocr_options({k: v for k, v in options.items() if v is not None}, LayoutParsingOptions)
         opts = validate_params(LayoutParsingOptions, {**self.options.model_dump(), **own}, "layout_parsing predict()")
         layout_params = self.layout.with_overrides({"threshold": opts.layout_threshold})
         ocr_opts, det_params = self.ocr._call_options(ocr_options)
