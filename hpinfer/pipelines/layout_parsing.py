@@ -8,7 +8,9 @@ page's body, a title) → reading order over all blocks (columns first, see read
 ``{label, cls_id, score, box, text, order}``; a text or reference block's ``text`` holds one paragraph per
 line (paragraphs.py groups its lines by their geometry), ``score`` is None for a block found only by OCR. So the page's text is
 as complete as the OCR pipeline's. Tables, figures and equations keep their lines' text in the JSON, and
-Markdown shows them as cropped images.
+Markdown shows them as cropped images; with SubModules.TableStructureRecognition, a table block also gets
+``html`` (its structure with each cell's text, table_recognition.py) and ``cell_box_list``, and Markdown
+shows that HTML.
 
 PDFs and directories stream page by page. With ``use_queues`` (default) reading/rendering, the layout
 stage (with text detection) and the recognition stage run in three threads joined by bounded queues
@@ -28,12 +30,12 @@ import numpy as np
 from pydantic import Field
 
 from ..device import Device
-from ..errors import HpinferError, InputError
+from ..errors import ConfigError, HpinferError, InputError, ModelNotFoundError
 from ..io.inputs import PageRange
 from ..io.pages import OnError, Page, readable_pages
 from ..models.base import Predictor
 from ..results import Result
-from ..tasks import layout_detection
+from ..tasks import layout_detection, table_structure
 from ..tasks.base import Params, validate_params
 from ..visualize import draw_polygons
 from .config import PipelineSettings
@@ -44,6 +46,7 @@ from .ocr import OCR_MODULES, OCRPipeline, split_ocr_options
 from .paragraphs import box_of, join_lines, paragraphs
 from .reading_order import reading_order
 from .stages import Outcome, run_stages
+from .table_recognition import TABLE_LABEL, recognise_table
 from .sub_modules import PipelineBase, create_sub_module
 
 log = logging.getLogger("hpinfer")
@@ -63,6 +66,9 @@ class LayoutParsingOptions(Params):
     # A text line belongs to the region holding at least this share of its box (the one holding most);
     # a line no region holds that much of starts a text block of its own.
     line_in_region: float = Field(0.5, gt=0, le=1)
+    # Table regions as HTML with their text (SubModules.TableStructureRecognition, loaded when this is on at
+    # creation); off, or without that entry, they stay pictures in Markdown.
+    use_table_recognition: bool = True
 
 
 def drop_duplicates(regions: Sequence[Dict[str, Any]], overlap: float) -> List[Dict[str, Any]]:
@@ -142,11 +148,18 @@ class LayoutParsingPipeline(PipelineBase):
         self.doc = DocPreprocessor(part("doc_preprocessor", ["DocOrientationClassify"], doc_options), device)
         self.layout: Predictor = create_sub_module(settings, "LayoutDetection", layout_detection.TASK.name, device)
         self.ocr = OCRPipeline(part("OCR", OCR_MODULES, ocr), device)
+        self.structurer: Optional[Predictor] = None
+        if self.options.use_table_recognition and "TableStructureRecognition" in modules:
+            try:
+                self.structurer = create_sub_module(settings, "TableStructureRecognition", table_structure.TASK.name, device)
+            except ModelNotFoundError as err:  # an optional package: the rest of the pipeline works without it
+                log.warning("layout_parsing: tables stay pictures: %s", err)
 
     @property
     def sub_modules(self) -> Dict[str, Predictor]:
         """Loaded sub-modules by their SubModules key, in processing order."""
-        return {**self.doc.sub_modules, "LayoutDetection": self.layout, **self.ocr.sub_modules}
+        tables = {"TableStructureRecognition": self.structurer} if self.structurer is not None else {}
+        return {**self.doc.sub_modules, "LayoutDetection": self.layout, **self.ocr.sub_modules, **tables}
 
     @property
     def predictors(self) -> List[Predictor]:
@@ -163,6 +176,10 @@ class LayoutParsingPipeline(PipelineBase):
         page raises instead)."""
         own, ocr_options = split_ocr_options({k: v for k, v in options.items() if v is not None}, LayoutParsingOptions)
         opts = validate_params(LayoutParsingOptions, {**self.options.model_dump(), **own}, "layout_parsing predict()")
+        if own.get("use_table_recognition") and self.structurer is None:
+            raise ConfigError(
+                "use_table_recognition=True needs the pipeline created with it on and a SubModules.TableStructureRecognition entry"
+            )
         layout_params = self.layout.with_overrides({"threshold": opts.layout_threshold})
         ocr_opts, det_params = self.ocr._call_options(ocr_options)
         stages = [
@@ -192,7 +209,11 @@ class LayoutParsingPipeline(PipelineBase):
             # A title, caption, header or footer is one paragraph however its lines look (a caption's
             # Chinese and English lines differ in size); running text is split by its geometry.
             text = "\n".join(paras) if region["label"] in PARAGRAPH_LABELS else join_lines(paras)
-            blocks.append({"label": region["label"], "cls_id": region["cls_id"], "score": region["score"], "box": list(box), "text": text})
+            block = {"label": region["label"], "cls_id": region["cls_id"], "score": region["score"], "box": list(box), "text": text}
+            if region["label"] == TABLE_LABEL and opts.use_table_recognition and self.structurer is not None:
+                table = recognise_table(self.structurer, analysed.image, box, boxes[mine], [texts[i] for i in mine])
+                block.update(html=table["pred_html"], cell_box_list=table["cell_box_list"])
+            blocks.append(block)
         blocks += self._loose_blocks(boxes, texts, [i for i, o in enumerate(owner) if o < 0])
         blocks = [{**blocks[i], "order": order} for order, i in enumerate(reading_order([b["box"] for b in blocks]))]
         page, (h, w) = analysed.page, analysed.image.shape[:2]

@@ -2,7 +2,7 @@
 request, encode the response; the HTTP app and the batcher know nothing pipeline-specific).
 
 Field names, endpoints and result shapes follow PaddleX's ``paddlex/inference/serving/schemas``
-(``ocr.py``, ``pp_structurev3.py`` for layout parsing, ``image_classification.py``, ``object_detection.py``
+(``ocr.py``, ``pp_structurev3.py`` for layout parsing, ``table_recognition.py``, ``image_classification.py``, ``object_detection.py``
 for layout detection) and ``infra/models.py``; deviations are listed in ``hpinfer/serving/README.md``.
 
 An option the pipeline can't honour is refused with 422 naming the field when a request asks for it
@@ -20,7 +20,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from ..errors import InputError
-from ..pipelines.markdown import IMAGE_LABELS, crop, page_markdown
+from ..pipelines.markdown import as_image, crop, page_markdown
 from ..results import Result
 
 MAX_OUTPUT_IMAGE_SIDE = 2000  # PaddleX's max_output_img_size: result images are shrunk to fit 2000x2000
@@ -146,6 +146,28 @@ class LayoutParsingInferResult(BaseModel):
     dataInfo: Union[ImageInfo, PDFInfo] = Field(discriminator="type")
 
 
+# ---- table recognition (schemas/table_recognition.py) ----
+
+
+class TableRecognitionRequest(_OCRParams):
+    useDocOrientationClassify: Optional[bool] = Field(None, description="not supported: only null or false")
+    useLayoutDetection: Optional[bool] = Field(
+        None, description="find the tables with the layout model first (else the image is one table)")
+    useOcrModel: Optional[bool] = Field(None, description="the OCR model is always used: only null or true")
+    useOcrResultsWithTableCells: bool = Field(False, description="not supported: only false")
+
+
+class TableRecResult(BaseModel):
+    prunedResult: Dict[str, Any]
+    outputImages: Optional[Dict[str, str]] = None
+    inputImage: Optional[str] = None
+
+
+class TableRecognitionInferResult(BaseModel):
+    tableRecResults: List[TableRecResult]
+    dataInfo: Union[ImageInfo, PDFInfo] = Field(discriminator="type")
+
+
 # ---- image classification (schemas/image_classification.py) ----
 
 class ClassificationRequest(_Request):
@@ -235,7 +257,7 @@ def _markdown(result: Result, with_images: bool) -> Dict[str, Any]:
     names: Dict[int, str] = {}
     images: Dict[str, str] = {}
     for block in result.get("blocks", []):
-        pixels = crop(result.image, block["box"]) if block["label"] in IMAGE_LABELS and result.image is not None else None
+        pixels = crop(result.image, block["box"]) if as_image(block) and result.image is not None else None
         if pixels is not None and pixels.size:
             name = "imgs/img_in_{}_box_{}_{}_{}_{}.jpg".format(block["label"], *block["box"])
             names[block["order"]] = name
@@ -258,6 +280,17 @@ def _encode_layout_parsing(results: List[Result], how: Encoding) -> Dict[str, An
             item["inputImage"] = jpeg_base64(source)
         items.append(item)
     return {"layoutParsingResults": items, "dataInfo": how.data_info}
+
+
+def _encode_table_recognition(results: List[Result], how: Encoding) -> Dict[str, Any]:
+    items = []
+    for result, source in zip(results, how.inputs):
+        item: Dict[str, Any] = {"prunedResult": pruned(result)}
+        if how.visualize:
+            item["outputImages"] = {"table_cell_img": jpeg_base64(result.img)}
+            item["inputImage"] = jpeg_base64(source)
+        items.append(item)
+    return {"tableRecResults": items, "dataInfo": how.data_info}
 
 
 def _encode_classification(results: List[Result], how: Encoding) -> Dict[str, Any]:
@@ -303,6 +336,10 @@ _LAYOUT_PARSING_ONLY = {
         "layoutUnclipRatio", "layoutMergeBboxesMode", "sealDetLimitSideLen", "sealDetLimitType", "sealDetThresh",
         "sealDetBoxThresh", "sealDetUnclipRatio", "sealRecScoreThresh")},
 }
+_TABLE_ONLY = {
+    **_OCR_ONLY, "useDocOrientationClassify": _NULL_OR_FALSE, "useOcrModel": (None, True),
+    "useOcrResultsWithTableCells": (False,),
+}
 _OCR_OPTIONS = {
     "useDocOrientationClassify": "use_doc_orientation_classify",
     "useTextlineOrientation": "use_textline_orientation", "textDetLimitSideLen": "text_det_limit_side_len",
@@ -311,7 +348,10 @@ _OCR_OPTIONS = {
     "textRecScoreThresh": "text_rec_score_thresh",
 }
 # Request field → the sub-module a true value needs loaded (optional models load only at pipeline creation).
-_NEEDS_MODEL = {"useDocOrientationClassify": "DocOrientationClassify", "useTextlineOrientation": "TextLineOrientation"}
+_NEEDS_MODEL = {
+    "useDocOrientationClassify": "DocOrientationClassify", "useTextlineOrientation": "TextLineOrientation",
+    "useLayoutDetection": "LayoutDetection",
+}
 
 
 @dataclass(frozen=True)
@@ -352,6 +392,11 @@ ADAPTERS: Dict[str, Adapter] = {
     "layout_parsing": Adapter(
         "/layout-parsing", LayoutParsingRequest, LayoutParsingInferResult, "file",
         {**_OCR_OPTIONS, "layoutThreshold": "layout_threshold"}, _encode_layout_parsing, _LAYOUT_PARSING_ONLY,
+        _predict_pages,
+    ),
+    "table_recognition": Adapter(
+        "/table-recognition", TableRecognitionRequest, TableRecognitionInferResult, "file",
+        {**_OCR_OPTIONS, "useLayoutDetection": "use_layout_detection"}, _encode_table_recognition, _TABLE_ONLY,
         _predict_pages,
     ),
     "image_classification": Adapter(
