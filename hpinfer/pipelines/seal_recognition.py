@@ -16,10 +16,11 @@ image is read as one seal region (``seal_region_id`` 0).
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, Literal, Optional
 
 import cv2
 import numpy as np
+from pydantic import Field
 
 from ..device import Device
 from ..io.inputs import PageRange
@@ -37,7 +38,14 @@ STRAIGHT_FILL = 0.75  # a polygon covering this share of its min-area rectangle 
 
 
 class SealOptions(Params):
-    text_rec_score_thresh: float = 0.0  # PaddleX's seal_recognition default keeps every line
+    """PaddleX's seal_recognition option names; None keeps the detector's own parameter."""
+
+    seal_det_limit_side_len: Optional[int] = Field(None, ge=32)
+    seal_det_limit_type: Optional[Literal["min", "max"]] = None
+    seal_det_thresh: Optional[float] = Field(None, ge=0, le=1)
+    seal_det_box_thresh: Optional[float] = Field(None, ge=0, le=1)
+    seal_det_unclip_ratio: Optional[float] = Field(None, gt=0)
+    seal_rec_score_thresh: float = Field(0.0, ge=0, le=1)  # PaddleX's default keeps every line
 
 
 def fit_circle(points: np.ndarray) -> tuple:
@@ -116,9 +124,13 @@ class SealRecognitionPipeline(PipelineBase):
     def read_seal(self, image: np.ndarray, opts: Optional[SealOptions] = None) -> Dict[str, Any]:
         """One seal region's text: ``dt_polys``, ``rec_texts``, ``rec_scores``, ``rec_polys`` (kept lines)."""
         opts = opts or self.options
-        polys, scores = self.text_det.detect(image)
+        polys, scores = self.text_det.detect(image, self.text_det.with_overrides({
+            "limit_side_len": opts.seal_det_limit_side_len, "limit_type": opts.seal_det_limit_type,
+            "thresh": opts.seal_det_thresh, "box_thresh": opts.seal_det_box_thresh,
+            "unclip_ratio": opts.seal_det_unclip_ratio,
+        }))
         read = self.text_rec.recognize([seal_crop(image, poly) for poly in polys]) if len(polys) else []
-        keep = [i for i, (text, score) in enumerate(read) if text and score >= opts.text_rec_score_thresh]
+        keep = [i for i, (text, score) in enumerate(read) if text and score >= opts.seal_rec_score_thresh]
         return {
             "seal_region_id": 0, "dt_polys": list(polys), "dt_scores": list(scores),
             "rec_texts": [read[i][0] for i in keep], "rec_scores": [read[i][1] for i in keep],

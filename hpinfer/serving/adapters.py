@@ -2,8 +2,8 @@
 request, encode the response; the HTTP app and the batcher know nothing pipeline-specific).
 
 Field names, endpoints and result shapes follow PaddleX's ``paddlex/inference/serving/schemas``
-(``ocr.py``, ``pp_structurev3.py`` for layout parsing, ``table_recognition.py``, ``image_classification.py``, ``object_detection.py``
-for layout detection) and ``infra/models.py``; deviations are listed in ``hpinfer/serving/README.md``.
+(``ocr.py``, ``pp_structurev3.py`` for layout parsing, ``table_recognition.py``, ``seal_recognition.py``,
+``image_classification.py``, ``object_detection.py`` for layout detection) and ``infra/models.py``; deviations are listed in ``hpinfer/serving/README.md``.
 
 An option the pipeline can't honour is refused with 422 naming the field when a request asks for it
 (``only`` in ``Adapter``: the values it may take), never silently ignored.
@@ -168,6 +168,36 @@ class TableRecognitionInferResult(BaseModel):
     dataInfo: Union[ImageInfo, PDFInfo] = Field(discriminator="type")
 
 
+# ---- seal recognition (schemas/seal_recognition.py) ----
+
+
+class SealRecognitionRequest(_FileRequest):
+    useDocOrientationClassify: Optional[bool] = Field(None, description="not supported: only null or false")
+    useDocUnwarping: Optional[bool] = Field(None, description="not supported: only null or false")
+    useLayoutDetection: Optional[bool] = Field(None, description="not supported (the image is one seal region): only null or false")
+    layoutThreshold: Optional[Any] = Field(None, description="not supported: only null")
+    layoutNms: Optional[bool] = Field(None, description="not supported: only null")
+    layoutUnclipRatio: Optional[Any] = Field(None, description="not supported: only null")
+    layoutMergeBboxesMode: Optional[str] = Field(None, description="not supported: only null")
+    sealDetLimitSideLen: Optional[int] = Field(None, ge=32, le=4096)
+    sealDetLimitType: Optional[Literal["min", "max"]] = None
+    sealDetThresh: Optional[float] = Field(None, ge=0, le=1)
+    sealDetBoxThresh: Optional[float] = Field(None, ge=0, le=1)
+    sealDetUnclipRatio: Optional[float] = Field(None, gt=0, le=10)
+    sealRecScoreThresh: Optional[float] = Field(None, ge=0, le=1)
+
+
+class SealRecResult(BaseModel):
+    prunedResult: Dict[str, Any]
+    outputImages: Optional[Dict[str, str]] = None
+    inputImage: Optional[str] = None
+
+
+class SealRecognitionInferResult(BaseModel):
+    sealRecResults: List[SealRecResult]
+    dataInfo: Union[ImageInfo, PDFInfo] = Field(discriminator="type")
+
+
 # ---- image classification (schemas/image_classification.py) ----
 
 class ClassificationRequest(_Request):
@@ -282,15 +312,20 @@ def _encode_layout_parsing(results: List[Result], how: Encoding) -> Dict[str, An
     return {"layoutParsingResults": items, "dataInfo": how.data_info}
 
 
-def _encode_table_recognition(results: List[Result], how: Encoding) -> Dict[str, Any]:
-    items = []
-    for result, source in zip(results, how.inputs):
-        item: Dict[str, Any] = {"prunedResult": pruned(result)}
-        if how.visualize:
-            item["outputImages"] = {"table_cell_img": jpeg_base64(result.img)}
-            item["inputImage"] = jpeg_base64(source)
-        items.append(item)
-    return {"tableRecResults": items, "dataInfo": how.data_info}
+def _pages_encoder(key: str, image_name: str) -> Callable[[List[Result], Encoding], Dict[str, Any]]:
+    """For pipelines whose response lists, per page, the pruned result and its one picture."""
+
+    def encode(results: List[Result], how: Encoding) -> Dict[str, Any]:
+        items = []
+        for result, source in zip(results, how.inputs):
+            item: Dict[str, Any] = {"prunedResult": pruned(result)}
+            if how.visualize:
+                item["outputImages"] = {image_name: jpeg_base64(result.img)}
+                item["inputImage"] = jpeg_base64(source)
+            items.append(item)
+        return {key: items, "dataInfo": how.data_info}
+
+    return encode
 
 
 def _encode_classification(results: List[Result], how: Encoding) -> Dict[str, Any]:
@@ -339,6 +374,10 @@ _LAYOUT_PARSING_ONLY = {
 _TABLE_ONLY = {
     **_OCR_ONLY, "useDocOrientationClassify": _NULL_OR_FALSE, "useOcrModel": (None, True),
     "useOcrResultsWithTableCells": (False,),
+}
+_SEAL_ONLY = {
+    **{name: _NULL_OR_FALSE for name in ("useDocOrientationClassify", "useDocUnwarping", "useLayoutDetection")},
+    **{name: (None,) for name in ("layoutThreshold", "layoutNms", "layoutUnclipRatio", "layoutMergeBboxesMode")},
 }
 _OCR_OPTIONS = {
     "useDocOrientationClassify": "use_doc_orientation_classify",
@@ -396,8 +435,17 @@ ADAPTERS: Dict[str, Adapter] = {
     ),
     "table_recognition": Adapter(
         "/table-recognition", TableRecognitionRequest, TableRecognitionInferResult, "file",
-        {**_OCR_OPTIONS, "useLayoutDetection": "use_layout_detection"}, _encode_table_recognition, _TABLE_ONLY,
-        _predict_pages,
+        {**_OCR_OPTIONS, "useLayoutDetection": "use_layout_detection"},
+        _pages_encoder("tableRecResults", "table_cell_img"), _TABLE_ONLY, _predict_pages,
+    ),
+    "seal_recognition": Adapter(
+        "/seal-recognition", SealRecognitionRequest, SealRecognitionInferResult, "file",
+        {
+            "sealDetLimitSideLen": "seal_det_limit_side_len", "sealDetLimitType": "seal_det_limit_type",
+            "sealDetThresh": "seal_det_thresh", "sealDetBoxThresh": "seal_det_box_thresh",
+            "sealDetUnclipRatio": "seal_det_unclip_ratio", "sealRecScoreThresh": "seal_rec_score_thresh",
+        },
+        _pages_encoder("sealRecResults", "seal_res_img"), _SEAL_ONLY, _predict_pages,
     ),
     "image_classification": Adapter(
         "/image-classification", ClassificationRequest, ClassificationResult, "image", {"topk": "topk"},
