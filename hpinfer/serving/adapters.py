@@ -101,7 +101,8 @@ class OCRInferResult(BaseModel):
 class LayoutParsingRequest(_OCRParams):
     useDocOrientationClassify: Optional[bool] = Field(False, description="turn each page upright first (PaddleX's default: false)")
     useSealRecognition: Optional[bool] = Field(None, description="not supported: only null or false")
-    useTableRecognition: Optional[bool] = Field(None, description="not supported (tables come as images): only null or false")
+    useTableRecognition: Optional[bool] = Field(
+        None, description="tables as HTML (needs the server's pipeline built with its table model; false: as images)")
     useFormulaRecognition: Optional[bool] = Field(None, description="not supported (equations come as images): only null or false")
     useChartRecognition: Optional[bool] = Field(False, description="not supported: only null or false")
     useRegionDetection: Optional[bool] = Field(None, description="not supported: only null or false")
@@ -115,14 +116,14 @@ class LayoutParsingRequest(_OCRParams):
     sealDetBoxThresh: Optional[float] = Field(None, description="not supported (no seal recognition): only null")
     sealDetUnclipRatio: Optional[float] = Field(None, description="not supported (no seal recognition): only null")
     sealRecScoreThresh: Optional[float] = Field(None, description="not supported (no seal recognition): only null")
-    # Table-recognition details: accepted with any value and ignored, as table recognition is never on here.
-    useWiredTableCellsTransToHtml: Optional[bool] = Field(None, description="ignored (no table recognition)")
-    useWirelessTableCellsTransToHtml: Optional[bool] = Field(None, description="ignored (no table recognition)")
-    useTableOrientationClassify: Optional[bool] = Field(None, description="ignored (no table recognition)")
-    useOcrResultsWithTableCells: Optional[bool] = Field(None, description="ignored (no table recognition)")
-    useE2eWiredTableRecModel: Optional[bool] = Field(None, description="ignored (no table recognition)")
-    useE2eWirelessTableRecModel: Optional[bool] = Field(None, description="ignored (no table recognition)")
-    returnMarkdownImages: Optional[bool] = Field(True, description="markdown.images: the figures, tables and equations as base64 JPEG")
+    # Table-recognition details of PaddleX's several table models: accepted with any value and ignored (one model here).
+    useWiredTableCellsTransToHtml: Optional[bool] = Field(None, description="ignored (one table model: SLANet)")
+    useWirelessTableCellsTransToHtml: Optional[bool] = Field(None, description="ignored (one table model: SLANet)")
+    useTableOrientationClassify: Optional[bool] = Field(None, description="ignored (one table model: SLANet)")
+    useOcrResultsWithTableCells: Optional[bool] = Field(None, description="ignored (one table model: SLANet)")
+    useE2eWiredTableRecModel: Optional[bool] = Field(None, description="ignored (one table model: SLANet)")
+    useE2eWirelessTableRecModel: Optional[bool] = Field(None, description="ignored (one table model: SLANet)")
+    returnMarkdownImages: Optional[bool] = Field(True, description="markdown.images: the figures, equations and tables not read as HTML, as base64 JPEG")
     prettifyMarkdown: Optional[bool] = Field(None, description="ignored: the Markdown is always the same plain form")
     showFormulaNumber: Optional[bool] = Field(None, description="ignored (equations come as images)")
 
@@ -365,7 +366,7 @@ _OCR_ONLY = {"useDocUnwarping": _NULL_OR_FALSE}
 _LAYOUT_PARSING_ONLY = {
     **_OCR_ONLY,
     **{name: _NULL_OR_FALSE for name in (
-        "useSealRecognition", "useTableRecognition", "useFormulaRecognition", "useChartRecognition", "useRegionDetection")},
+        "useSealRecognition", "useFormulaRecognition", "useChartRecognition", "useRegionDetection")},
     "layoutNms": (None, True),
     **{name: (None,) for name in (
         "layoutUnclipRatio", "layoutMergeBboxesMode", "sealDetLimitSideLen", "sealDetLimitType", "sealDetThresh",
@@ -389,7 +390,7 @@ _OCR_OPTIONS = {
 # Request field → the sub-module a true value needs loaded (optional models load only at pipeline creation).
 _NEEDS_MODEL = {
     "useDocOrientationClassify": "DocOrientationClassify", "useTextlineOrientation": "TextLineOrientation",
-    "useLayoutDetection": "LayoutDetection",
+    "useLayoutDetection": "LayoutDetection", "useTableRecognition": "TableStructureRecognition",
 }
 
 
@@ -430,7 +431,8 @@ ADAPTERS: Dict[str, Adapter] = {
     "OCR": Adapter("/ocr", OCRRequest, OCRInferResult, "file", _OCR_OPTIONS, _encode_ocr, _OCR_ONLY),
     "layout_parsing": Adapter(
         "/layout-parsing", LayoutParsingRequest, LayoutParsingInferResult, "file",
-        {**_OCR_OPTIONS, "layoutThreshold": "layout_threshold"}, _encode_layout_parsing, _LAYOUT_PARSING_ONLY,
+        {**_OCR_OPTIONS, "layoutThreshold": "layout_threshold", "useTableRecognition": "use_table_recognition"},
+        _encode_layout_parsing, _LAYOUT_PARSING_ONLY,
         _predict_pages,
     ),
     "table_recognition": Adapter(
