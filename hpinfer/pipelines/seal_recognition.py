@@ -102,13 +102,6 @@ class SealRecognitionPipeline(PipelineBase):
     def sub_modules(self) -> Dict[str, Any]:
         return {"SealTextDetection": self.text_det, "TextRecognition": self.text_rec}
 
-    @property
-    def predictors(self) -> List[Any]:
-        return list(self.sub_modules.values())
-
-    def predict(self, inputs: Any, **options: Any) -> List[Result]:
-        return list(self.predict_iter(inputs, **options))
-
     def predict_iter(
         self, inputs: Any, page_range: Optional[PageRange] = None, on_error: OnError = "raise", **options: Any
     ) -> Iterator[Result]:

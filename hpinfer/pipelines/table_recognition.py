@@ -132,13 +132,6 @@ class TableRecognitionPipeline(PipelineBase):
         modules = {"LayoutDetection": self.layout, "TableStructureRecognition": self.structurer, **self.ocr.sub_modules}
         return {key: p for key, p in modules.items() if p is not None}
 
-    @property
-    def predictors(self) -> List[Predictor]:
-        return list(self.sub_modules.values())
-
-    def predict(self, inputs: Any, **options: Any) -> List[Result]:
-        return list(self.predict_iter(inputs, **options))
-
     def predict_iter(
         self, inputs: Any, page_range: Optional[PageRange] = None, on_error: OnError = "raise", **options: Any
     ) -> Iterator[Result]:

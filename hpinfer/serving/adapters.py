@@ -158,14 +158,16 @@ class TableRecognitionRequest(_OCRParams):
     useOcrResultsWithTableCells: bool = Field(False, description="not supported: only false")
 
 
-class TableRecResult(BaseModel):
+class PageResult(BaseModel):
+    """One page of the pipelines that answer with the pruned result and its pictures (table, seal recognition)."""
+
     prunedResult: Dict[str, Any]
     outputImages: Optional[Dict[str, str]] = None
     inputImage: Optional[str] = None
 
 
 class TableRecognitionInferResult(BaseModel):
-    tableRecResults: List[TableRecResult]
+    tableRecResults: List[PageResult]
     dataInfo: Union[ImageInfo, PDFInfo] = Field(discriminator="type")
 
 
@@ -188,14 +190,8 @@ class SealRecognitionRequest(_FileRequest):
     sealRecScoreThresh: Optional[float] = Field(None, ge=0, le=1)
 
 
-class SealRecResult(BaseModel):
-    prunedResult: Dict[str, Any]
-    outputImages: Optional[Dict[str, str]] = None
-    inputImage: Optional[str] = None
-
-
 class SealRecognitionInferResult(BaseModel):
-    sealRecResults: List[SealRecResult]
+    sealRecResults: List[PageResult]
     dataInfo: Union[ImageInfo, PDFInfo] = Field(discriminator="type")
 
 

@@ -13,11 +13,10 @@ import cv2
 import numpy as np
 from pydantic import Field
 
-from ..errors import ModelNotFoundError
 from ..visualize import draw_polygons
 from .base import Params, ShapeTriple, Task
 from .normalize import normalize_to_nchw
-from .text_recognition import _characters_from_onnx
+from .text_recognition import dictionary
 
 START, END = "sos", "eos"
 CELL_TOKENS = frozenset({"<td>", "<td", "<td></td>"})  # a token that opens a cell has a box
@@ -32,16 +31,7 @@ class TableParams(Params):
 def load_tokens(spec: Any) -> List[str]:
     """The model's token classes: the ONNX file's "character" metadata (or ``character_dict``) with ``<td>`` and
     ``</td>`` merged into one ``<td></td>`` token (how PaddleOCR trains SLANet), between start and end tokens."""
-    if spec.character_dict is not None:
-        tokens = spec.character_dict.read_text(encoding="utf-8").splitlines()
-    else:
-        tokens = _characters_from_onnx(spec.model_file)
-        if tokens is None:
-            raise ModelNotFoundError(
-                f"{spec.name}: {spec.model_file.name} has no 'character' metadata; "
-                f"name the structure token file with character_dict in hpinfer.yaml"
-            )
-    tokens = [t for t in tokens if t != "<td>"]
+    tokens = [t for t in dictionary(spec) if t != "<td>"]
     if "<td></td>" not in tokens:
         tokens.append("<td></td>")
     return [START, *tokens, END]

@@ -43,16 +43,20 @@ class RecParams(Params):
 def load_characters(spec: Any) -> List[str]:
     """The model's alphabet with CTC's blank at index 0 and a space appended, as PaddleOCR trains it. ``spec``:
     the model's name, ``model_file`` and ``character_dict`` (``hpinfer.models.ModelSpec``)."""
+    return ["blank", *dictionary(spec), " "]
+
+
+def dictionary(spec: Any) -> List[str]:
+    """The lines of ``character_dict``, else of the ONNX file's "character" metadata (PaddleOCR's exports)."""
     if spec.character_dict is not None:
-        chars = spec.character_dict.read_text(encoding="utf-8").splitlines()
-    else:
-        chars = _characters_from_onnx(spec.model_file)
-        if chars is None:
-            raise ModelNotFoundError(
-                f"{spec.name}: {spec.model_file.name} has no 'character' metadata; "
-                f"name a dictionary file with character_dict in hpinfer.yaml"
-            )
-    return ["blank", *chars, " "]
+        return spec.character_dict.read_text(encoding="utf-8").splitlines()
+    chars = _characters_from_onnx(spec.model_file)
+    if chars is None:
+        raise ModelNotFoundError(
+            f"{spec.name}: {spec.model_file.name} has no 'character' metadata; "
+            f"name a dictionary file with character_dict in hpinfer.yaml"
+        )
+    return chars
 
 
 def _characters_from_onnx(path: Path) -> Optional[List[str]]:
