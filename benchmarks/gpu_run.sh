@@ -1,13 +1,19 @@
 #!/usr/bin/env bash
-# Issue 5/6 runs on a lent GPU machine (the device tool), one call per group of steps:
+# Runs on a lent GPU machine (the device tool), one call per group of steps:
 #
-#   bash benchmarks/gpu_run.sh tests aot      # GPU-only tests, AOTInductor build vs load (+ env); AOT_MODELS=name:precision,...
-#   bash benchmarks/gpu_run.sh rec128         # rec 128x3x48x320 variants (compile modes, 1x1 convs as matmuls, ...)
+#   bash benchmarks/gpu_run.sh tests          # the GPU-only tests (torch, TensorRT where installed)
+#   bash benchmarks/gpu_run.sh issue16        # issue 16's figures in one call: benchmarks/gpu_pipelines.py (OCR and
+#                                             # layout_parsing per s, cold/warm start, p50/p99 incl. unseen sizes,
+#                                             # texts vs the CPU, the CPU's best layout); ISSUE16_BUDGET seconds (540),
+#                                             # ISSUE16_PIPELINES=OCR (or layout_parsing) and ISSUE16_CONFIGS=fp32
+#                                             # (fp32-buckets, fp16-buckets) split it over calls: a cold fp32 start
+#                                             # with cuDNN autotuning took 246 s in the issue's run
 #   bash benchmarks/gpu_run.sh serve          # serve_load.py with the torch engine: batching on vs off (SERVE_PAYLOADS=pages,
 #                                             # SERVE_HPI, SERVE_TAG: a suffix for the output files,
 #                                             # SERVE_PIPELINE=layout_parsing SERVE_ENDPOINT=/layout-parsing)
-#   bash benchmarks/gpu_run.sh best           # recognition's arg-max on the GPU vs on the host (gpu_bench.py best)
-#   bash benchmarks/gpu_run.sh queues         # the OCR pipeline's stage threads on vs off (gpu_bench.py queues)
+#
+# The sections of the retired benchmarks/gpu_bench.py (aot, rec128, best, queues: questions answered in RESULTS.md)
+# are at commit a108744 (git show a108744:benchmarks/gpu_bench.py).
 #
 # That machine has torch but not our other dependencies and cannot reach a package index: the wheels, model
 # packages and sample images travel in .device_carry/torch6 (gitignored; name it in the call's `carry`).
@@ -27,18 +33,13 @@ SERVE_HPI=${SERVE_HPI:-'{"auto_config": false, "backend": "torch", "backend_conf
 for step in "$@"; do
   case $step in
     tests)
-      timeout 300 python3 -m pytest -q -p no:cacheprovider tests/test_torch_engine.py -rs \
-        -k "cuda_graphs_and or concurrent_callers or gpu_preprocessing or aot_ or run_best" 2>&1 | tee "$OUT/tests.log" ;;
-    aot)
-      timeout 420 python3 benchmarks/gpu_bench.py --out "$OUT/aot" --images $IMAGES --sections env,aot \
-        ${AOT_MODELS:+--aot-models "$AOT_MODELS"} 2>&1 | tee "$OUT/aot.log" ;;
-    rec128)
-      timeout 570 python3 benchmarks/gpu_bench.py --out "$OUT/rec128" --images $IMAGES --sections env,rec128 \
-        --variant-limit 200 2>&1 | tee "$OUT/rec128.log" ;;
-    best)
-      timeout 480 python3 benchmarks/gpu_bench.py --out "$OUT/best" --images $IMAGES --sections env,best 2>&1 | tee "$OUT/best.log" ;;
-    queues)
-      timeout 300 python3 benchmarks/gpu_bench.py --out "$OUT/queues" --images $IMAGES --sections env,queues 2>&1 | tee "$OUT/queues.log" ;;
+      timeout 300 python3 -m pytest -q -p no:cacheprovider tests/test_torch_engine.py tests/test_torch_buckets.py \
+        tests/test_tensorrt_engine.py -rs 2>&1 | tee "$OUT/tests.log" ;;
+    issue16)
+      B=${ISSUE16_BUDGET:-540}
+      timeout $((B + 30)) python3 benchmarks/gpu_pipelines.py --out "$OUT/issue16" --images $IMAGES --device gpu:0 \
+        --budget "$B" --pipelines "${ISSUE16_PIPELINES:-OCR,layout_parsing}" \
+        --configs "${ISSUE16_CONFIGS:-fp32,fp32-buckets,fp16-buckets}" 2>&1 | tee "$OUT/issue16.log" ;;
     serve)
       P=${SERVE_PAYLOADS:-images}
       timeout ${SERVE_TIMEOUT:-560} python3 benchmarks/serve_load.py --device gpu:0 --use_hpip --hpi_config "$SERVE_HPI" \

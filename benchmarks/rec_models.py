@@ -28,7 +28,8 @@ def unit_norm_into(out: np.ndarray, crop: np.ndarray) -> None:
 
 
 def main() -> int:
-    import hpinfer.models.text_recognition as rec_module
+    import hpinfer.tasks.text_recognition as rec_module
+    from hpinfer.models.text_recognition import TextRecognizer
     from hpinfer.models.registry import resolve_model
 
     crops, refs = [], []
@@ -45,7 +46,7 @@ def main() -> int:
     chars = sum(len(heldout.squash(r)) for r in refs)
     words = sum(len(r.split()) for r in refs)
     for name in ("PP-OCRv4_mobile_rec", "PP-OCRv5_mobile_rec", "PP-OCRv6_small_rec", "PP-OCRv6_tiny_rec"):
-        recogniser = rec_module.TextRecognizer(resolve_model(name))
+        recogniser = TextRecognizer(resolve_model(name))
         for norm in ("[-1, 1]", "[0, 1]") if "v6" in name else ("[-1, 1]",):
             saved = rec_module.resize_norm_into
             if norm == "[0, 1]":

@@ -21,6 +21,7 @@ from .config import parse_json_object
 from .errors import ConfigError, HpinferError
 from .commands import build as build_command, cache as cache_command
 from . import tune
+from .commands import genai_server
 from .serving import cli as serving_cli
 
 log = logging.getLogger("hpinfer")
@@ -98,6 +99,7 @@ def _parser() -> argparse.ArgumentParser:
     cache_command.add_parser(commands, common)
     serving_cli.add_commands(commands, common)
     tune.add_command(commands, common)
+    genai_server.add_parser(commands, common)
     return parser
 
 
@@ -294,6 +296,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return (build_command if args.command == "build" else cache_command).run(args)
         if args.command in serving_cli.COMMANDS:
             return serving_cli.run(args)
+        if args.command == "genai-server":
+            return genai_server.run(args)
         if args.command == "tune":
             return tune.run_command(args)
         return _list_models() if args.command == "models" else _list_pipelines()

@@ -59,6 +59,9 @@ class TorchConfig(BaseModel):
       where shapes keep changing (a server batching pages of all sizes across requests).
     - ``capture_after``: sightings of a shape before its graph is captured (1 when ``dynamic_shapes`` is set);
       ``max_graphs``: graphs kept per context (least recently used dropped).
+    - ``shape_buckets``: pad the model's free image sides / line widths with zeros up to a few sizes (about 15 %
+      apart) and crop the outputs back, so a GPU sees a bounded set of shapes (one autotuning pass and graph each).
+      Not bit-exact near the padded edges: off by default, its drift measured by the accuracy guard.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -73,6 +76,7 @@ class TorchConfig(BaseModel):
     cudnn_benchmark: bool = True
     capture_after: int = Field(default=2, ge=1, le=100)
     max_graphs: int = Field(default=64, ge=1, le=4096)
+    shape_buckets: bool = False
 
     @model_validator(mode="after")
     def _one_compiler(self):

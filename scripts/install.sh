@@ -17,4 +17,9 @@ if [[ ! -e /usr/share/fonts/truetype/wqy/wqy-microhei.ttc ]] && command -v apt-g
     (timeout 180 apt-get update -qq && timeout 180 apt-get install -y -qq fonts-wqy-microhei) >/dev/null 2>&1 \
         || echo "note: could not install fonts-wqy-microhei; Chinese text in result pictures will show as boxes" >&2
 fi
+# The web page's browser tests drive Debian's chromium through Playwright (no browser download); best effort too.
+if [[ "$extras" == test && ! -x /usr/bin/chromium ]] && command -v apt-get >/dev/null && [[ $(id -u) == 0 ]]; then
+    (timeout 180 apt-get update -qq && timeout 600 apt-get install -y -qq chromium) >/dev/null 2>&1 \
+        || echo "note: could not install chromium; the web page's browser tests will be skipped" >&2
+fi
 echo "hpinfer installed in .venv"

@@ -4,6 +4,8 @@ corrupt entries never served, one build for concurrent builders, and where entri
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import logging
 import multiprocessing
 import os
@@ -262,3 +264,41 @@ def test_build_command_prebuilds_every_engine_of_a_pipeline(capsys):
     assert all(" built in " in line for line in first), first
     assert build_command.run(args) == 0
     assert all(" cached in " in line for line in capsys.readouterr().out.splitlines())
+
+
+def test_gpu_entries_are_keyed_by_the_gpu_model_and_driver(tmp_path, monkeypatch):
+    """A TensorRT engine or compiled kernels built on one GPU model must not be served on another."""
+    model = det_model_dir(tmp_path) / "model.onnx"
+
+    def key(device):
+        return key_of(builder.engine_fields(model, "tensorrt", BackendConfig(), device, None))
+
+    gpu = Device("gpu", 0)
+    h200 = key(gpu)
+    monkeypatch.setattr(builder, "gpu_name", lambda index: "NVIDIA L4")
+    l4 = key(gpu)
+    monkeypatch.setattr(builder, "driver_version", lambda: "999.1")
+    assert len({h200, l4, key(gpu)}) == 3
+    assert "gpu" not in builder.hardware_fields(CPU)  # CPU entries don't depend on what GPU is plugged in
+
+
+def test_a_cached_engine_that_fails_to_open_is_rebuilt(tmp_path, shared_images, caplog):
+    """An entry intact by its manifest that the engine still cannot load (a TensorRT engine of another build)
+    is rebuilt, not given up (nor an AttributeError)."""
+    caplog.set_level(logging.INFO, logger="hpinfer.runtime")
+    model_dir = det_model_dir(tmp_path / "my_det")
+    image = str(shared_images / "paragraph_en.jpg")
+    with open_det(model_dir) as model:
+        artifact, expected = model.session.artifact, model.predict(image)[0]["dt_polys"]
+    victim = artifact / "model.optimized.onnx"
+    victim.write_bytes(b"not an onnx model")
+    manifest_path = artifact / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["files"][victim.name] = {"size": victim.stat().st_size, "sha256": hashlib.sha256(victim.read_bytes()).hexdigest()}
+    manifest_path.write_text(json.dumps(manifest))  # the cache sees nothing wrong: only the engine can tell
+    caplog.clear()
+    with open_det(model_dir) as model:
+        assert model.session.artifact == artifact and model.session.backend == "onnxruntime"
+        np.testing.assert_array_equal(model.predict(image)[0]["dt_polys"], expected)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("failed to open" in w and "rebuilding it" in w for w in warnings), warnings

@@ -270,3 +270,28 @@ def test_a_guard_with_nothing_to_judge_refuses_in_safe_mode(cache_dir, shared_im
     (refused,) = guard_warnings(caplog)
     assert refused.startswith(f"{layout}: int8 on onnxruntime refused by the accuracy guard: the accuracy guard had nothing to judge")
     assert "calibration.data" in refused
+
+
+def _zero_points(path: Path):
+    """Every activation zero point of a QDQ model (QuantizeLinear's third input), as numpy arrays."""
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    constants = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    return [constants[n.input[2]] for n in model.graph.node if n.op_type == "QuantizeLinear" and len(n.input) > 2]
+
+
+def test_tensorrt_int8_is_quantized_symmetric(cls_calibration, tmp_path):
+    """TensorRT accepts symmetric int8 only; the CPU engines keep the asymmetric uint8 activations."""
+    from hpinfer.runtime.engines import ENGINES
+
+    trt = ENGINES["tensorrt"]
+    assert trt.int8_symmetric and not ENGINES["onnxruntime"].int8_symmetric
+    outs = {}
+    for symmetric in (False, True):
+        outs[symmetric] = tmp_path / f"int8-{symmetric}.onnx"
+        quantize.quantize(cls_calibration, CalibrationConfig(), trt.int8_op_types, trt.int8_float_op_types,
+                          outs[symmetric], symmetric=symmetric)
+    symmetric, asymmetric = _zero_points(outs[True]), _zero_points(outs[False])
+    assert symmetric and all(z.dtype == np.int8 and not z.any() for z in symmetric)
+    assert any(z.dtype == np.uint8 and z.any() for z in asymmetric)  # what TensorRT would refuse

@@ -62,3 +62,65 @@ def make_pdf(images: List[Path], target: Path) -> Path:
     pages = [Image.open(path).convert("RGB") for path in images]
     pages[0].save(target, save_all=True, append_images=pages[1:], resolution=144.0)
     return target
+
+
+class ServerProcess:
+    """``python -m hpinfer.serving serve ...`` on 127.0.0.1:<free port>, its log collected; ``start`` again after
+    ``kill`` for a restart (same arguments, new port)."""
+
+    def __init__(self, *args: str):
+        self.args = ["--host", "127.0.0.1", "--port", "0", *args]
+        self.log: List[str] = []
+        self.process = None
+        self.url = ""
+
+    def start(self, timeout: float = 180) -> "ServerProcess":
+        import re
+        import subprocess
+        import sys
+
+        first = len(self.log)
+        self.process = subprocess.Popen([sys.executable, "-m", "hpinfer.serving", "serve", *self.args],
+                                        stderr=subprocess.PIPE, text=True)
+        started = threading.Event()
+
+        def read_log(stream) -> None:
+            for line in stream:
+                self.log.append(line)
+                if "Uvicorn running on" in line:
+                    started.set()
+
+        threading.Thread(target=read_log, args=(self.process.stderr,), daemon=True).start()
+        deadline = time.monotonic() + timeout
+        assert started.wait(timeout), "".join(self.log)
+        self.url = re.search(r"Uvicorn running on (http://\S+)", "".join(self.log[first:])).group(1)
+        while httpx.get(f"{self.url}/health/ready").status_code != 200:
+            assert time.monotonic() < deadline, "server did not become ready:\n" + "".join(self.log)
+            time.sleep(0.05)
+        return self
+
+    def kill(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+        if self.process:
+            self.process.wait(30)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(30)
+            except Exception:  # noqa: BLE001 - then it is killed
+                pass
+        self.kill()
+
+
+def wait_for(check, timeout: float, what: str, every: float = 0.05):
+    """Polls ``check()`` until it returns something truthy; fails naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out after {timeout:g} s waiting for {what}"
+        time.sleep(every)

@@ -291,7 +291,8 @@ def test_device_normalisation_is_the_host_arithmetic(shared_images):
 def test_export_keeps_batch_and_width_dynamic():
     """Shape arithmetic stays symbolic under torch.export (sizes are not cast to int), so one AOTInductor package
     serves every batch and line width of the recogniser."""
-    from hpinfer.runtime.engines.torch_engine import _Entry, _export
+    from hpinfer.runtime.engines.torch_engine.aot import _export
+    from hpinfer.runtime.engines.torch_engine.module import _Entry
 
     graph = load_graph(resolve_model("PP-OCRv4_mobile_rec").model_file)
     _, info = _export(_Entry(convert(graph).eval(), False), graph, Device.parse("cpu"), [[1, 3, 48, 32], [4, 3, 48, 320], [64, 3, 48, 2048]])
@@ -349,7 +350,7 @@ def test_aot_package_is_built_once_then_loaded(device, tmp_path, monkeypatch):
 
 
 def test_a_package_that_crashes_its_loader_is_refused_not_fatal(tmp_path):
-    from hpinfer.runtime.engines.torch_engine import _check_package_in_child
+    from hpinfer.runtime.engines.torch_engine.aot import _check_package_in_child
 
     broken = tmp_path / "model.pt2"
     broken.write_bytes(b"not a package")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import yaml
 
@@ -39,6 +39,11 @@ class PipelineSettings:
     source: str  # bundled name or file path, for messages
     options: Dict[str, Any]  # pipeline-level options (everything but TOP_KEYS)
     modules: Dict[str, ModuleSettings]
+
+
+def sub_settings(settings: PipelineSettings, name: str, keys: Sequence[str], options: Dict[str, Any]) -> PipelineSettings:
+    """Part of a pipeline's settings (some of its SubModules) as the settings of a pipeline it embeds."""
+    return PipelineSettings(name, settings.source, options, {k: settings.modules[k] for k in keys if k in settings.modules})
 
 
 def bundled_pipelines() -> Tuple[str, ...]:

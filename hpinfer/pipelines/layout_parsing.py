@@ -38,7 +38,7 @@ from ..results import Result
 from ..tasks import layout_detection, table_structure
 from ..tasks.base import Params, validate_params
 from ..visualize import draw_polygons
-from .config import PipelineSettings
+from .config import PipelineSettings, sub_settings
 from .doc_preprocessor import DocPreprocessor
 from ..io import InputItem
 from .markdown import MarkdownDocument
@@ -84,6 +84,15 @@ def drop_duplicates(regions: Sequence[Dict[str, Any]], overlap: float) -> List[D
         else:
             kept.append(region)
     return kept
+
+
+def ordered_regions(boxes: Sequence[Dict[str, Any]], overlap: float) -> List[Dict[str, Any]]:
+    """Layout regions without duplicates, in reading order, each with its ``box`` in whole pixels."""
+    regions = drop_duplicates(boxes, overlap)
+    return [
+        {**regions[i], "box": [int(round(v)) for v in regions[i]["coordinate"]]}
+        for i in reading_order([r["coordinate"] for r in regions])
+    ]
 
 
 class LayoutParsingResult(Result):
@@ -139,17 +148,12 @@ class LayoutParsingPipeline(PipelineBase):
         own, ocr = split_ocr_options({**settings.options, **options}, LayoutParsingOptions)
         self.settings = settings
         self.options = validate_params(LayoutParsingOptions, own, settings.source)
-        modules = settings.modules
-
-        def part(name: str, keys: Sequence[str], part_options: Dict[str, Any]) -> PipelineSettings:
-            return PipelineSettings(name, settings.source, part_options, {k: modules[k] for k in keys if k in modules})
-
         doc_options = {"use_doc_orientation_classify": self.options.use_doc_orientation_classify}
-        self.doc = DocPreprocessor(part("doc_preprocessor", ["DocOrientationClassify"], doc_options), device)
+        self.doc = DocPreprocessor(sub_settings(settings, "doc_preprocessor", ["DocOrientationClassify"], doc_options), device)
         self.layout: Predictor = create_sub_module(settings, "LayoutDetection", layout_detection.TASK.name, device)
-        self.ocr = OCRPipeline(part("OCR", OCR_MODULES, ocr), device)
+        self.ocr = OCRPipeline(sub_settings(settings, "OCR", OCR_MODULES, ocr), device)
         self.structurer: Optional[Predictor] = None
-        if self.options.use_table_recognition and "TableStructureRecognition" in modules:
+        if self.options.use_table_recognition and "TableStructureRecognition" in settings.modules:
             try:
                 self.structurer = create_sub_module(settings, "TableStructureRecognition", table_structure.TASK.name, device)
             except ModelNotFoundError as err:  # an optional package: the rest of the pipeline works without it
@@ -254,13 +258,18 @@ def _failed(outcome: Outcome) -> LayoutParsingResult:
     return _result(page, page.image, "error", message, {"blocks": []})
 
 
-def _draw(result: Result) -> np.ndarray:
-    """Regions coloured by class, each labelled with its place in the reading order; a failed page's message."""
+def draw_regions(result: Result, boxes: Sequence[Sequence[int]], names: Sequence[str], classes: Sequence[int]) -> np.ndarray:
+    """Regions (x1, y1, x2, y2) coloured by class and named on the page; a failed page's message."""
     image = result.image
     if image is None:
         image = np.full((120, 900, 3), 255, dtype=np.uint8)
         return draw_polygons(image, [[[0, 60], [899, 60], [899, 119], [0, 119]]], [f"error: {result['error']}"])
-    blocks = result["blocks"]
-    rects = [[[x1, y1], [x2, y1], [x2, y2], [x1, y2]] for x1, y1, x2, y2 in (b["box"] for b in blocks)]
+    rects = [[[x1, y1], [x2, y1], [x2, y2], [x1, y2]] for x1, y1, x2, y2 in boxes]
+    return draw_polygons(image, rects, list(names), list(classes))
+
+
+def _draw(result: Result) -> np.ndarray:
+    """Regions coloured by class, each labelled with its place in the reading order."""
+    blocks = result.get("blocks", [])
     names = [f"{b['order'] + 1} {b['label']}" for b in blocks]
-    return draw_polygons(image, rects, names, [b["cls_id"] for b in blocks])
+    return draw_regions(result, [b["box"] for b in blocks], names, [b["cls_id"] for b in blocks])

@@ -106,15 +106,18 @@ class MarkdownDocument:
             raise ValueError(f"{self.path} is closed")
         self.pages += 1
         names: Dict[int, str] = {}
-        for block in result.get("blocks", []):
-            pixels = crop(result.image, block["box"]) if as_image(block) else None
+        # A result with its own Markdown (PaddleOCR-VL's) names its picture blocks and writes its page itself.
+        pictures = result.image_blocks() if hasattr(result, "image_blocks") else [
+            (b["order"], b["label"], b["box"]) for b in result.get("blocks", []) if as_image(b)]
+        for key, label, box in pictures:
+            pixels = crop(result.image, box) if result.image is not None else None
             if pixels is not None and pixels.size:
-                name = f"{self.path.stem}_{self.pages}_{block['order']}_{block['label']}.png"
+                name = f"{self.path.stem}_{self.pages}_{key}_{label}.png"
                 self._save(pixels, self.image_dir / name)
-                names[block["order"]] = f"{IMAGE_DIR}/{name}"
+                names[key] = f"{IMAGE_DIR}/{name}"
         if self.pages > 1:
             self._file.write(PAGE_BREAK)
-        self._file.write(page_markdown(result, names))
+        self._file.write(result.markdown(names) if hasattr(result, "markdown") else page_markdown(result, names))
 
     @staticmethod
     def _save(image: np.ndarray, target: Path) -> None:

@@ -23,7 +23,7 @@ from ..results import Result
 from ..tasks import layout_detection, table_structure
 from ..tasks.base import Params, validate_params
 from ..visualize import draw_polygons
-from .config import PipelineSettings
+from .config import PipelineSettings, sub_settings
 from .ocr import OCR_MODULES, OCRPipeline, _item_of, split_ocr_options
 from .paragraphs import join_lines
 from .sub_modules import PipelineBase, create_sub_module
@@ -123,8 +123,7 @@ class TableRecognitionPipeline(PipelineBase):
         self.layout: Optional[Predictor] = None
         if self.options.use_layout_detection:
             self.layout = create_sub_module(settings, "LayoutDetection", layout_detection.TASK.name, device)
-        ocr_modules = {k: settings.modules[k] for k in OCR_MODULES if k in settings.modules}
-        self.ocr = OCRPipeline(PipelineSettings("OCR", settings.source, ocr, ocr_modules), device)
+        self.ocr = OCRPipeline(sub_settings(settings, "OCR", OCR_MODULES, ocr), device)
 
     @property
     def sub_modules(self) -> Dict[str, Predictor]:

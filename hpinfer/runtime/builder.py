@@ -23,7 +23,7 @@ from . import accuracy, quantize
 from .cache import CACHE_FORMAT, Entry, ModelCache, cache_root, file_sha256
 from .calibration import samples, source_digest
 from .engines import ENGINES, EngineSession
-from .hardware import cpu_count, cpu_flags, cpu_name
+from .hardware import cpu_count, cpu_flags, cpu_name, driver_version, gpu_name
 from .shapes import ShapeBounds, current_defaults
 from .task import ModelTask
 
@@ -35,7 +35,7 @@ class Artifact:
     backend: str
     config: BackendConfig
     entry: Entry
-    drift: Optional[accuracy.Drift]  # None for fp32, or when the task has no metric
+    drift: Optional[accuracy.Drift]  # None for exact configs (fp32), or when the task has no metric
 
     def open(self, model_path: Path, device: Device) -> EngineSession:
         session = ENGINES[self.backend].open(self.entry.path, self.config, device)
@@ -45,8 +45,13 @@ class Artifact:
 
 
 def hardware_fields(device: Device) -> Dict[str, str]:
+    """The machine an artifact is valid for: the CPU always (host-side code paths), the GPU model and driver too
+    for a GPU (a TensorRT engine or compiled kernels from another GPU model fail to load, or load and run slower)."""
     flags = hashlib.sha256(" ".join(sorted(cpu_flags())).encode()).hexdigest()
-    return {"device": str(device), "cpu": cpu_name(), "cpu_flags": flags}
+    fields = {"device": str(device), "cpu": cpu_name(), "cpu_flags": flags}
+    if device.is_gpu:
+        fields.update(gpu=gpu_name(device.index), driver=driver_version())
+    return fields
 
 
 def _quantizer_version() -> str:
@@ -70,7 +75,7 @@ def engine_fields(model_path: Path, backend: str, config: BackendConfig, device:
     }
     if ENGINES[backend].bakes_shape_bounds and not config.dynamic_shapes:
         fields["default_shapes"] = current_defaults()
-    if config.precision != "fp32" and task is not None:  # the drift report depends on the calibration set
+    if not ENGINES[backend].exact(config) and task is not None:  # the drift report depends on the calibration set
         fields["task"] = task.digest()
         fields["calibration_set"] = source_digest(task, config.calibration)
         fields["guard"] = accuracy.GUARD_REVISION
@@ -78,12 +83,16 @@ def engine_fields(model_path: Path, backend: str, config: BackendConfig, device:
         fields["quantizer"] = _quantizer_version()
         engine = ENGINES[backend]
         fields["quantized_op_types"] = [engine.int8_op_types, engine.int8_float_op_types]
+        if engine.int8_symmetric:
+            fields["int8_symmetric"] = True
     return fields
 
 
 def build_engine(
-    model_name: str, model_path: Path, backend: str, config: BackendConfig, device: Device, task: Optional[ModelTask]
+    model_name: str, model_path: Path, backend: str, config: BackendConfig, device: Device, task: Optional[ModelTask],
+    stale: Optional[str] = None,
 ) -> Artifact:
+    """The cache entry, built if missing, corrupt or ``stale`` (why the cached one failed to open)."""
     if config.precision == "int8" and task is None:
         raise ConfigError(
             f"{model_name}: int8 needs calibration inputs made with the model's own pre-processing, but its task "
@@ -101,17 +110,18 @@ def build_engine(
                 calibrated = _calibration_entry(cache, model_path, task, config.calibration, model_name)
                 source = Path(scratch) / "int8.onnx"
                 info["quantization"] = quantize.quantize(
-                    calibrated.path, config.calibration, engine.int8_op_types, engine.int8_float_op_types, source
+                    calibrated.path, config.calibration, engine.int8_op_types, engine.int8_float_op_types, source,
+                    symmetric=engine.int8_symmetric,
                 )
             engine.build(source, config, device, out_dir)
-        if config.precision != "fp32" and task is not None and task.tolerance is not None:
+        if not engine.exact(config) and task is not None and task.tolerance is not None:
             with engine.open(out_dir, config, device) as session:
                 drift = measure_drift(session, model_path, task, config, model_name)
                 if drift is not None:
                     info["drift"] = drift.as_dict()
         return info
 
-    entry = cache.get_or_build(cache.entry_dir(model_path, backend, fields), fields, build, model_name)
+    entry = cache.get_or_build(cache.entry_dir(model_path, backend, fields), fields, build, model_name, stale)
     drift = entry.info.get("drift")
     return Artifact(backend, config, entry, accuracy.Drift(**drift) if drift else None)
 

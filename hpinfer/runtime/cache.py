@@ -138,16 +138,19 @@ class ModelCache:
         return self.root / f"{model_path.stem}-{file_sha256(model_path)[:12]}" / f"{kind}-{key_of(fields)[:24]}"
 
     def get_or_build(
-        self, entry_dir: Path, fields: Mapping[str, Any], build: Callable[[Path], Mapping[str, Any]], label: str
+        self, entry_dir: Path, fields: Mapping[str, Any], build: Callable[[Path], Mapping[str, Any]], label: str,
+        stale: Optional[str] = None,
     ) -> Entry:
         """The valid entry at ``entry_dir``, built first (once, whoever else is trying) if missing or corrupt.
 
         ``build(folder)`` writes the artifact's files into ``folder`` and returns facts to keep in the manifest.
+        ``stale``: why an entry that is intact as far as its manifest tells could not be used (an engine that
+        fails to deserialize it): it is rebuilt.
         """
         from filelock import FileLock, Timeout
 
         start = time.perf_counter()
-        if entry_dir.is_dir() and _problem(entry_dir, fields) is None:
+        if stale is None and entry_dir.is_dir() and _problem(entry_dir, fields) is None:
             return Entry(entry_dir, _read_manifest(entry_dir), False, time.perf_counter() - start)
         try:
             entry_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -164,7 +167,7 @@ class ModelCache:
             lock.acquire()
         try:
             if entry_dir.is_dir():
-                problem = _problem(entry_dir, fields)
+                problem = stale or _problem(entry_dir, fields)
                 if problem is None:  # another process built it while we waited
                     return Entry(entry_dir, _read_manifest(entry_dir), False, time.perf_counter() - start)
                 log.warning("%s: cache entry %s is unusable (%s); rebuilding it", label, entry_dir, problem)

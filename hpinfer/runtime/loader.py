@@ -61,7 +61,13 @@ def _open(model_name: str, model_path: Path, device: Device, use_hpip: bool, hpi
                 with _naming(model_name):
                     artifact = build_engine(model_name, model_path, candidate.backend, config, device, task)
                     refusal = _refusal(candidate, config, artifact.drift, task)
-                    session = None if refusal else artifact.open(model_path, device)
+                    session = None if refusal else _open_artifact(model_name, model_path, artifact, device, task)
+            except EngineUnavailableError as err:  # the engine refuses this machine or model: the rule's next may not
+                if len(candidates) == 1:
+                    raise
+                failures.append(f"{candidate.backend}: {err}")
+                log.warning("%s: engine %s is unavailable (%s)", model_name, candidate.backend, err)
+                break
             except HpinferError:
                 raise
             except Exception as err:  # an engine failing on a model is a fact to log, then try the next one
@@ -76,6 +82,22 @@ def _open(model_name: str, model_path: Path, device: Device, use_hpip: bool, hpi
             _log_loaded(model_name, device, candidate, session, time.perf_counter() - start, _cache_note(artifact))
             return session
     raise EngineUnavailableError(f"{model_name}: no engine could load {model_path.name}: {'; '.join(failures)}")
+
+
+def _open_artifact(model_name: str, model_path: Path, artifact: Artifact, device: Device, task: Optional[ModelTask]) -> EngineSession:
+    """A session from the artifact; a cached one that fails to open (a TensorRT engine from another TensorRT
+    build or GPU, a package its loader rejects) is rebuilt once, rather than the engine being given up."""
+    try:
+        return artifact.open(model_path, device)
+    except HpinferError:
+        raise
+    except Exception as err:
+        if artifact.entry.built:
+            raise
+        log.warning("%s: cached %s engine %s failed to open (%s); rebuilding it", model_name, artifact.backend,
+                    artifact.entry.path, _one_line(err))
+        rebuilt = build_engine(model_name, model_path, artifact.backend, artifact.config, device, task, stale=_one_line(err))
+        return rebuilt.open(model_path, device)
 
 
 @contextlib.contextmanager
@@ -96,7 +118,7 @@ def tolerance(config: BackendConfig, task: Optional[ModelTask]) -> Optional[floa
 def _refusal(choice: EngineChoice, config: BackendConfig, drift: Optional[Drift], task: Optional[ModelTask]) -> Optional[str]:
     """Why safe mode refuses this precision, or None. Manual mode only reports a drift over the tolerance."""
     limit = tolerance(config, task)
-    if config.precision == "fp32" or drift is None or limit is None:
+    if drift is None or limit is None:  # exact configs (fp32, unpadded) have no drift
         return None
     if drift.vacuous:
         reason = (f"the accuracy guard had nothing to judge: on its {drift.inputs} input(s) the fp32 model "

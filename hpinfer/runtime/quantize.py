@@ -95,9 +95,11 @@ def float_nodes(model, config: CalibrationConfig) -> List[str]:
 
 def quantize(
     calibration_dir: Path, config: CalibrationConfig, op_types: Optional[Sequence[str]], float_op_types: Sequence[str],
-    out_path: Path,
+    out_path: Path, symmetric: bool = False,
 ) -> Dict[str, Any]:
-    """A QDQ int8 model from a calibration entry: ``op_types`` (None: all) less ``float_op_types`` and the config's."""
+    """A QDQ int8 model from a calibration entry: ``op_types`` (None: all) less ``float_op_types`` and the config's.
+    ``symmetric``: activations as int8 with zero points 0 (TensorRT accepts no other), else uint8 with the zero
+    point that fits each tensor's range (finer steps for one-sided ranges such as ReLU outputs)."""
     import onnx
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
@@ -113,7 +115,8 @@ def quantize(
     quantize_static(
         str(prepared), str(out_path), calibration_data_reader=None,
         calibration_cache_path=str(calibration_dir / CALIBRATION_TABLE), calibrate_method=_method(config.method),
-        quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-        per_channel=True, op_types_to_quantize=sorted(types), nodes_to_exclude=keep_float,
+        quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8,
+        weight_type=QuantType.QInt8, per_channel=True, op_types_to_quantize=sorted(types), nodes_to_exclude=keep_float,
+        extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True},
     )
-    return {"kept_float": keep_float, "quantized_op_types": sorted(types)}
+    return {"kept_float": keep_float, "quantized_op_types": sorted(types), "symmetric": symmetric}

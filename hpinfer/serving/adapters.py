@@ -400,6 +400,7 @@ class Adapter:
     encode: Callable[[List[Result], Encoding], Dict[str, Any]]
     only: Dict[str, Tuple[Any, ...]] = field(default_factory=dict)  # field → the values allowed (unsupported options)
     run: Callable[[Any, List[np.ndarray], Dict[str, Any]], List[Result]] = _predict_batch  # one batch of pages
+    routes: Optional[Callable[[Any], None]] = None  # adds the pipeline's other endpoints to the app
 
     @property
     def accepts_pdf(self) -> bool:
@@ -466,3 +467,9 @@ def success_model(result_model: Type[BaseModel]) -> Type[BaseModel]:
 def file_field(path: str) -> str:
     """The request field that carries the file at an endpoint path (for the client)."""
     return next((a.file_field for a in ADAPTERS.values() if a.path == path.rstrip("/")), "file")
+
+
+# PaddleOCR-VL's endpoints live in their own module, which builds on the parts above.
+from .vl_adapter import VL_ADAPTER  # noqa: E402
+
+ADAPTERS.update({"PaddleOCR-VL": VL_ADAPTER, "doc_vlm": VL_ADAPTER})

@@ -78,6 +78,9 @@ class Service:
         self.ready = False
         self.batcher: Optional[Batcher] = None
         self.http: Optional[httpx.AsyncClient] = None
+        self.extensions: List[Any] = []  # started after, stopped before the batcher (the jobs runner)
+        self.open_paths = OPEN_PATHS  # plus the web page's files when it is on
+        self.upload_paths = {adapter.path}  # POST bodies capped at max_body_mb
 
     async def start(self) -> None:
         settings = self.settings
@@ -97,6 +100,8 @@ class Service:
                  settings.max_batch_size, settings.inference_threads, settings.device or "cpu")
         self.metrics.track(lambda: self.admission.active, lambda: self.batcher.queued)
         self.http = httpx.AsyncClient(follow_redirects=False, trust_env=False, timeout=settings.url_timeout_s)
+        for extension in self.extensions:
+            await extension.start()
 
     async def warm_up(self) -> None:
         """One request's worth of work through the whole path, so the first client doesn't pay for lazy set-up."""
@@ -111,6 +116,8 @@ class Service:
             log.exception("warm-up failed: the server stays not ready")
 
     async def stop(self) -> None:
+        for extension in self.extensions:
+            await extension.stop()
         if self.batcher:
             await self.batcher.close()
         if self.http:
@@ -162,10 +169,12 @@ class Service:
 class Gate:
     """Plain ASGI middleware for what must happen before the body is read, plus metrics and the access log."""
 
-    def __init__(self, app: ASGIApp, service: Service):
+    def __init__(self, app: ASGIApp, service: Service, path: Optional[str] = None):
         self.app = app
         self.service = service
-        self.known_paths = {service.adapter.path, "/metrics", *OPEN_PATHS}
+        self.path = path or service.adapter.path  # the inference endpoint: admission applies there
+        self.upload_paths = {self.path, *service.upload_paths}  # POST bodies capped at max_body_mb
+        self.known_paths = {"/metrics", *self.upload_paths, *service.open_paths}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -185,12 +194,14 @@ class Gate:
             refusal = self._refusal(scope, log_id)
             if refusal is not None:
                 await refusal(scope, receive, send_logged)
-            elif path == service.adapter.path and scope["method"] == "POST":
+            elif path == self.path and scope["method"] == "POST":
                 service.admission.enter()
                 try:
                     await self.app(scope, self._capped(receive), send_logged)
                 finally:
                     service.admission.leave()
+            elif path in self.upload_paths and scope["method"] == "POST":
+                await self.app(scope, self._capped(receive), send_logged)
             else:
                 await self.app(scope, receive, send_logged)
         finally:
@@ -204,13 +215,13 @@ class Gate:
         settings, service = self.service.settings, self.service
         path = scope["path"]
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-        if settings.api_key and scope["method"] != "OPTIONS" and path not in OPEN_PATHS:
+        if settings.api_key and scope["method"] != "OPTIONS" and path not in service.open_paths:
             if not authorized(headers.get("authorization"), settings.api_key):
                 return error_response(log_id, 401, "missing or wrong API key: send 'Authorization: Bearer <key>'",
                                       {"WWW-Authenticate": "Bearer"})
-        if path != service.adapter.path or scope["method"] != "POST":
+        if path not in self.upload_paths or scope["method"] != "POST":
             return None
-        reason = service.admission.refusal()
+        reason = service.admission.refusal() if path == self.path else None
         if reason:
             return error_response(log_id, 503, reason, {"Retry-After": RETRY_AFTER_S})
         length = headers.get("content-length", "")
@@ -339,10 +350,20 @@ def create_app(settings: ServeSettings, pipeline: Any = None) -> FastAPI:
             return error_response(log_id, 500, "internal server error (the server log has details under this logId)")
         return Response(content, media_type="application/json")
 
+    if adapter.routes:
+        adapter.routes(app)
+    if settings.jobs_dir or settings.ui:
+        from .jobs import install_jobs
+
+        service.extensions.append(install_jobs(app, service))
+    if settings.ui:
+        from .web import install_web
+
+        install_web(app, service)
     app.add_middleware(Gate, service=service)
     if settings.cors_origins:  # outermost, so that preflights are answered before the gate asks for a token
         app.add_middleware(
-            CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST"],
+            CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST", "DELETE"],
             allow_headers=["Authorization", "Content-Type"],
         )
     return app

@@ -59,6 +59,15 @@ def add_commands(subparsers: Any, common_parent: argparse.ArgumentParser) -> Non
     serve.add_argument("--api_key", default=os.environ.get(API_KEY_ENV), help="require 'Authorization: Bearer <key>'")
     serve.add_argument("--cors_origins", default="", help="comma-separated origins allowed by CORS (default: CORS off)")
     serve.add_argument("--no_visualize", action="store_true", help="no result images unless a request sends visualize: true")
+    jobs = serve.add_argument_group("async jobs (POST /jobs) and the web page")
+    jobs.add_argument("--jobs_dir", default=None, help="folder for jobs and their results; turns the jobs API on (default: off)")
+    jobs.add_argument("--jobs_max_pages", type=int, default=_DEFAULTS["jobs_max_pages"], help="pages per job (default %(default)s)")
+    jobs.add_argument("--jobs_retention_h", type=float, default=_DEFAULTS["jobs_retention_h"],
+                      help="hours finished jobs are kept (default %(default)s)")
+    jobs.add_argument("--jobs_per_key", type=int, default=_DEFAULTS["jobs_per_key"],
+                      help="unfinished jobs per API key when --api_key is set (default %(default)s)")
+    jobs.add_argument("--ui", action="store_true", help="serve the web page at / (turns jobs on; without --jobs_dir "
+                                                       "they live in a temporary folder)")
 
     client = subparsers.add_parser("client", parents=[common_parent], help="send files to an hpinfer (or PaddleX) server")
     client.add_argument("--url", required=True, help="endpoint URL, e.g. http://127.0.0.1:8080/ocr")
@@ -93,6 +102,8 @@ def _serve(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     if args.workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {args.workers}")
+    if args.workers > 1 and (settings.jobs_dir or settings.ui):
+        raise ConfigError("--jobs_dir and --ui need --workers 1 (one process runs the jobs)")
     common = dict(host=args.host, port=args.port, log_level=args.log_level.lower(), access_log=False)
     if args.workers > 1:  # each worker process builds its own app (and pipeline) from the settings
         create_app(settings)  # fail fast here on a bad pipeline name or YAML

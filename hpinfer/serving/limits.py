@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
+import time
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
@@ -28,6 +30,7 @@ class Admission:
         self.capacity = capacity
         self.active = 0
         self.draining = False
+        self.left_at = 0.0  # when the last request left (monotonic seconds)
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -45,6 +48,7 @@ class Admission:
 
     def leave(self) -> None:
         self.active -= 1
+        self.left_at = time.monotonic()
         if not self.active:
             self._idle.set()
 
@@ -84,20 +88,47 @@ class Pages:
 
 def read_pages(data: bytes, field: str, file_type: Optional[int], max_pixels: int, max_pdf_pages: int) -> Pages:
     """Bytes → pages, checking PaddleX's ``fileType`` (0 PDF, 1 image, None: whatever the content is)."""
-    try:
-        count = count_inputs(data)
-        if count > max_pdf_pages:
-            raise InputError(f"{_IO_NAME}PDF has {count} pages, above the limit of {max_pdf_pages}")
+    with _named(field):
+        _count(data, max_pdf_pages)
         items = list(iter_inputs(data, max_pixels=max_pixels))
-    except InputError as err:
-        raise InputError(f"{field}: {str(err).removeprefix(_IO_NAME)}") from None
     is_pdf = items[0].page_index is not None
-    if file_type is not None and is_pdf != (file_type == 0):
-        found, wanted = ("an image", "a PDF (fileType 0)") if file_type == 0 else ("a PDF", "an image")
-        raise InputError(f"{field}: is {found} but {wanted} was expected")
+    _check_type(is_pdf, file_type, field)
     images = [item.image for item in items]
     indices = [item.page_index for item in items]
     sizes = [{"width": image.shape[1], "height": image.shape[0]} for image in images]
     if is_pdf:
         return Pages(images, indices, {"numPages": len(images), "pages": sizes, "type": "pdf"})
     return Pages(images, indices, {**sizes[0], "type": "image"})
+
+
+def count_pages(data: bytes, field: str, file_type: Optional[int], max_pixels: int, max_pdf_pages: int) -> Tuple[bool, int]:
+    """``(is_pdf, pages)`` with the same checks as ``read_pages``, reading only the first page (for jobs, which
+    read the rest one page at a time)."""
+    with _named(field):
+        count = _count(data, max_pdf_pages)
+        is_pdf = next(iter_inputs(data, page_range=(1, 1), max_pixels=max_pixels)).page_index is not None
+    _check_type(is_pdf, file_type, field)
+    return is_pdf, count
+
+
+def _count(data: bytes, max_pdf_pages: int) -> int:
+    count = count_inputs(data)
+    if count > max_pdf_pages:
+        raise InputError(f"{_IO_NAME}PDF has {count} pages, above the limit of {max_pdf_pages}")
+    return count
+
+
+@contextlib.contextmanager
+def _named(field: str) -> Iterator[None]:
+    """hpinfer.io's errors about the bytes, told about the request field instead."""
+    try:
+        yield
+    except InputError as err:
+        raise InputError(f"{field}: {str(err).removeprefix(_IO_NAME)}") from None
+
+
+def _check_type(is_pdf: bool, file_type: Optional[int], field: str) -> None:
+    """PaddleX's ``fileType``: 0 PDF, 1 image, None: whatever the content is."""
+    if file_type is not None and is_pdf != (file_type == 0):
+        found, wanted = ("an image", "a PDF (fileType 0)") if file_type == 0 else ("a PDF", "an image")
+        raise InputError(f"{field}: is {found} but {wanted} was expected")

@@ -12,7 +12,7 @@ import asyncio
 import hmac
 import ipaddress
 import socket
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 import httpx
 
@@ -60,13 +60,42 @@ async def _fetch(client: httpx.AsyncClient, url: str, allow_private: bool, max_b
     raise InputError(f"{url}: more than {MAX_REDIRECTS} redirects")
 
 
-async def _connect(client: httpx.AsyncClient, target: httpx.URL, addresses: List[str]) -> httpx.Response:
-    """GET from the first checked address that accepts the connection (a host's IPv6 may be unreachable)."""
+async def post_checked(
+    client: httpx.AsyncClient, url: str, body: bytes, headers: Dict[str, str], *, allow_private: bool, timeout: float
+) -> int:
+    """POST ``body`` to ``url`` through the same guard as downloads (redirects are not followed); the status code."""
+    target = await check_url(url, allow_private)
+    try:
+        addresses = await _checked_addresses(target, allow_private)
+        response = await asyncio.wait_for(_connect(client, target, addresses, "POST", body, headers), timeout)
+    except asyncio.TimeoutError:
+        raise InputError(f"{url}: no answer within {timeout:g} s") from None
+    except httpx.HTTPError as err:
+        raise InputError(f"{url}: POST failed ({err or type(err).__name__})") from None
+    await response.aclose()
+    return response.status_code
+
+
+async def check_url(url: str, allow_private: bool) -> httpx.URL:
+    """``url`` parsed, if it is http(s) and its host resolves to addresses the guard allows; else an InputError."""
+    try:
+        target = httpx.URL(url)
+    except httpx.InvalidURL as err:
+        raise InputError(f"{url}: not a valid URL ({err})") from None
+    if target.scheme not in ("http", "https") or not target.host:
+        raise InputError(f"{url}: only http:// and https:// URLs with a host are allowed")
+    await _checked_addresses(target, allow_private)
+    return target
+
+
+async def _connect(client: httpx.AsyncClient, target: httpx.URL, addresses: List[str], method: str = "GET",
+                   content: Optional[bytes] = None, headers: Optional[Dict[str, str]] = None) -> httpx.Response:
+    """Send to the first checked address that accepts the connection (a host's IPv6 may be unreachable)."""
 
     def request(address: str) -> httpx.Request:
         return client.build_request(
-            "GET", target.copy_with(host=address),
-            headers={"Host": target.netloc.decode("ascii")}, extensions={"sni_hostname": target.host},
+            method, target.copy_with(host=address), content=content,
+            headers={**(headers or {}), "Host": target.netloc.decode("ascii")}, extensions={"sni_hostname": target.host},
         )
 
     *others, last = addresses

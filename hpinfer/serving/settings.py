@@ -69,6 +69,12 @@ class ServeSettings:
     api_key: Optional[str] = field(default=None, repr=False)
     cors_origins: Tuple[str, ...] = ()
     visualize: bool = True  # PaddleX's default: result images unless the request says visualize: false
+    # Async jobs (serving/jobs): on when jobs_dir is set, or with the web page (ui; then in a temporary folder).
+    jobs_dir: Optional[str] = None
+    jobs_max_pages: int = 1000  # per job (max_pdf_pages is for synchronous requests)
+    jobs_retention_h: float = 24.0  # finished jobs and their files are removed after this
+    jobs_per_key: int = 8  # unfinished jobs per API key (when api_key is set)
+    ui: bool = False  # the web page at /
 
     def __post_init__(self) -> None:
         if self.max_batch_size is None or self.inference_threads is None:
@@ -81,7 +87,8 @@ class ServeSettings:
             "max_batch_size": self.max_batch_size, "inference_threads": self.inference_threads, "max_queue": self.max_queue, "max_pixels": self.max_pixels,
             "max_pdf_pages": self.max_pdf_pages, "request_timeout_s": self.request_timeout_s,
             "max_body_mb": self.max_body_mb, "url_timeout_s": self.url_timeout_s,
-            "max_download_mb": self.max_download_mb,
+            "max_download_mb": self.max_download_mb, "jobs_max_pages": self.jobs_max_pages,
+            "jobs_retention_h": self.jobs_retention_h, "jobs_per_key": self.jobs_per_key,
         }
         for name, value in positive.items():
             if not value > 0:

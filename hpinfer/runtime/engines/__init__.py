@@ -1,4 +1,4 @@
-"""All engines by name. One file per engine; this dict is the only registry."""
+"""All engines by name. One module (file, or folder for the big ones) per engine; this dict is the only registry."""
 
 from __future__ import annotations
 

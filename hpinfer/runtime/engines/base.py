@@ -11,6 +11,7 @@ span; predictors share it for their own stages, and ``hpinfer.bench`` switches i
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.metadata
 import importlib.util
 import shutil
@@ -24,7 +25,7 @@ import numpy as np
 
 from ...config import BackendConfig
 from ...device import Device
-from ...errors import InputError
+from ...errors import EngineUnavailableError, InputError
 
 if TYPE_CHECKING:
     from ..shapes import ShapeBounds
@@ -82,6 +83,12 @@ def best_of(scores: np.ndarray) -> List[np.ndarray]:
     """Arg-max over the last axis (the first index on ties) and the score there."""
     best = scores.argmax(axis=-1)
     return [best, np.take_along_axis(scores, best[..., None], axis=-1)[..., 0]]
+
+
+@functools.lru_cache(maxsize=1)
+def _distributions() -> Mapping[str, List[str]]:
+    """Top-level module → the installed distributions that provide it (read once: it scans every one)."""
+    return importlib.metadata.packages_distributions()
 
 
 class EngineSession(ABC):
@@ -188,6 +195,8 @@ class Engine(ABC):
     # What an int8 model for this engine quantizes: these op types (None: all ONNX Runtime can) less the float ones.
     int8_op_types: ClassVar[Optional[Tuple[str, ...]]] = None
     int8_float_op_types: ClassVar[Tuple[str, ...]] = ()
+    # Whether its int8 needs symmetric activations (int8, zero points 0) rather than the quantizer's uint8 default.
+    int8_symmetric: ClassVar[bool] = False
     # Whether a built artifact bakes in shape bounds (TensorRT profiles, CUDA-graph buckets), so the model's
     # default bounds belong in its cache key.
     bakes_shape_bounds: ClassVar[bool] = False
@@ -198,15 +207,34 @@ class Engine(ABC):
 
     @classmethod
     def version(cls) -> Optional[str]:
-        try:
-            return importlib.metadata.version(cls.pip_name)
-        except importlib.metadata.PackageNotFoundError:
-            return None
+        """The version of whichever distribution provides ``module`` (onnxruntime or onnxruntime-gpu, ...): part
+        of every cache key, so an upgrade rebuilds what the old version built."""
+        for dist in _distributions().get(cls.module, []) or [cls.pip_name]:
+            try:
+                return importlib.metadata.version(dist)
+            except importlib.metadata.PackageNotFoundError:
+                continue
+        return None
 
     @classmethod
     @abstractmethod
     def unsupported_reason(cls, device: Device, precision: str) -> Optional[str]:
         """None if this engine can run on ``device`` at ``precision`` here, else why not."""
+
+    @classmethod
+    def exact(cls, config: BackendConfig) -> bool:
+        """Whether this config computes what fp32 ONNX Runtime computes (else the accuracy guard measures how far)."""
+        return config.precision == "fp32"
+
+    @classmethod
+    def _validate(cls, model_path: Path, config: BackendConfig, device: Device) -> None:
+        """What a public ``load``/``build``/``open`` checks before its ``_impl`` works: the file is there and this
+        engine can run on ``device`` at the precision (a clear refusal, not a failure deep inside the library)."""
+        if not model_path.is_file():
+            raise EngineUnavailableError(f"{cls.name}: {model_path} does not exist (an incomplete cache entry or a moved model)")
+        reason = cls.unsupported_reason(device, config.precision)
+        if reason:
+            raise EngineUnavailableError(f"{cls.name} cannot run on {device} at {config.precision}: {reason}")
 
     @classmethod
     @abstractmethod

@@ -16,6 +16,7 @@ import numpy as np
 
 from ...config import BackendConfig
 from ...device import Device
+from ...errors import EngineUnavailableError
 from ..hardware import cpu_count
 from .base import Engine, EngineSession, TensorInfo
 
@@ -63,6 +64,18 @@ class OnnxRuntimeSession(EngineSession):
     def close(self) -> None:
         self._session = None
         self._pool = None
+
+
+def _check_providers(session, device: Device) -> None:
+    """ONNX Runtime that cannot start its CUDA provider (missing CUDA/cuDNN libraries, a CPU-only build next to
+    onnxruntime-gpu) only warns and runs the model on the CPU: a GPU request that got no GPU is refused, so that
+    safe mode moves on to the next engine and a user's choice fails with the reason."""
+    got = session.get_providers()
+    if device.is_gpu and "CUDAExecutionProvider" not in got:
+        raise EngineUnavailableError(
+            f"onnxruntime asked for CUDAExecutionProvider on {device} but its session got {got} (it would run on "
+            f"the CPU); install onnxruntime-gpu with the CUDA and cuDNN libraries it needs, or use backend torch"
+        )
 
 
 class OnnxRuntimeEngine(Engine):
@@ -128,6 +141,7 @@ class OnnxRuntimeEngine(Engine):
         else:
             providers = ["CPUExecutionProvider"]
         session = ort.InferenceSession(str(model_path), sess_options=options, providers=providers)
+        _check_providers(session, device)
         more = [ort.InferenceSession(str(model_path), sess_options=options, providers=providers) for _ in range(streams - 1)]
         settings = (
             f"onnxruntime {ort.__version__} {'CUDA' if device.is_gpu else 'CPU'} threads={threads} "

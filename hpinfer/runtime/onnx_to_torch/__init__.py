@@ -10,7 +10,7 @@ converted modules copy CPU constants to the device inside ``forward``, which bre
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, Optional, Sequence, Union
+from typing import Dict, Mapping, Optional, Sequence, Union
 
 import onnx
 import torch
@@ -26,26 +26,33 @@ def load_graph(model: Union[str, Path, onnx.ModelProto]) -> Graph:
     return fuse(normalize(model, fold))
 
 
+def calibrated_ranges(graph: Graph, calibration: Sequence[torch.Tensor]) -> Dict[str, float]:
+    """Each tensor's largest magnitude over the ``calibration`` inputs (float32): what the mixed plan decides by."""
+    ranges: Dict[str, float] = {}
+    reference = OnnxModule(graph)
+    for x in calibration:
+        for name, peak in reference.value_ranges(x).items():
+            ranges[name] = max(ranges.get(name, 0.0), peak)
+    return ranges
+
+
 def convert(
     model: Union[str, Path, onnx.ModelProto, Graph],
     precision: str = "fp32",
     calibration: Optional[Sequence[torch.Tensor]] = None,
+    ranges: Optional[Mapping[str, float]] = None,
 ) -> OnnxModule:
-    """A CPU module for ``model``; fp16/bf16 run each ``calibration`` input (float32) to find large-valued nodes."""
+    """A CPU module for ``model``; fp16/bf16 run each ``calibration`` input (float32) to find large-valued nodes,
+    unless their ``ranges`` are given (kept from an earlier calibration)."""
     graph = model if isinstance(model, Graph) else load_graph(model)
     if precision == "fp32":
         return OnnxModule(graph)
     if precision not in REDUCED:
         raise ValueError(f"precision must be fp32, fp16 or bf16, got {precision!r}")
-    ranges: Dict[str, float] = {}
-    reference = OnnxModule(graph)
-    for x in calibration or ():
-        for name, peak in reference.value_ranges(x).items():
-            ranges[name] = max(ranges.get(name, 0.0), peak)
-    return OnnxModule(graph, plan_dtypes(graph, precision, ranges))
+    return OnnxModule(graph, plan_dtypes(graph, precision, calibrated_ranges(graph, calibration or ()) if ranges is None else ranges))
 
 
 __all__ = [
-    "Graph", "KEEP_FP32_OPS", "Node", "OnnxModule", "calibration_inputs", "convert", "load_graph", "plan_dtypes",
+    "Graph", "KEEP_FP32_OPS", "Node", "OnnxModule", "calibrated_ranges", "calibration_inputs", "convert", "load_graph", "plan_dtypes",
     "unsupported_ops",
 ]
