@@ -83,6 +83,25 @@ def test_layout_parsing_writes_tables_as_html(tmp_path):
             pipe.predict(page, use_table_recognition=True)
 
 
+def test_tables_found_by_the_layout_model_on_a_page(pipeline):
+    """use_layout_detection: only the layout model's table region is read as a table; the title line stays out."""
+    name, header, rows = SAMPLES[0]
+    table = render_table(rows, header, False)
+    page = np.full((700, 800, 3), 255, np.uint8)
+    cv2.putText(page, "Office supplies, May", (80, 120), cv2.FONT_HERSHEY_SIMPLEX, 1.0, (0, 0, 0), 2)
+    page[250 : 250 + table.shape[0], 80 : 80 + table.shape[1]] = table
+    with hpinfer.create_pipeline("table_recognition", use_layout_detection=True) as pipe:
+        (res,) = pipe.predict(page)
+        with pytest.raises(ConfigError, match="line_in_table"):
+            pipe.predict(page, line_in_table=2)
+    assert any(box["label"] == "table" for box in res["layout_det_res"]["boxes"])
+    (found,) = res["table_res_list"]
+    assert found["table_region_id"] == 0 and "Office" not in " ".join(found["table_ocr_pred"]["rec_texts"])
+    assert teds(found["pred_html"], truth_html(header, rows)) >= TARGET[False]
+    with pytest.raises(ConfigError, match="use_layout_detection"):
+        pipeline.predict(page, use_layout_detection=True)
+
+
 def test_table_recognition_endpoint(pipeline):
     name, header, rows = SAMPLES[0]
     ok, png = cv2.imencode(".png", render_table(rows, header, True))

@@ -13,6 +13,7 @@ import html
 from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
+from pydantic import Field
 
 from ..device import Device
 from ..errors import ConfigError
@@ -37,7 +38,7 @@ CROP_MARGIN = 16
 class TableRecognitionOptions(Params):
     use_layout_detection: bool = False  # False: the whole image is one table
     # A line belongs to a table when this share of its box lies inside the table's region.
-    line_in_table: float = 0.5
+    line_in_table: float = Field(0.5, gt=0, le=1)
 
 
 def assign_to_cells(cells: np.ndarray, lines: np.ndarray) -> List[int]:
