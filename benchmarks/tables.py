@@ -49,6 +49,15 @@ SAMPLES: List[Tuple[str, int, List[List[Cell]]]] = [
         ["Maria Rossi", "Support", "C05", "4110"],
         ["Tom Evans", "Finance", "A01", "4001"],
     ]),
+    ("schedule", 1, [
+        ["Day", "Time", "Session", "Speaker", "Room"],
+        ["Monday", "09:00", "Opening remarks and welcome", "J. Smith", "Hall A"],
+        ["Monday", "10:30", "Scaling document parsing", "R. Gupta", "Hall B"],
+        ["Monday", "12:00", ("Lunch break", 1, 3)],
+        ["Tuesday", "09:30", "Table structure recognition", "M. Chen", "Room 101"],
+        ["Tuesday", "11:00", "Seal text in archives", "A. Novak", "Room 102"],
+        ["Tuesday", "14:00", "Panel: models on small devices", "Various", "Hall A"],
+    ]),
 ]
 
 
