@@ -61,7 +61,7 @@ def fill_structure(structure: Sequence[str], texts: Sequence[str]) -> str:
         if token == "<td></td>":
             out.append(f"<td>{texts[cell] if cell < len(texts) else ''}</td>")
             cell += 1
-        elif token == "<td>" or (token == ">" and out and "<td" in _last_open(out)):
+        elif token == ">" and _last_open(out) == "<td":
             out.append(token + (texts[cell] if cell < len(texts) else ""))
             cell += 1
         else:

@@ -19,7 +19,7 @@ from .normalize import normalize_to_nchw
 from .text_recognition import dictionary
 
 START, END = "sos", "eos"
-CELL_TOKENS = frozenset({"<td>", "<td", "<td></td>"})  # a token that opens a cell has a box
+CELL_TOKENS = frozenset({"<td", "<td></td>"})  # a token that opens a cell has a box ("<td>" is merged away)
 
 
 class TableParams(Params):
