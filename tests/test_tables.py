@@ -62,13 +62,19 @@ def test_cell_text_goes_after_the_span_attributes():
     assert fill_structure(tokens, ["a", "b"]) == '<tr><td colspan="2">a</td><td>b</td></tr>'
 
 
-def test_layout_parsing_writes_tables_as_html(tmp_path):
-    """A borderless table on a page (CDLA calls rendered bordered tables "equation" more often than not)."""
-    name, header, rows = SAMPLES[1]
+def page_with(rows, header, title: str) -> np.ndarray:
+    """A white page: a title line, then the table drawn borderless (CDLA calls rendered bordered tables
+    "equation" more often than not, benchmarks/RESULTS.md)."""
     table = render_table(rows, header, False)
     page = np.full((900, 800, 3), 255, np.uint8)
-    cv2.putText(page, "Quarterly sales by region", (80, 120), cv2.FONT_HERSHEY_SIMPLEX, 1.0, (0, 0, 0), 2)
+    cv2.putText(page, title, (80, 120), cv2.FONT_HERSHEY_SIMPLEX, 1.0, (0, 0, 0), 2)
     page[250 : 250 + table.shape[0], 80 : 80 + table.shape[1]] = table
+    return page
+
+
+def test_layout_parsing_writes_tables_as_html(tmp_path):
+    name, header, rows = SAMPLES[1]
+    page = page_with(rows, header, "Quarterly sales by region")
     with hpinfer.create_pipeline("layout_parsing", use_doc_orientation_classify=False) as pipe:
         (res,) = pipe.predict(page)
         (block,) = [b for b in res["blocks"] if b["label"] == "table"]
@@ -86,10 +92,7 @@ def test_layout_parsing_writes_tables_as_html(tmp_path):
 def test_tables_found_by_the_layout_model_on_a_page(pipeline):
     """use_layout_detection: only the layout model's table region is read as a table; the title line stays out."""
     name, header, rows = SAMPLES[0]
-    table = render_table(rows, header, False)
-    page = np.full((700, 800, 3), 255, np.uint8)
-    cv2.putText(page, "Office supplies, May", (80, 120), cv2.FONT_HERSHEY_SIMPLEX, 1.0, (0, 0, 0), 2)
-    page[250 : 250 + table.shape[0], 80 : 80 + table.shape[1]] = table
+    page = page_with(rows, header, "Office supplies, May")
     with hpinfer.create_pipeline("table_recognition", use_layout_detection=True) as pipe:
         (res,) = pipe.predict(page)
         with pytest.raises(ConfigError, match="line_in_table"):
