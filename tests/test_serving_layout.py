@@ -64,6 +64,16 @@ def test_image_page(layout, page, shared_images):
     assert decodes(one["inputImage"])
 
 
+def test_tables_as_html_or_pictures(layout, shared_images):
+    _, url = layout
+    body = {"file": b64((shared_images / PAGE).read_bytes()), "visualize": False}
+    (html,) = parse(url, **body).json()["result"]["layoutParsingResults"]
+    (pictures,) = parse(url, **body, useTableRecognition=False).json()["result"]["layoutParsingResults"]
+    assert html["markdown"]["text"].count("<table>") == 2 and "img_in_table" not in html["markdown"]["text"]
+    assert "Shigarov" in html["markdown"]["text"] and all("img_in_table" not in name for name in html["markdown"]["images"])
+    assert "<table>" not in pictures["markdown"]["text"] and pictures["markdown"]["text"].count("img_in_table") == 2
+
+
 def test_two_page_pdf(layout, page, shared_images, tmp_path):
     _, url = layout
     pdf = make_pdf([shared_images / PAGE] * 2, tmp_path / "two.pdf").read_bytes()
@@ -78,12 +88,12 @@ def test_two_page_pdf(layout, page, shared_images, tmp_path):
 
 @pytest.mark.parametrize("body, fragment", [
     ({"file": "@@@"}, "neither an http(s) URL nor valid base64"),
-    ({"file": b64(b"x"), "useTableRecognition": True}, "useTableRecognition: not supported"),
+    ({"file": b64(b"x"), "useSealRecognition": True}, "useSealRecognition: not supported"),
     ({"file": b64(b"x"), "layoutNms": False}, "layoutNms: not supported"),
     ({"file": b64(b"x"), "layoutThreshold": {"0": 0.5}}, "layoutThreshold"),
     ({"file": b64(b"x"), "useTextlineOrientation": True}, "without the TextLineOrientation model"),
     ({"file": b64(b"not an image")}, "not a supported image"),
-], ids=["base64", "table", "nms", "threshold", "textline", "not an image"])
+], ids=["base64", "seal", "nms", "threshold", "textline", "not an image"])
 def test_bad_requests(layout, body, fragment):
     _, url = layout
     answer = parse(url, **body)

@@ -138,3 +138,16 @@ def test_markdown_from_ocr_text_cannot_inject_html(page):
     }""")
     assert "<img" not in html and "<script" not in html and "&lt;img src=x" in html and "<strong>bold</strong>" in html
     assert page.evaluate("window.hacked") is None
+
+
+def test_recognised_tables_render_as_tables_and_nothing_else(page):
+    """layout_parsing writes a recognised table as its HTML; the page keeps only the table's own tags and text."""
+    html = page.evaluate("""() => {
+        const box = document.createElement("div");
+        box.append(renderMarkdown('<table><thead><tr><td colspan="2" onclick="window.hacked=1">Region</td></tr></thead>'
+                                  + '<tbody><tr><td>&lt;img src=x onerror=window.hacked=2&gt;</td><td><img src=x onerror="window.hacked=3"></td>'
+                                  + '</tr></tbody></table>', {}));
+        return box.innerHTML;
+    }""")
+    assert '<td colspan="2">Region</td>' in html and "<tbody><tr><td>&lt;img src=x" in html
+    assert "<img" not in html and "onclick" not in html and page.evaluate("window.hacked") is None

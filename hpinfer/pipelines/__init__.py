@@ -13,13 +13,17 @@ from .doc_preprocessor import DocPreprocessor
 from .layout_parsing import LayoutParsingPipeline
 from .ocr import OCRPipeline
 from .paddleocr_vl import PaddleOCRVLPipeline
+from .seal_recognition import SealRecognitionPipeline
 from .single_model import SingleModelPipeline
+from .table_recognition import TableRecognitionPipeline
 
 # pipeline_name → class; a single-model pipeline's name is its model's task.
 PIPELINES: Dict[str, Type] = {
     "OCR": OCRPipeline, "image_classification": SingleModelPipeline, "layout_detection": SingleModelPipeline,
     "doc_preprocessor": DocPreprocessor, "layout_parsing": LayoutParsingPipeline,
     "PaddleOCR-VL": PaddleOCRVLPipeline, "doc_vlm": PaddleOCRVLPipeline,
+    "table_structure_recognition": SingleModelPipeline, "table_recognition": TableRecognitionPipeline,
+    "seal_recognition": SealRecognitionPipeline,
 }
 
 

@@ -8,7 +8,9 @@ page's body, a title) → reading order over all blocks (columns first, see read
 ``{label, cls_id, score, box, text, order}``; a text or reference block's ``text`` holds one paragraph per
 line (paragraphs.py groups its lines by their geometry), ``score`` is None for a block found only by OCR. So the page's text is
 as complete as the OCR pipeline's. Tables, figures and equations keep their lines' text in the JSON, and
-Markdown shows them as cropped images.
+Markdown shows them as cropped images; with SubModules.TableStructureRecognition, a table block also gets
+``html`` (its structure with each cell's text, table_recognition.py) and ``cell_box_list``, and Markdown
+shows that HTML.
 
 PDFs and directories stream page by page. With ``use_queues`` (default) reading/rendering, the layout
 stage (with text detection) and the recognition stage run in three threads joined by bounded queues
@@ -20,7 +22,6 @@ the document goes on either way.
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
@@ -29,30 +30,29 @@ import numpy as np
 from pydantic import Field
 
 from ..device import Device
-from ..errors import HpinferError, InputError
+from ..errors import ConfigError, HpinferError, InputError, ModelNotFoundError
 from ..io.inputs import PageRange
 from ..io.pages import OnError, Page, readable_pages
 from ..models.base import Predictor
 from ..results import Result
-from ..tasks import layout_detection
+from ..tasks import layout_detection, table_structure
 from ..tasks.base import Params, validate_params
 from ..visualize import draw_polygons
 from .config import PipelineSettings, sub_settings
 from .doc_preprocessor import DocPreprocessor
 from ..io import InputItem
 from .markdown import MarkdownDocument
-from .ocr import OCROptions, OCRPipeline
-from .paragraphs import box_of, paragraphs
+from .ocr import OCR_MODULES, OCRPipeline, split_ocr_options
+from .paragraphs import box_of, join_lines, paragraphs
 from .reading_order import reading_order
 from .stages import Outcome, run_stages
+from .table_recognition import TABLE_LABEL, recognise_table
 from .sub_modules import PipelineBase, create_sub_module
 
 log = logging.getLogger("hpinfer")
 
-OCR_MODULES = ("TextDetection", "TextLineOrientation", "TextRecognition")
 PARAGRAPH_LABELS = frozenset({"text", "reference"})  # regions of running text, cut into paragraphs
 TITLE_SIZE = 1.3  # a lone line this many times the page's usual line height is a title
-_CJK = re.compile(r"[\u2e80-\u9fff\u3000-\u303f\uf900-\ufaff\uff00-\uffef]")
 
 
 class LayoutParsingOptions(Params):
@@ -66,13 +66,9 @@ class LayoutParsingOptions(Params):
     # A text line belongs to the region holding at least this share of its box (the one holding most);
     # a line no region holds that much of starts a text block of its own.
     line_in_region: float = Field(0.5, gt=0, le=1)
-
-
-def split_options(options: Dict[str, Any]) -> Tuple[Dict[str, Any], Dict[str, Any]]:
-    """Options → (this pipeline's, the OCR pipeline's: those only OCROptions knows, e.g. text_rec_score_thresh).
-    Unknown ones stay with this pipeline's, whose validation names them."""
-    ocr = {k: v for k, v in options.items() if k in OCROptions.model_fields and k not in LayoutParsingOptions.model_fields}
-    return {k: v for k, v in options.items() if k not in ocr}, ocr
+    # Table regions as HTML with their text (SubModules.TableStructureRecognition, loaded when this is on at
+    # creation); off, or without that entry, they stay pictures in Markdown.
+    use_table_recognition: bool = True
 
 
 def drop_duplicates(regions: Sequence[Dict[str, Any]], overlap: float) -> List[Dict[str, Any]]:
@@ -97,23 +93,6 @@ def ordered_regions(boxes: Sequence[Dict[str, Any]], overlap: float) -> List[Dic
         {**regions[i], "box": [int(round(v)) for v in regions[i]["coordinate"]]}
         for i in reading_order([r["coordinate"] for r in regions])
     ]
-
-
-def join_lines(lines: Sequence[str]) -> str:
-    """A region's text lines as one paragraph: no space where Chinese/Japanese text meets, hyphenation undone."""
-    text = ""
-    for line in (line.strip() for line in lines):
-        if not line:
-            continue
-        if not text:
-            text = line
-        elif text.endswith("-") and line[0].islower():
-            text = text[:-1] + line
-        elif _CJK.match(text[-1]) or _CJK.match(line[0]):
-            text += line
-        else:
-            text += " " + line
-    return text
 
 
 class LayoutParsingResult(Result):
@@ -166,18 +145,25 @@ class LayoutParsingPipeline(PipelineBase):
     TextLineOrientation, TextRecognition. Options: ``LayoutParsingOptions`` plus the OCR pipeline's."""
 
     def __init__(self, settings: PipelineSettings, device: "str | Device | None" = None, **options: Any):
-        own, ocr = split_options({**settings.options, **options})
+        own, ocr = split_ocr_options({**settings.options, **options}, LayoutParsingOptions)
         self.settings = settings
         self.options = validate_params(LayoutParsingOptions, own, settings.source)
         doc_options = {"use_doc_orientation_classify": self.options.use_doc_orientation_classify}
         self.doc = DocPreprocessor(sub_settings(settings, "doc_preprocessor", ["DocOrientationClassify"], doc_options), device)
         self.layout: Predictor = create_sub_module(settings, "LayoutDetection", layout_detection.TASK.name, device)
         self.ocr = OCRPipeline(sub_settings(settings, "OCR", OCR_MODULES, ocr), device)
+        self.structurer: Optional[Predictor] = None
+        if self.options.use_table_recognition and "TableStructureRecognition" in settings.modules:
+            try:
+                self.structurer = create_sub_module(settings, "TableStructureRecognition", table_structure.TASK.name, device)
+            except ModelNotFoundError as err:  # an optional package: the rest of the pipeline works without it
+                log.warning("layout_parsing: tables stay pictures: %s", err)
 
     @property
     def sub_modules(self) -> Dict[str, Predictor]:
         """Loaded sub-modules by their SubModules key, in processing order."""
-        return {**self.doc.sub_modules, "LayoutDetection": self.layout, **self.ocr.sub_modules}
+        tables = {"TableStructureRecognition": self.structurer} if self.structurer is not None else {}
+        return {**self.doc.sub_modules, "LayoutDetection": self.layout, **self.ocr.sub_modules, **tables}
 
     @property
     def predictors(self) -> List[Predictor]:
@@ -192,8 +178,12 @@ class LayoutParsingPipeline(PipelineBase):
         """One result per image or PDF page, in input order; options as at creation, for this call only. A page
         that cannot be read or processed gives a result with status "error" (``on_error="raise"``: an unreadable
         page raises instead)."""
-        own, ocr_options = split_options({k: v for k, v in options.items() if v is not None})
+        own, ocr_options = split_ocr_options({k: v for k, v in options.items() if v is not None}, LayoutParsingOptions)
         opts = validate_params(LayoutParsingOptions, {**self.options.model_dump(), **own}, "layout_parsing predict()")
+        if own.get("use_table_recognition") and self.structurer is None:
+            raise ConfigError(
+                "use_table_recognition=True needs the pipeline created with it on and a SubModules.TableStructureRecognition entry"
+            )
         layout_params = self.layout.with_overrides({"threshold": opts.layout_threshold})
         ocr_opts, det_params = self.ocr._call_options(ocr_options)
         stages = [
@@ -223,7 +213,11 @@ class LayoutParsingPipeline(PipelineBase):
             # A title, caption, header or footer is one paragraph however its lines look (a caption's
             # Chinese and English lines differ in size); running text is split by its geometry.
             text = "\n".join(paras) if region["label"] in PARAGRAPH_LABELS else join_lines(paras)
-            blocks.append({"label": region["label"], "cls_id": region["cls_id"], "score": region["score"], "box": list(box), "text": text})
+            block = {"label": region["label"], "cls_id": region["cls_id"], "score": region["score"], "box": list(box), "text": text}
+            if region["label"] == TABLE_LABEL and opts.use_table_recognition and self.structurer is not None:
+                table = recognise_table(self.structurer, analysed.image, box, boxes[mine], [texts[i] for i in mine])
+                block.update(html=table["pred_html"], cell_box_list=table["cell_box_list"])
+            blocks.append(block)
         blocks += self._loose_blocks(boxes, texts, [i for i, o in enumerate(owner) if o < 0])
         blocks = [{**blocks[i], "order": order} for order, i in enumerate(reading_order([b["box"] for b in blocks]))]
         page, (h, w) = analysed.page, analysed.image.shape[:2]

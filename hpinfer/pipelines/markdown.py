@@ -2,8 +2,9 @@
 
 Blocks come in reading order. Titles become headings, text and captions paragraphs, one per line of a
 block's text (a caption stays where the reading order puts it, next to its table or figure); a paragraph
-that starts with a bullet (•, ·, ▪, ●, -, –, *) becomes a list item, and tables, figures and equations are
-cropped from the page into ``imgs/`` beside the Markdown file and linked. Page headers and footers are
+that starts with a bullet (•, ·, ▪, ●, -, –, *) becomes a list item, a table recognised as HTML is written as
+its ``<table>``, and other tables, figures and equations are cropped from the page into ``imgs/`` beside the
+Markdown file and linked. Page headers and footers are
 left out of the running text (they stay in the JSON). Pages are separated by a thematic break, and a page
 that failed leaves an HTML comment saying why. ``MarkdownDocument`` writes each page as it is added, so
 a long PDF never has to be held in memory.
@@ -36,6 +37,17 @@ def escape(text: str) -> str:
     return _NUMBERED.sub(r"\1\\\2", _MARKER.sub(r"\\\1", text))
 
 
+def as_image(block: Mapping[str, Any]) -> bool:
+    """Whether the block shows in Markdown as a cropped picture (a table recognised as HTML shows as HTML)."""
+    return block["label"] in IMAGE_LABELS and not block.get("html")
+
+
+def table_html(html: str) -> str:
+    """The ``<table>`` element of a recognised table's HTML page (Markdown renderers show it as a table)."""
+    start, end = html.find("<table>"), html.rfind("</table>")
+    return html[start : end + len("</table>")] if start >= 0 and end >= 0 else html
+
+
 def page_markdown(result: Mapping[str, Any], image_names: Mapping[int, str]) -> str:
     """One page's Markdown; ``image_names`` maps an image block's ``order`` to its file, relative to the Markdown
     (a block without one, e.g. of zero size, is left out)."""
@@ -47,7 +59,9 @@ def page_markdown(result: Mapping[str, Any], image_names: Mapping[int, str]) -> 
     parts: List[str] = []
     for block in result["blocks"]:
         label = block["label"]
-        if label in IMAGE_LABELS:
+        if block.get("html"):
+            parts.append(table_html(block["html"]))
+        elif label in IMAGE_LABELS:
             if block["order"] in image_names:
                 parts.append(f"![{label}]({image_names[block['order']]})")
         elif label not in FURNITURE_LABELS:
@@ -94,7 +108,7 @@ class MarkdownDocument:
         names: Dict[int, str] = {}
         # A result with its own Markdown (PaddleOCR-VL's) names its picture blocks and writes its page itself.
         pictures = result.image_blocks() if hasattr(result, "image_blocks") else [
-            (b["order"], b["label"], b["box"]) for b in result.get("blocks", []) if b["label"] in IMAGE_LABELS]
+            (b["order"], b["label"], b["box"]) for b in result.get("blocks", []) if as_image(b)]
         for key, label, box in pictures:
             pixels = crop(result.image, box) if result.image is not None else None
             if pixels is not None and pixels.size:

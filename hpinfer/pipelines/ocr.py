@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, Dict, Iterator, List, Literal, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Literal, Mapping, Optional, Sequence, Tuple, Type
 
 import cv2
 import numpy as np
@@ -140,6 +140,16 @@ class _DetectedPage:
 
     polys: np.ndarray
     crops: List[np.ndarray]
+
+
+OCR_MODULES = ("TextDetection", "TextLineOrientation", "TextRecognition")  # what pipelines built on OCR pass on
+
+
+def split_ocr_options(options: Mapping[str, Any], own: Type[Params]) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    """Options of a pipeline built on OCR → (its own, the OCR pipeline's: those only OCROptions knows, e.g.
+    text_rec_score_thresh). Unknown ones stay with its own, whose validation names them."""
+    ocr = {k: v for k, v in options.items() if k in OCROptions.model_fields and k not in own.model_fields}
+    return {k: v for k, v in options.items() if k not in ocr}, ocr
 
 
 class OCRPipeline(PipelineBase):

@@ -25,6 +25,8 @@ EXTRA_GAP = 0.5  # a gap wider than the column's usual one by this many line hei
 INDENT = 0.8  # a row starting this many line heights right of the column's left edge is indented
 LIST_MARKER = re.compile(r"^\s*([•·▪●○◦■□\-–*]|\(?\d{1,3}[.)]|\(?[a-z][.)])\s")
 
+_CJK = re.compile(r"[\u2e80-\u9fff\u3000-\u303f\uf900-\ufaff\uff00-\uffef]")
+
 Box = Sequence[float]
 
 
@@ -119,3 +121,20 @@ def box_of(boxes: Sequence[Box]) -> Tuple[int, int, int, int]:
     array = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     x1, y1, x2, y2 = _union(array)
     return int(round(x1)), int(round(y1)), int(round(x2)), int(round(y2))
+
+
+def join_lines(lines: Sequence[str]) -> str:
+    """A region's text lines as one paragraph: no space where Chinese/Japanese text meets, hyphenation undone."""
+    text = ""
+    for line in (line.strip() for line in lines):
+        if not line:
+            continue
+        if not text:
+            text = line
+        elif text.endswith("-") and line[0].islower():
+            text = text[:-1] + line
+        elif _CJK.match(text[-1]) or _CJK.match(line[0]):
+            text += line
+        else:
+            text += " " + line
+    return text

@@ -26,9 +26,16 @@ def create_sub_module(settings: PipelineSettings, key: str, task: str, device: "
 
 
 class PipelineBase:
-    """Lifecycle shared by pipelines: ``close`` frees every loaded predictor; usable as a context manager."""
+    """Lifecycle shared by pipelines: ``close`` frees every loaded predictor; usable as a context manager.
+    A pipeline with ``sub_modules`` (loaded predictors by SubModules key) and ``predict_iter`` gets
+    ``predictors`` and ``predict`` from here."""
 
-    predictors: List[Predictor]
+    @property
+    def predictors(self) -> List[Predictor]:
+        return list(self.sub_modules.values())
+
+    def predict(self, inputs: Any, **options: Any) -> list:
+        return list(self.predict_iter(inputs, **options))
 
     def close(self) -> None:
         for predictor in self.predictors:

@@ -19,11 +19,12 @@ import numpy as np
 from pydantic import BaseModel
 
 from ..errors import InputError
-from ..pipelines.markdown import IMAGE_LABELS, crop, page_markdown
+from ..pipelines.markdown import as_image, crop, page_markdown
 from ..results import Result
 from .schemas import (
     ClassificationRequest, ClassificationResult, LayoutParsingInferResult, LayoutParsingRequest, LayoutRequest,
-    LayoutResult, OCRInferResult, OCRRequest, _Request,
+    LayoutResult, OCRInferResult, OCRRequest, SealRecognitionInferResult, SealRecognitionRequest,
+    TableRecognitionInferResult, TableRecognitionRequest, _Request,
 )
 
 MAX_OUTPUT_IMAGE_SIDE = 2000  # PaddleX's max_output_img_size: result images are shrunk to fit 2000x2000
@@ -76,7 +77,7 @@ def _markdown(result: Result, with_images: bool) -> Dict[str, Any]:
     names: Dict[int, str] = {}
     images: Dict[str, str] = {}
     for block in result.get("blocks", []):
-        pixels = crop(result.image, block["box"]) if block["label"] in IMAGE_LABELS and result.image is not None else None
+        pixels = crop(result.image, block["box"]) if as_image(block) and result.image is not None else None
         if pixels is not None and pixels.size:
             name = "imgs/img_in_{}_box_{}_{}_{}_{}.jpg".format(block["label"], *block["box"])
             names[block["order"]] = name
@@ -96,6 +97,19 @@ def _encode_layout_parsing(result: Result, source: np.ndarray, how: Encoding) ->
         item["outputImages"] = outputs
         item["inputImage"] = jpeg_base64(source)
     return item
+
+
+def _page_encoder(image_name: str) -> Callable[[Result, np.ndarray, Encoding], Dict[str, Any]]:
+    """For pipelines whose page is the pruned result and its one picture (table, seal recognition)."""
+
+    def encode(result: Result, source: np.ndarray, how: Encoding) -> Dict[str, Any]:
+        item: Dict[str, Any] = {"prunedResult": pruned(result)}
+        if how.visualize:
+            item["outputImages"] = {image_name: jpeg_base64(result.img)}
+            item["inputImage"] = jpeg_base64(source)
+        return item
+
+    return encode
 
 
 def _encode_classification(result: Result, source: np.ndarray, how: Encoding) -> Dict[str, Any]:
@@ -133,7 +147,7 @@ _OCR_ONLY = {"useDocUnwarping": _NULL_OR_FALSE}
 _LAYOUT_PARSING_ONLY = {
     **_OCR_ONLY,
     **{name: _NULL_OR_FALSE for name in (
-        "useSealRecognition", "useTableRecognition", "useFormulaRecognition", "useChartRecognition", "useRegionDetection")},
+        "useSealRecognition", "useFormulaRecognition", "useChartRecognition", "useRegionDetection")},
     "layoutNms": (None, True),
     **{name: (None,) for name in (
         "layoutUnclipRatio", "layoutMergeBboxesMode", "sealDetLimitSideLen", "sealDetLimitType", "sealDetThresh",
@@ -143,6 +157,14 @@ _LAYOUT_PARSING_ONLY = {
     "prettifyMarkdown": _NULL_OR_FALSE,
     "showFormulaNumber": _NULL_OR_FALSE,
 }
+_TABLE_ONLY = {
+    **_OCR_ONLY, "useDocOrientationClassify": _NULL_OR_FALSE, "useOcrModel": (None, True),
+    "useOcrResultsWithTableCells": (False,),
+}
+_SEAL_ONLY = {
+    **{name: _NULL_OR_FALSE for name in ("useDocOrientationClassify", "useDocUnwarping", "useLayoutDetection")},
+    **{name: (None,) for name in ("layoutThreshold", "layoutNms", "layoutUnclipRatio", "layoutMergeBboxesMode")},
+}
 _OCR_OPTIONS = {
     "useDocOrientationClassify": "use_doc_orientation_classify",
     "useTextlineOrientation": "use_textline_orientation", "textDetLimitSideLen": "text_det_limit_side_len",
@@ -151,7 +173,10 @@ _OCR_OPTIONS = {
     "textRecScoreThresh": "text_rec_score_thresh",
 }
 # Request field → the sub-module a true value needs loaded (optional models load only at pipeline creation).
-_NEEDS_MODEL = {"useDocOrientationClassify": "DocOrientationClassify", "useTextlineOrientation": "TextLineOrientation"}
+_NEEDS_MODEL = {
+    "useDocOrientationClassify": "DocOrientationClassify", "useTextlineOrientation": "TextLineOrientation",
+    "useLayoutDetection": "LayoutDetection", "useTableRecognition": "TableStructureRecognition",
+}
 
 
 @dataclass(frozen=True)
@@ -213,8 +238,22 @@ ADAPTERS: Dict[str, Adapter] = {
     "OCR": Adapter("/ocr", OCRRequest, OCRInferResult, "file", _OCR_OPTIONS, _encode_ocr, "ocrResults", _OCR_ONLY),
     "layout_parsing": Adapter(
         "/layout-parsing", LayoutParsingRequest, LayoutParsingInferResult, "file",
-        {**_OCR_OPTIONS, "layoutThreshold": "layout_threshold"}, _encode_layout_parsing, "layoutParsingResults",
-        _LAYOUT_PARSING_ONLY, _predict_pages,
+        {**_OCR_OPTIONS, "layoutThreshold": "layout_threshold", "useTableRecognition": "use_table_recognition"},
+        _encode_layout_parsing, "layoutParsingResults", _LAYOUT_PARSING_ONLY, _predict_pages,
+    ),
+    "table_recognition": Adapter(
+        "/table-recognition", TableRecognitionRequest, TableRecognitionInferResult, "file",
+        {**_OCR_OPTIONS, "useLayoutDetection": "use_layout_detection"},
+        _page_encoder("table_cell_img"), "tableRecResults", _TABLE_ONLY, _predict_pages,
+    ),
+    "seal_recognition": Adapter(
+        "/seal-recognition", SealRecognitionRequest, SealRecognitionInferResult, "file",
+        {
+            "sealDetLimitSideLen": "seal_det_limit_side_len", "sealDetLimitType": "seal_det_limit_type",
+            "sealDetThresh": "seal_det_thresh", "sealDetBoxThresh": "seal_det_box_thresh",
+            "sealDetUnclipRatio": "seal_det_unclip_ratio", "sealRecScoreThresh": "seal_rec_score_thresh",
+        },
+        _page_encoder("seal_res_img"), "sealRecResults", _SEAL_ONLY, _predict_pages,
     ),
     "image_classification": Adapter(
         "/image-classification", ClassificationRequest, ClassificationResult, "image", {"topk": "topk"},

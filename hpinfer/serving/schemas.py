@@ -1,8 +1,8 @@
 """PaddleX basic-serving request and response models, shared by every serving front-end.
 
 Field names, endpoints and result shapes follow PaddleX's ``paddlex/inference/serving/schemas``
-(``ocr.py``, ``pp_structurev3.py`` for layout parsing, ``image_classification.py``, ``object_detection.py``
-for layout detection) and ``infra/models.py``; deviations are listed in ``hpinfer/serving/README.md``.
+(``ocr.py``, ``pp_structurev3.py`` for layout parsing, ``table_recognition.py``, ``seal_recognition.py``,
+``image_classification.py``, ``object_detection.py`` for layout detection) and ``infra/models.py``; deviations are listed in ``hpinfer/serving/README.md``.
 Unknown fields are refused; a known field this server can't honour is accepted only with the values that
 mean "don't" (``adapters.Adapter.only``), so no option is ever silently ignored.
 """
@@ -106,7 +106,8 @@ class OCRInferResult(_PagesResult):
 class LayoutParsingRequest(_OCRParams):
     useDocOrientationClassify: Optional[bool] = Field(False, description="turn each page upright first (PaddleX's default: false)")
     useSealRecognition: Optional[bool] = Field(None, description="not supported: only null or false")
-    useTableRecognition: Optional[bool] = Field(None, description="not supported (tables come as images): only null or false")
+    useTableRecognition: Optional[bool] = Field(
+        None, description="tables as HTML (needs the server's pipeline built with its table model; false: as images)")
     useFormulaRecognition: Optional[bool] = Field(None, description="not supported (equations come as images): only null or false")
     useChartRecognition: Optional[bool] = Field(False, description="not supported: only null or false")
     useRegionDetection: Optional[bool] = Field(None, description="not supported: only null or false")
@@ -120,14 +121,14 @@ class LayoutParsingRequest(_OCRParams):
     sealDetBoxThresh: Optional[float] = Field(None, description="not supported (no seal recognition): only null")
     sealDetUnclipRatio: Optional[float] = Field(None, description="not supported (no seal recognition): only null")
     sealRecScoreThresh: Optional[float] = Field(None, description="not supported (no seal recognition): only null")
-    # Table-recognition details: only null, as table recognition is never on here.
-    useWiredTableCellsTransToHtml: Optional[bool] = Field(None, description="not supported (no table recognition): only null")
-    useWirelessTableCellsTransToHtml: Optional[bool] = Field(None, description="not supported (no table recognition): only null")
-    useTableOrientationClassify: Optional[bool] = Field(None, description="not supported (no table recognition): only null")
-    useOcrResultsWithTableCells: Optional[bool] = Field(None, description="not supported (no table recognition): only null")
-    useE2eWiredTableRecModel: Optional[bool] = Field(None, description="not supported (no table recognition): only null")
-    useE2eWirelessTableRecModel: Optional[bool] = Field(None, description="not supported (no table recognition): only null")
-    returnMarkdownImages: Optional[bool] = Field(True, description="markdown.images: the figures, tables and equations as base64 JPEG")
+    # Details of PaddleX's several table models: only null (one table model here: SLANet).
+    useWiredTableCellsTransToHtml: Optional[bool] = Field(None, description="not supported (one table model: SLANet): only null")
+    useWirelessTableCellsTransToHtml: Optional[bool] = Field(None, description="not supported (one table model: SLANet): only null")
+    useTableOrientationClassify: Optional[bool] = Field(None, description="not supported (one table model: SLANet): only null")
+    useOcrResultsWithTableCells: Optional[bool] = Field(None, description="not supported (one table model: SLANet): only null")
+    useE2eWiredTableRecModel: Optional[bool] = Field(None, description="not supported (one table model: SLANet): only null")
+    useE2eWirelessTableRecModel: Optional[bool] = Field(None, description="not supported (one table model: SLANet): only null")
+    returnMarkdownImages: Optional[bool] = Field(True, description="markdown.images: the figures, equations and tables not read as HTML, as base64 JPEG")
     prettifyMarkdown: Optional[bool] = Field(None, description="the Markdown has one plain form: only null or false")
     showFormulaNumber: Optional[bool] = Field(None, description="not supported (equations come as images): only null or false")
 
@@ -148,6 +149,50 @@ class LayoutParsingPage(BaseModel):
 
 class LayoutParsingInferResult(_PagesResult):
     layoutParsingResults: List[LayoutParsingPage]
+
+
+# ---- table recognition (schemas/table_recognition.py) ----
+
+class TableRecognitionRequest(_OCRParams):
+    useDocOrientationClassify: Optional[bool] = Field(None, description="not supported: only null or false")
+    useLayoutDetection: Optional[bool] = Field(
+        None, description="find the tables with the layout model first (else the image is one table)")
+    useOcrModel: Optional[bool] = Field(None, description="the OCR model is always used: only null or true")
+    useOcrResultsWithTableCells: bool = Field(False, description="not supported: only false")
+
+
+class PageResult(BaseModel):
+    """One page of the pipelines that answer with the pruned result and its pictures (table, seal recognition)."""
+
+    prunedResult: Dict[str, Any]
+    outputImages: Optional[Dict[str, str]] = None
+    inputImage: Optional[str] = None
+
+
+class TableRecognitionInferResult(_PagesResult):
+    tableRecResults: List[PageResult]
+
+
+# ---- seal recognition (schemas/seal_recognition.py) ----
+
+class SealRecognitionRequest(_FileRequest):
+    useDocOrientationClassify: Optional[bool] = Field(None, description="not supported: only null or false")
+    useDocUnwarping: Optional[bool] = Field(None, description="not supported: only null or false")
+    useLayoutDetection: Optional[bool] = Field(None, description="not supported (the image is one seal region): only null or false")
+    layoutThreshold: Optional[Any] = Field(None, description="not supported: only null")
+    layoutNms: Optional[bool] = Field(None, description="not supported: only null")
+    layoutUnclipRatio: Optional[Any] = Field(None, description="not supported: only null")
+    layoutMergeBboxesMode: Optional[str] = Field(None, description="not supported: only null")
+    sealDetLimitSideLen: Optional[int] = Field(None, ge=32, le=4096)
+    sealDetLimitType: Optional[Literal["min", "max"]] = None
+    sealDetThresh: Optional[float] = Field(None, ge=0, le=1)
+    sealDetBoxThresh: Optional[float] = Field(None, ge=0, le=1)
+    sealDetUnclipRatio: Optional[float] = Field(None, gt=0, le=10)
+    sealRecScoreThresh: Optional[float] = Field(None, ge=0, le=1)
+
+
+class SealRecognitionInferResult(_PagesResult):
+    sealRecResults: List[PageResult]
 
 
 # ---- image classification (schemas/image_classification.py) ----

@@ -47,18 +47,23 @@ class RecParams(Params):
 def load_characters(spec: Any) -> List[str]:
     """The model's alphabet with CTC's blank at index 0 and a space appended, as PaddleOCR trains it. ``spec``:
     the model's name, ``model_file`` and ``character_dict`` (``hpinfer.models.ModelSpec``)."""
+    return ["blank", *dictionary(spec), " "]
+
+
+def dictionary(spec: Any) -> List[str]:
+    """The model's own characters (a PaddleX model dir's inference.yml), else the lines of ``character_dict``, else
+    the ONNX file's "character" metadata (PaddleOCR's exports)."""
     if getattr(spec, "characters", None) is not None:
-        chars = list(spec.characters)
-    elif spec.character_dict is not None:
-        chars = spec.character_dict.read_text(encoding="utf-8").splitlines()
-    else:
-        chars = _characters_from_onnx(spec.model_file) if spec.model_file.suffix == ".onnx" else None
-        if chars is None:
-            raise ModelNotFoundError(
-                f"{spec.name}: {spec.model_file.name} has no 'character' metadata; "
-                f"name a dictionary file with character_dict in hpinfer.yaml"
-            )
-    return ["blank", *chars, " "]
+        return list(spec.characters)
+    if spec.character_dict is not None:
+        return spec.character_dict.read_text(encoding="utf-8").splitlines()
+    chars = _characters_from_onnx(spec.model_file) if spec.model_file.suffix == ".onnx" else None
+    if chars is None:
+        raise ModelNotFoundError(
+            f"{spec.name}: {spec.model_file.name} has no 'character' metadata; "
+            f"name a dictionary file with character_dict in hpinfer.yaml"
+        )
+    return chars
 
 
 def _characters_from_onnx(path: Path) -> Optional[List[str]]:

@@ -279,6 +279,22 @@ function inline(text) {
     .replace(/\n/g, "<br>");
 }
 
+// A recognised table's HTML, rebuilt from its text alone: only table, thead, tbody, tr and td with numeric
+// rowspan/colspan survive; the parser's document is inert (nothing in it loads or runs).
+function safeTable(html) {
+  const source = new DOMParser().parseFromString(html, "text/html").querySelector("table");
+  const rebuild = (node) => [...node.children].map((child) => {
+    const tag = child.tagName.toLowerCase();
+    if (tag === "td") {
+      const spans = ["rowspan", "colspan"].filter((a) => /^\d{1,3}$/.test(child.getAttribute(a) || ""))
+        .map((a) => ` ${a}="${child.getAttribute(a)}"`).join("");
+      return `<td${spans}>${escapeHtml(child.textContent)}</td>`;
+    }
+    return ["thead", "tbody", "tr"].includes(tag) ? `<${tag}>${rebuild(child)}</${tag}>` : "";
+  }).join("");
+  return source ? `<table class="md-table">${rebuild(source)}</table>` : `<p>${escapeHtml(html)}</p>`;
+}
+
 function renderMarkdown(text, images) {
   const out = [];
   for (const raw of text.split(/\n{2,}/)) {
@@ -287,7 +303,9 @@ function renderMarkdown(text, images) {
     const comment = /^<!--([\s\S]*)-->$/.exec(block);
     const heading = /^(#{1,6})\s+([\s\S]*)$/.exec(block);
     const image = /^!\[([^\]]*)\]\(([^)\s]+)\)$/.exec(block);
-    if (comment) {
+    if (/^<table>[\s\S]*<\/table>$/.test(block)) {
+      out.push(safeTable(block));
+    } else if (comment) {
       out.push(`<p class="md-note">${escapeHtml(comment[1].trim())}</p>`);
     } else if (heading) {
       out.push(`<h${heading[1].length + 1}>${inline(heading[2])}</h${heading[1].length + 1}>`);
