@@ -8,7 +8,7 @@ counter-clockwise to fix; "270": 90° clockwise).
 
 from __future__ import annotations
 
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -63,10 +63,6 @@ class DocPreprocessor(PipelineBase):
     def sub_modules(self) -> Dict[str, Predictor]:
         return {"DocOrientationClassify": self.classifier} if self.classifier is not None else {}
 
-    @property
-    def predictors(self) -> List[Predictor]:
-        return list(self.sub_modules.values())
-
     def process(self, image: np.ndarray, use_doc_orientation_classify: Optional[bool] = None) -> Tuple[np.ndarray, Dict[str, Any]]:
         """The upright page, and ``angle`` (how far it was turned clockwise; -1 when not classified) with its score."""
         use = self.options.use_doc_orientation_classify if use_doc_orientation_classify is None else use_doc_orientation_classify
@@ -78,9 +74,6 @@ class DocPreprocessor(PipelineBase):
         top = self.classifier.predict_image(image, self.classifier.params)
         angle = int(top["label_names"][0])
         return upright(image, angle), {"model_settings": settings, "angle": angle, "angle_score": top["scores"][0]}
-
-    def predict(self, inputs: Any, **options: Any) -> List[Result]:
-        return list(self.predict_iter(inputs, **options))
 
     def predict_iter(
         self, inputs: Any, page_range: Optional[PageRange] = None, use_doc_orientation_classify: Optional[bool] = None,

@@ -165,13 +165,6 @@ class LayoutParsingPipeline(PipelineBase):
         tables = {"TableStructureRecognition": self.structurer} if self.structurer is not None else {}
         return {**self.doc.sub_modules, "LayoutDetection": self.layout, **self.ocr.sub_modules, **tables}
 
-    @property
-    def predictors(self) -> List[Predictor]:
-        return list(self.sub_modules.values())
-
-    def predict(self, inputs: Any, **options: Any) -> List[LayoutParsingResult]:
-        return list(self.predict_iter(inputs, **options))
-
     def predict_iter(
         self, inputs: Any, page_range: Optional[PageRange] = None, on_error: OnError = "result", **options: Any
     ) -> Iterator[LayoutParsingResult]:

@@ -175,18 +175,11 @@ class OCRPipeline(PipelineBase):
             )
 
     @property
-    def predictors(self) -> List[Any]:
-        return list(self.sub_modules.values())
-
-    @property
     def sub_modules(self) -> Dict[str, Any]:
         """Loaded sub-modules by their SubModules key, in processing order."""
         modules = dict(self.doc_preprocessor.sub_modules) if self.doc_preprocessor else {}
         modules.update(TextDetection=self.text_det, TextLineOrientation=self.textline_cls, TextRecognition=self.text_rec)
         return {key: p for key, p in modules.items() if p is not None}
-
-    def predict(self, inputs: Any, **options: Any) -> List[Result]:
-        return list(self.predict_iter(inputs, **options))
 
     def predict_iter(
         self, inputs: Any, page_range: Optional[PageRange] = None, on_error: OnError = "raise", **options: Any

@@ -192,18 +192,11 @@ class PaddleOCRVLPipeline(PipelineBase):
             modules.update(native.ocr.sub_modules)
         return modules
 
-    @property
-    def predictors(self) -> List[Predictor]:
-        return list(self.sub_modules.values())
-
     def close(self) -> None:
         self.recogniser.close()
         self.doc.close()
         if self.layout is not None:
             self.layout.close()
-
-    def predict(self, inputs: Any, **options: Any) -> List[PaddleOCRVLResult]:
-        return list(self.predict_iter(inputs, **options))
 
     def predict_iter(
         self, inputs: Any, page_range: Optional[PageRange] = None, on_error: OnError = "result", **options: Any

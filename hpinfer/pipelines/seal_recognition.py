@@ -16,7 +16,7 @@ image is read as one seal region (``seal_region_id`` 0).
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, Iterator, List, Literal, Optional
+from typing import Any, Dict, Iterator, Literal, Optional
 
 import cv2
 import numpy as np
