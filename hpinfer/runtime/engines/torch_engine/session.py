@@ -89,6 +89,21 @@ class TorchSession(EngineSession):
             return super()._run_best(feeds)
         return self._bucketed([feeds[name] for name in self._names], lambda a: self._run_on_gpu(a, self._best, "best"))
 
+    def _best(self, *inputs: "torch.Tensor") -> Tuple["torch.Tensor", "torch.Tensor"]:
+        score, index = self.fn(*inputs)[0].max(dim=-1)
+        return index, score
+
+    def _run_on_gpu(self, arrays: Sequence[np.ndarray], fn: Optional[Callable] = None, tag: str = "") -> List[np.ndarray]:
+        """``_CudaContext.run`` on a free context."""
+        import torch
+
+        with torch.inference_mode():
+            context = self._acquire()
+            try:
+                return context.run(arrays, fn, tag)
+            finally:
+                self._contexts.put(context)
+
     def image_runner(self, scale: np.ndarray, shift: np.ndarray) -> Optional[Callable[[np.ndarray], List[np.ndarray]]]:
         """GPU pre-processing for image models: a function of one resized uint8 HxWx3 image (or an NxHxWx3 batch of
         them) that uploads it as is
