@@ -44,7 +44,7 @@ def main() -> int:
     names = args.pipelines.split(",")
     options: Dict[str, Any] = {}
     if args.hpip:
-        options = {"use_hpip": True, "hpi_config": {"backend": "openvino", "precision": "fp32"}}
+        options = {"use_hpip": True, "hpi_config": {"backend": "openvino", "backend_config": {"precision": "fp32"}}}
     for item in args.option:
         key, _, value = item.partition("=")
         options[key] = {"true": True, "false": False}.get(value.lower(), value)
