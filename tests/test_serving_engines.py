@@ -1,5 +1,7 @@
-"""``hpinfer serve --engine triton|ray``: real servers on 127.0.0.1 give basic serving's answers (requests,
-responses and errors alike), survive one instance being killed under load, drain on SIGTERM; Ray runs
+"""``hpinfer serve --engine triton|ray``: real servers on 127.0.0.1 give basic serving's answers on every
+endpoint (requests, responses and errors alike: the pipeline's endpoint, health, OpenAPI, the jobs API; for
+OCR, layout_parsing, table_recognition and seal_recognition), survive one instance being killed under load
+(instance batching on: the answers stay right and instances combine calls), drain on SIGTERM; Ray runs
 replicas on two nodes of a real cluster (head and a second node on this machine) and both serve.
 
 Triton needs PyTriton, which needs numpy < 2 and Debian's Python: these tests run the servers with
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import json
 import os
 import re
 import signal
@@ -21,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+import cv2
 import httpx
 import pytest
 
@@ -44,9 +48,9 @@ def _triton_python() -> str:
 class Server:
     """``python -m hpinfer.serving serve`` on 127.0.0.1:<free port>, ready (warm) when entered."""
 
-    def __init__(self, python: str, *args: str, port: int = 0):
+    def __init__(self, python: str, *args: str, port: int = 0, pipeline: str = "OCR"):
         self.process = subprocess.Popen(
-            [python, "-m", "hpinfer.serving", "serve", "--pipeline", "OCR", "--host", "127.0.0.1", "--port", str(port), *args],
+            [python, "-m", "hpinfer.serving", "serve", "--pipeline", pipeline, "--host", "127.0.0.1", "--port", str(port), *args],
             stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, cwd=ROOT, start_new_session=True,
         )
         self.log: List[str] = []
@@ -93,13 +97,23 @@ class Server:
         text = httpx.get(f"{self.url}/metrics").text
         return {name: float(n) for name, n in re.findall(r'^hpinfer_instance_calls_total\{instance="([^"]+)"\} (\S+)$', text, re.M)}
 
+    def batch_sizes(self, name: str = "hpinfer_instance_batch_size") -> Dict[str, float]:
+        """A batch size histogram's count and sum, from /metrics."""
+        text = httpx.get(f"{self.url}/metrics").text
+        return {key: float(re.search(rf"^{name}_{key} (\S+)$", text, re.M).group(1)) for key in ("count", "sum")}
+
+
+COMMON = [("GET", "/health", None), ("GET", "/health/ready", None), ("GET", "/openapi.json", None),
+          ("GET", "/nowhere", None), ("GET", "/metrics", None)]
+JOB = "JOB"  # a case whose body is sent to POST /jobs and followed through every jobs route (``_job``)
+
 
 def _cases(images: Path, tmp_path: Path) -> List[tuple]:
     """(method, path, json body) for every route and the errors basic serving gives."""
     png = b64((images / "bilevel_test.png").read_bytes())
     pdf = b64(make_pdf([images / "single_line.jpg", images / "bilevel_test.png"], tmp_path / "two.pdf").read_bytes())
     return [
-        ("GET", "/health", None), ("GET", "/health/ready", None), ("GET", "/openapi.json", None),
+        *COMMON,
         ("POST", "/ocr", {"file": png}),  # with the result pictures
         ("POST", "/ocr", {"file": b64((images / "ja_lines.jpg").read_bytes()), "visualize": False, "textDetThresh": 0.4}),
         ("POST", "/ocr", {"file": pdf, "fileType": 0, "visualize": False}),
@@ -110,24 +124,93 @@ def _cases(images: Path, tmp_path: Path) -> List[tuple]:
         ("POST", "/ocr", {"file": png, "useDocOrientationClassify": True}),
         ("POST", "/ocr", {"file": b64(b"%PDF-1.4 broken")}),
         ("POST", "/ocr", None),
-        ("GET", "/ocr", None), ("GET", "/nowhere", None),
+        ("GET", "/ocr", None),
+        (JOB, "/jobs", {"file": pdf, "fileType": 0, "priority": "interactive"}),
+        ("POST", "/jobs", {"file": png, "useDocUnwarping": True}), ("POST", "/jobs", {"file": "not base64!"}),
+        ("GET", "/jobs/0123456789abcdef", None), ("DELETE", "/jobs/0123456789abcdef", None),
+    ]
+
+
+def _document_cases(pipeline: str, images: Path) -> List[tuple]:
+    """The same for the document pipelines' endpoints: a page with the result pictures, then their errors."""
+    png = lambda image: b64(cv2.imencode(".png", image)[1].tobytes())  # noqa: E731
+    if pipeline == "layout_parsing":
+        page = cv2.imread(str(images / "doc_page_zh_en.jpg"))
+        path, body, refused = "/layout-parsing", {"file": png(page[:page.shape[0] // 2]), "fileType": 1}, "useSealRecognition"
+    elif pipeline == "table_recognition":
+        sys.path.insert(0, str(ROOT / "benchmarks"))
+        from tables import SAMPLES, render_table
+
+        _, header, rows = SAMPLES[0]
+        path, body, refused = "/table-recognition", {"file": png(render_table(rows, header, True))}, "useLayoutDetection"
+    else:
+        from test_seal import draw_seal
+
+        path, body, refused = "/seal-recognition", {"file": png(draw_seal()), "sealRecScoreThresh": 0.5}, "useLayoutDetection"
+    return [
+        *COMMON,
+        ("POST", path, body),
+        ("POST", path, {**body, refused: True}), ("POST", path, {**body, "visualize": "yes please"}),
+        ("POST", path, {"file": "not base64!"}), ("POST", path, {"file": body["file"], "fileType": 0}),
+        ("POST", path, None), ("GET", path, None),
     ]
 
 
 def _answers(url: str, cases: List[tuple]) -> List[tuple]:
-    answers = []
+    answers: List[tuple] = []
     for method, path, body in cases:
-        response = httpx.request(method, url + path, json=body, timeout=120)
-        content = response.json()
-        if isinstance(content, dict):
-            content.pop("logId", None)
-        answers.append((path, response.status_code, response.headers.get("content-type"),
-                        response.headers.get("retry-after"), content))
+        if method == JOB:
+            answers += _job(url, body)
+            continue
+        response = httpx.request(method, url + path, json=body, timeout=180)
+        answers.append(_answer(path, response))
     return answers
+
+
+def _answer(path: str, response: httpx.Response, job_id: str = "") -> tuple:
+    """What must be the same on every engine: status, content type, Retry-After and the body, less what
+    differs by nature (logIds, job ids, timings; /metrics' values: its metric names must be basic's and more)."""
+    kind = response.headers.get("content-type", "")
+    text = response.text.replace(job_id, "<job>") if job_id and not kind.startswith("image/") else response.text
+    if path == "/metrics":
+        content: Any = set(re.findall(r"^# TYPE (\S+)", text, re.M))
+    elif "json" in kind:
+        content = _normal(json.loads(text))
+    elif kind.startswith("text/"):  # the jobs' events: lines, each data line's JSON
+        content = [_normal(json.loads(line[6:])) if line.startswith("data: ") else line for line in text.splitlines()]
+    else:
+        content = response.content
+    return path.replace(job_id, "<job>") if job_id else path, response.status_code, kind, response.headers.get("retry-after"), content
+
+
+def _normal(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: "<job>" if k == "jobId" else _normal(v) for k, v in value.items() if k not in ("logId", "timings")}
+    if isinstance(value, list):
+        return [_normal(v) for v in value]
+    return value
+
+
+def _job(url: str, body: dict) -> List[tuple]:
+    """A job through every jobs route: submitted, followed to its end, read back in every form, deleted."""
+    submitted = httpx.post(f"{url}/jobs", json=body, timeout=60)
+    job = submitted.json()["result"]["jobId"]
+    deadline = time.monotonic() + 120
+    while httpx.get(f"{url}/jobs/{job}").json()["result"]["status"] not in ("done", "failed"):
+        assert time.monotonic() < deadline, "the job did not finish"
+        time.sleep(0.1)
+    routes = [("GET", ""), ("GET", "/result"), ("GET", "/result?format=markdown"), ("GET", "/pages/0"),
+              ("GET", "/pages/1/image"), ("GET", "/pages/9"), ("GET", "/events"), ("DELETE", ""), ("GET", "")]
+    return [_answer("/jobs", submitted)] + [
+        _answer(f"/jobs/{job}{route}", httpx.request(method, f"{url}/jobs/{job}{route}", timeout=60), job)
+        for method, route in routes]
 
 
 def _assert_same(basic: List[tuple], other: List[tuple]) -> None:
     for expected, got in zip(basic, other):
+        if expected[0] == "/metrics":
+            assert expected[1:4] == got[1:4] and expected[4] <= got[4], (expected, got)
+            continue
         assert got == expected, f"{expected[0]}: {str(got)[:300]} != {str(expected)[:300]}"
     assert len(basic) == len(other)
 
@@ -146,10 +229,24 @@ def _load(url: str, body: dict, seconds: float, workers: int = 6) -> List[httpx.
         return [r for rs in pool.map(lambda _: client(), range(workers)) for r in rs]
 
 
-def _assert_none_lost(responses: List[httpx.Response]) -> None:
+def _assert_none_lost(responses: List[httpx.Response], expected: dict) -> None:
+    """200 with the right answer, or a 503 that says when to retry: nothing else, and nothing hung (timeout 60 s)."""
     assert responses
-    for r in responses:  # 200, or a 503 that says when to retry: nothing else, and nothing hung (timeout 60 s)
+    for r in responses:
         assert r.status_code == 200 or (r.status_code == 503 and r.headers.get("retry-after")), r.text[:300]
+        if r.status_code == 200:
+            assert _normal(r.json()) == expected
+
+
+def _expected(url: str, body: dict) -> dict:
+    return _normal(httpx.post(f"{url}/ocr", json=body, timeout=60).json())
+
+
+def _assert_combined(server: Server) -> None:
+    """With the front-end's batches of one page (--max_batch_size 1), instances made pipeline calls of more:
+    calls of several front-end threads combined (instance batching on)."""
+    front, instances = server.batch_sizes("hpinfer_batch_size"), server.batch_sizes()
+    assert front["sum"] == front["count"] and instances["sum"] > instances["count"], (front, instances)
 
 
 def _sigterm_drains(server: Server, body: dict) -> None:
@@ -168,25 +265,37 @@ def _sigterm_drains(server: Server, body: dict) -> None:
     assert "draining: 1 request(s) in flight" in server.text()
 
 
+# Instance batching on, with the front-end's batches of one page fed by two threads per instance: instances
+# can combine calls (``_assert_combined``); answers must not change.
+BATCHED = ("--instance_batching", "on", "--max_batch_size", "1", "--inference_threads", "2")
+DOCUMENT_PIPELINES = ("layout_parsing", "table_recognition", "seal_recognition")
+
+
 def test_triton(shared_images, tmp_path):
-    """Same answers as basic serving (both in the Triton interpreter); a killed instance is routed around
-    and Triton restarted; SIGTERM drains."""
+    """Same answers as basic serving on every endpoint (both in the Triton interpreter); under load with
+    instance batching on, right answers from combined calls; a killed instance is routed around and Triton
+    restarted; SIGTERM drains."""
     python = _triton_python()
     cases = _cases(shared_images, tmp_path)
-    with Server(python) as basic:
+    body = {"file": b64((shared_images / "bilevel_test.png").read_bytes()), "visualize": False}
+    with Server(python, "--jobs_dir", str(tmp_path / "basic")) as basic:
         expected = _answers(basic.url, cases)
-    with Server(python, "--engine", "triton", "--instances", "2", "--triton_ports", "0,0,0") as triton:
+        answer = _expected(basic.url, body)
+    with Server(python, "--engine", "triton", "--instances", "2", "--triton_ports", "0,0,0", *BATCHED,
+                "--jobs_dir", str(tmp_path / "triton")) as triton:
         _assert_same(expected, _answers(triton.url, cases))
         http_port = re.search(r"Triton's HTTP :(\d+)", triton.text()).group(1)
         config = httpx.get(f"http://127.0.0.1:{http_port}/v2/models/hpinfer/config").json()
-        assert config["instance_group"][0]["count"] == 2 and config["dynamic_batching"]["preferred_batch_size"] == [8]
+        assert config["instance_group"][0]["count"] == 2 and config["max_batch_size"] == 2
+        assert config["dynamic_batching"]["preferred_batch_size"] == [2]
+        _assert_none_lost(_load(triton.url, body, seconds=3), answer)
+        _assert_combined(triton)
 
         stubs = _stub_pids(triton.process.pid)
         assert len(stubs) == 2
-        body = {"file": b64((shared_images / "bilevel_test.png").read_bytes()), "visualize": False}
         killer = threading.Timer(1.0, os.kill, (stubs[0], signal.SIGKILL))
         killer.start()
-        _assert_none_lost(_load(triton.url, body, seconds=6))
+        _assert_none_lost(_load(triton.url, body, seconds=6), answer)
         deadline = time.monotonic() + 60
         while "triton: restarted" not in triton.text():
             assert time.monotonic() < deadline, triton.text()[-3000:]
@@ -195,10 +304,31 @@ def test_triton(shared_images, tmp_path):
             assert time.monotonic() < deadline, triton.text()[-3000:]
             time.sleep(0.2)
         before = triton.instance_calls()
-        _assert_none_lost(_load(triton.url, body, seconds=3))
+        _assert_none_lost(_load(triton.url, body, seconds=3), answer)
         after = triton.instance_calls()
         assert all(after[name] > before.get(name, 0) for name in after), (before, after)  # both instances serve again
         _sigterm_drains(triton, body)
+
+
+@pytest.mark.parametrize("pipeline", DOCUMENT_PIPELINES)
+def test_document_pipelines_on_every_engine(pipeline, shared_images):
+    """The document pipelines' endpoints answer alike on basic, Triton and Ray (one instance each, instance
+    batching off: the default on a CPU; all in the Triton interpreter, started together)."""
+    python = _triton_python()
+    cases = _document_cases(pipeline, shared_images)
+    engines = ((), ("--engine", "triton", "--triton_ports", "0,0,0"), ("--engine", "ray"))
+    with contextlib.ExitStack() as stack:
+        servers = []
+        for args in engines:
+            servers.append(Server(python, *args, pipeline=pipeline))
+            stack.callback(servers[-1].__exit__)
+        for server in servers:
+            server._wait()
+        expected = _answers(servers[0].url, cases)
+        assert expected[len(COMMON)][1] == 200, expected[len(COMMON)]
+        for server in servers[1:]:
+            _assert_same(expected, _answers(server.url, cases))
+        assert "instance batching off (default on a CPU" in servers[2].text()
 
 
 def _stub_pids(server_pid: int) -> List[int]:
@@ -208,7 +338,8 @@ def _stub_pids(server_pid: int) -> List[int]:
 
 
 def test_ray_two_nodes(shared_images, tmp_path):
-    """A head and a second Ray node on loopback, a replica on each: both serve; answers as basic serving's;
+    """A head and a second Ray node on loopback, a replica on each: both serve; answers as basic serving's on
+    every endpoint; under load with instance batching on (@serve.batch), right answers from combined calls;
     a killed replica is routed around and comes back; SIGTERM drains."""
     pytest.importorskip("ray")
     from ray.cluster_utils import Cluster
@@ -217,24 +348,28 @@ def test_ray_two_nodes(shared_images, tmp_path):
     from test_serving_support import running
 
     cases = _cases(shared_images, tmp_path)
-    with running(create_app(ServeSettings(pipeline="OCR"))) as url:
+    body = {"file": b64((shared_images / "bilevel_test.png").read_bytes()), "visualize": False}
+    with running(create_app(ServeSettings(pipeline="OCR", jobs_dir=str(tmp_path / "basic")))) as url:
         expected = _answers(url, cases)
+        answer = _expected(url, body)
     loopback = {"num_cpus": 1, "node_ip_address": "127.0.0.1"}
     cluster = Cluster(initialize_head=True, head_node_args={**loopback, "include_dashboard": False})
     try:
         cluster.add_node(**loopback)
         assert cluster.address.startswith("127.0.0.1:"), cluster.address
-        with Server(sys.executable, "--engine", "ray", "--instances", "2", "--address", cluster.address) as ray_server:
+        with Server(sys.executable, "--engine", "ray", "--instances", "2", "--address", cluster.address, *BATCHED,
+                    "--jobs_dir", str(tmp_path / "ray")) as ray_server:
             _assert_same(expected, _answers(ray_server.url, cases))
-            body = {"file": b64((shared_images / "bilevel_test.png").read_bytes()), "visualize": False}
-            _assert_none_lost(_load(ray_server.url, body, seconds=3))
+            assert "instance batching on (--instance_batching)" in ray_server.text()
+            _assert_none_lost(_load(ray_server.url, body, seconds=3), answer)
+            _assert_combined(ray_server)
             served = ray_server.instance_calls()
             nodes = {name.split("@")[1] for name in served}
             assert len(nodes) == 2, served  # a replica on each node, and both answered
 
             victim = int(next(iter(served)).split("@")[0].split(":")[1])
             threading.Timer(1.0, os.kill, (victim, signal.SIGKILL)).start()
-            _assert_none_lost(_load(ray_server.url, body, seconds=6))
+            _assert_none_lost(_load(ray_server.url, body, seconds=6), answer)
             deadline = time.monotonic() + 90
             while not _new_instances(ray_server, served):  # the replica Ray Serve started in place of the victim
                 assert time.monotonic() < deadline, ray_server.text()[-3000:]

@@ -46,6 +46,9 @@ def add_commands(subparsers: Any, common_parent: argparse.ArgumentParser) -> Non
     engines.add_argument("--max_instances", type=int, default=None, help="ray: autoscale up to this many replicas")
     engines.add_argument("--address", default=None, help="ray: join this cluster (host:port of its head, or auto)")
     engines.add_argument("--triton_ports", default="8000,8001,8002", help="triton: its own HTTP,gRPC,metrics ports (0: a free one, logged)")
+    engines.add_argument("--instance_batching", choices=["on", "off"], default=None,
+                         help="triton, ray: an instance combines calls of several front-end threads into one pipeline "
+                              "call (default: on on a GPU, off on a CPU)")
     limits = serve.add_argument_group("batching and limits")
     (cpu_batch, cpu_threads), (lp_batch, lp_threads), (gpu_batch, gpu_threads) = (
         measured_defaults("cpu", "OCR"), measured_defaults("cpu", "layout_parsing"), measured_defaults("gpu:0", "OCR"))
@@ -121,7 +124,8 @@ def engine_options(args: argparse.Namespace) -> EngineOptions:
     if len(ports) != 3:
         raise ConfigError(f"--triton_ports takes three ports HTTP,gRPC,metrics, got {args.triton_ports!r}")
     instances = next((n for n in (args.instances, args.workers) if n is not None), 1)
-    return EngineOptions(args.engine, instances, args.max_instances, args.address, ports)
+    batching = None if args.instance_batching is None else args.instance_batching == "on"
+    return EngineOptions(args.engine, instances, args.max_instances, args.address, ports, batching)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -135,8 +139,8 @@ def _serve(args: argparse.Namespace) -> int:
     options = engine_options(args)
     if options.instances < 1:
         raise ConfigError(f"--instances must be >= 1, got {options.instances}")
-    if options.instances > 1 and (settings.jobs_dir or settings.ui):
-        raise ConfigError("--jobs_dir and --ui need one instance (one process runs the jobs)")
+    if options.engine == "basic" and options.instances > 1 and (settings.jobs_dir or settings.ui):
+        raise ConfigError("--jobs_dir and --ui need one instance of the basic engine (one process runs the jobs)")
     common = dict(host=args.host, port=args.port, log_level=args.log_level.lower(), access_log=False,
                   timeout_graceful_shutdown=SHUTDOWN_GRACE_S)
     if options.engine != "basic":

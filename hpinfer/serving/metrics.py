@@ -60,11 +60,20 @@ def stage_timers(pipeline: Any) -> List[Tuple[str, Any]]:
     return timers
 
 
+def stage_totals(timers: List[Tuple[str, Any]]) -> Dict[Tuple[str, str], float]:
+    """Seconds per (module, stage) of the spans recorded since the last call (they are drained)."""
+    totals: Dict[Tuple[str, str], float] = defaultdict(float)
+    for module, timer in timers:
+        for stage, start, end in timer.drain():
+            totals[module, stage] += end - start
+    return totals
+
+
 def record_stages(metrics: Metrics, timers: List[Tuple[str, Any]]) -> None:
     """Called by the inference thread after each batch: adds the spans recorded since the last call."""
-    for module, timer in timers:
-        totals: Dict[str, float] = defaultdict(float)
-        for stage, start, end in timer.drain():
-            totals[stage] += end - start
-        for stage, seconds in totals.items():
-            metrics.stage_seconds.labels(module, stage).inc(seconds)
+    add_stages(metrics, stage_totals(timers))
+
+
+def add_stages(metrics: Metrics, totals: Dict[Tuple[str, str], float]) -> None:
+    for (module, stage), seconds in totals.items():
+        metrics.stage_seconds.labels(module, stage).inc(seconds)

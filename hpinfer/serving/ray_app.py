@@ -7,12 +7,15 @@ deployment handle, which routes each to the least busy replica on any node. ``--
 existing cluster (``ray start --head`` on one machine, ``ray start --address ...`` on the others).
 Ray Serve restarts a replica that dies; the front-end retries the calls it lost on another one.
 
-``@serve.batch`` is not used: batches are formed in the front-end by basic serving's batcher (pages of
-concurrent requests that share options), so a second batching wait in the replica would only add latency.
+With instance batching on (``remote.batching_on``; off by default on a CPU) a replica takes its calls
+through ``@serve.batch``: the calls of up to ``--inference_threads`` front-end threads arriving within
+``--max_batch_delay_ms`` share one pipeline call (``Replica.run_many``), run in a thread so that the next
+batch gathers meanwhile. Off, each call is its own pipeline call, with no wait.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -22,7 +25,7 @@ from typing import Any, Callable, Dict, Iterator, List
 import numpy as np
 
 from ..device import Device
-from .remote import EngineOptions, InstanceFailed, RemotePipeline, Replica
+from .remote import Answer, Call, EngineOptions, InstanceFailed, RemotePipeline, Replica
 
 log = logging.getLogger("hpinfer.serving")
 STOP_TIMEOUT_S = 20.0
@@ -47,6 +50,13 @@ def _application(settings: Any, options: EngineOptions) -> Any:
 
         def call(self, method: str, images: List[np.ndarray], call_options: Dict[str, Any]) -> Any:
             return self.replica.run(method, images, call_options)
+
+        async def batched_call(self, method: str, images: List[np.ndarray], call_options: Dict[str, Any]) -> Any:
+            return await self._batch((method, images, call_options))
+
+        @serve.batch(max_batch_size=settings.inference_threads, batch_wait_timeout_s=settings.max_batch_delay_ms / 1000)
+        async def _batch(self, calls: List[Call]) -> List[Answer]:
+            return await asyncio.to_thread(self.replica.run_many, calls)
 
         def __del__(self) -> None:
             self.replica.close()
@@ -92,9 +102,11 @@ def started(settings: Any, options: EngineOptions) -> Iterator[RemotePipeline]:
         lost = (errors.RayActorError, errors.ActorUnavailableError, errors.OutOfMemoryError, errors.WorkerCrashedError,
                 errors.NodeDiedError)
 
+        call = handle.batched_call if options.batching else handle.call
+
         def send(method: str, images: List[np.ndarray], call_options: Dict[str, Any]) -> Any:
             try:
-                return handle.call.remote(method, images, call_options).result(timeout_s=settings.request_timeout_s)
+                return call.remote(method, images, call_options).result(timeout_s=settings.request_timeout_s)
             except lost as err:
                 raise InstanceFailed(f"{type(err).__name__}: {str(err).splitlines()[0]}") from None
 

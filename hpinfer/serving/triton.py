@@ -3,12 +3,18 @@ serving's HTTP front-end (PaddleX's high-stability serving, without its Paddle m
 
 Triton serves one model per pipeline: an instance group of ``--instances`` (each instance a warmed-up
 pipeline, ``remote.Replica``; Triton's python backend runs a stub process per instance and restarts one
-that dies), a dynamic batcher (``--max_batch_size`` pages, ``--max_batch_delay_ms`` queue delay, preferred
-batch size the full batch) and Triton's own HTTP, gRPC and metrics ports (``--triton_ports``). The
-front-end sends each batch its batcher forms over gRPC on loopback.
+that dies), a dynamic batcher and Triton's own HTTP, gRPC and metrics ports (``--triton_ports``). The
+front-end sends each batch its batcher forms over gRPC on loopback, one request per batch.
+
+The dynamic batcher: with instance batching on (``remote.batching_on``) it waits up to
+``--max_batch_delay_ms`` for the requests of ``--inference_threads`` front-end threads (preferred batch:
+all their pages), whose pages then share one pipeline call; off, it waits for nothing (a queue delay
+would be pure latency: the front-end has batched already) and only merges requests that queued while
+every instance was busy.
 
 Tensors: pages go as raw pixels, one row per page, padded to the longest (``uint8`` only: PyTriton 0.7
-mangles BYTES tensors and needs numpy < 2, see ``check_environment``); results come back pickled the same way.
+mangles BYTES tensors and needs numpy < 2, see ``check_environment``); the answer comes back pickled,
+split over the request's rows.
 """
 
 from __future__ import annotations
@@ -22,7 +28,6 @@ import socket
 import sys
 import threading
 import time
-from collections import defaultdict
 from typing import Any, Callable, Dict, Iterator, List, Sequence, Tuple
 
 import numpy as np
@@ -63,30 +68,34 @@ def pack(rows: Sequence[bytes]) -> Tuple[np.ndarray, np.ndarray]:
     return matrix, lengths
 
 
+def _rows(images: Sequence[np.ndarray]) -> np.ndarray:
+    """Pages → a uint8 matrix, one page's pixels per row, zero-padded to the largest (one copy of each)."""
+    matrix = np.zeros((len(images), max(image.size for image in images)), np.uint8)
+    for row, image in zip(matrix, images):
+        row[:image.size] = image.reshape(-1)
+    return matrix
+
+
 def unpack(matrix: np.ndarray, lengths: np.ndarray) -> List[bytes]:
     return [matrix[i, :int(lengths[i][0])].tobytes() for i in range(len(matrix))]
 
 
 def _infer_function(replica: Replica) -> Callable[[List[Any]], List[Dict[str, np.ndarray]]]:
-    """One instance's infer function: the pages of every request Triton batched together, grouped by call
-    (method and options: requests with different options never share a pipeline call, as in the batcher)."""
+    """One instance's infer function: the requests Triton batched together, one front-end call each."""
 
     def infer(requests: List[Any]) -> List[Dict[str, np.ndarray]]:
-        groups: Dict[bytes, List[Tuple[int, int, np.ndarray]]] = defaultdict(list)
-        for r, request in enumerate(requests):
-            calls = unpack(request["call"], request["call_length"])
-            for p, (pixels, shape, call) in enumerate(zip(request["image"], request["shape"], calls)):
-                image = pixels[:int(np.prod(shape))].reshape(tuple(int(s) for s in shape if s))
-                groups[call].append((r, p, image))
-        answers: List[List[bytes]] = [[b""] * len(request["shape"]) for request in requests]
-        for call, pages in groups.items():
-            method, options = json.loads(call)
-            name, (status, value) = replica.run(method, [image for _, _, image in pages], options)
-            for i, (r, p, _) in enumerate(pages):
-                answers[r][p] = pickle.dumps((name, (status, [value[i]] if status == "ok" else value)), protocol=5)
+        calls = []
+        for request in requests:
+            method, options = json.loads(unpack(request["call"][:1], request["call_length"][:1])[0])
+            images = [pixels[:int(np.prod(shape))].reshape(tuple(int(s) for s in shape if s))
+                      for pixels, shape in zip(request["image"], request["shape"])]
+            calls.append((method, images, options))
         outputs = []
-        for rows in answers:
-            matrix, lengths = pack(rows)
+        for request, answer in zip(requests, replica.run_many(calls)):
+            data = pickle.dumps(answer, protocol=5)
+            rows = len(request["shape"])  # Triton wants a row of output per row of input: the answer split over them
+            step = -(-len(data) // rows)
+            matrix, lengths = pack([data[i * step:(i + 1) * step] for i in range(rows)])
             outputs.append({"result": matrix, "result_length": lengths})
         return outputs
 
@@ -109,9 +118,9 @@ def _client_send(grpc_port: int, timeout_s: float, repair: Callable[[], None]) -
                 channel_args=[("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1),
                               ("grpc.initial_reconnect_backoff_ms", 100), ("grpc.min_reconnect_backoff_ms", 100),
                               ("grpc.max_reconnect_backoff_ms", 1000)])
-        pixels, _ = pack([np.ascontiguousarray(image).tobytes() for image in images])
+        pixels = _rows(images)
         shapes = np.array([image.shape + (0,) * (3 - image.ndim) for image in images], np.int64)
-        calls, call_lengths = pack([json.dumps([method, options], sort_keys=True).encode()] * len(images))
+        calls, call_lengths = pack([json.dumps([method, options]).encode()] * len(images))
         inputs = []
         for name, array in (("image", pixels), ("shape", shapes), ("call", calls), ("call_length", call_lengths)):
             tensor = grpcclient.InferInput(name, list(array.shape), "UINT8" if array.dtype == np.uint8 else "INT64")
@@ -123,9 +132,7 @@ def _client_send(grpc_port: int, timeout_s: float, repair: Callable[[], None]) -
             if err.status() == "StatusCode.INTERNAL":  # a dead stub, or PyTriton's channel broken with it
                 repair()
             raise InstanceFailed(str(err)) from None
-        pages = [pickle.loads(row) for row in unpack(result.as_numpy("result"), result.as_numpy("result_length"))]
-        failed = next((answer for _, answer in pages if answer[0] == "error"), None)
-        return pages[0][0], failed or ("ok", [answer[1][0] for _, answer in pages])
+        return pickle.loads(b"".join(unpack(result.as_numpy("result"), result.as_numpy("result_length"))))
 
     return send
 
@@ -152,8 +159,8 @@ class _Triton:
     repair is a Triton restart, in the background, one at a time: a few seconds, and the pipelines stay
     loaded and warm in this process; requests meanwhile are retried, then answered 503 + Retry-After."""
 
-    def __init__(self, replicas: List[Replica], settings: Any, ports: Tuple[int, int, int]):
-        self.replicas, self.settings, self.ports = replicas, settings, _free(ports)
+    def __init__(self, replicas: List[Replica], settings: Any, ports: Tuple[int, int, int], batching: bool):
+        self.replicas, self.settings, self.ports, self.batching = replicas, settings, _free(ports), batching
         self._busy = threading.Lock()
         self._restarted_at = 0.0
         self._wanted = threading.Event()
@@ -171,14 +178,18 @@ class _Triton:
         # The front-end drains before Triton stops, so Triton has nothing left to wait for by then.
         self.triton = Triton(config=TritonConfig(
             http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port, exit_timeout_secs=5))
+        if self.batching:  # the pages of every front-end thread's request, waited for up to the batching delay
+            most = settings.max_batch_size * settings.inference_threads
+            batcher = DynamicBatcher(max_queue_delay_microseconds=int(settings.max_batch_delay_ms * 1000),
+                                     preferred_batch_size=[most])
+        else:
+            most, batcher = settings.max_batch_size, DynamicBatcher(max_queue_delay_microseconds=0)
         self.triton.bind(
             MODEL, infer_func=[_infer_function(replica) for replica in self.replicas],
             inputs=[Tensor(name="image", dtype=np.uint8, shape=(-1,)), Tensor(name="shape", dtype=np.int64, shape=(3,)),
                     Tensor(name="call", dtype=np.uint8, shape=(-1,)), Tensor(name="call_length", dtype=np.int64, shape=(1,))],
             outputs=[Tensor(name="result", dtype=np.uint8, shape=(-1,)), Tensor(name="result_length", dtype=np.int64, shape=(1,))],
-            config=ModelConfig(max_batch_size=settings.max_batch_size, batcher=DynamicBatcher(
-                max_queue_delay_microseconds=int(settings.max_batch_delay_ms * 1000),
-                preferred_batch_size=[settings.max_batch_size])),
+            config=ModelConfig(max_batch_size=most, batcher=batcher),
         )
         self.triton.run()
         self._wait_ready(http_port)
@@ -236,7 +247,7 @@ def started(settings: Any, options: EngineOptions) -> Iterator[RemotePipeline]:
     check_environment()
     replicas = [Replica(settings, tag=f"/{i}") for i in range(options.instances)]
     try:
-        server = _Triton(replicas, settings, options.triton_ports)
+        server = _Triton(replicas, settings, options.triton_ports, bool(options.batching))
         try:
             send = _client_send(server.ports[1], settings.request_timeout_s, server.repair)
             yield RemotePipeline(replicas[0].describe(), send)
