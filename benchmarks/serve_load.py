@@ -10,10 +10,10 @@ the HTTP overhead over in-process ``predict``, and an optional soak. Bounded req
 
 ``--engines``: one server per engine (``--engine basic|triton|ray``, one instance, the default batching),
 loaded in turn as above; ratios are to "basic", and every payload's answer is compared with basic's. The
-overhead at concurrency 1 is measured paired: ``--overhead_pairs`` times, the same payload (cycling through
-them) goes to every engine in turn (order rotated), each request followed by ``PAUSE_S``; an engine's
-overhead is the median of its per-pair differences to basic (the difference of pooled medians is reported
-as well). Run it with an interpreter that has every
+overhead at concurrency 1 is measured paired: ``--overhead_pairs`` times, the same request goes to every
+engine in turn (order rotated), each request followed by ``PAUSE_S``; an engine's overhead is the median of
+its per-pair differences to basic. Two requests: the HTTP overhead's cheap one (small model time, so
+little noise) and the largest of the five payloads (the hop's cost grows with the pixels sent). Run it with an interpreter that has every
 engine (PyTriton needs .venv-triton, where numpy < 2 gives slightly different scores than numpy 2).
 
 The configurations run as real server processes at once (``python -m hpinfer.serving serve --port 0``,
@@ -261,7 +261,7 @@ def http_overhead(server: "Server", endpoint: str, pipeline_name: str, images_di
 
 
 def engine_overhead(servers: Dict[str, "Server"], endpoint: str, payloads: List[Dict[str, Any]], pairs: int) -> Dict[str, Any]:
-    """Median of paired (engine − first server) latencies at concurrency 1: same payload, back to back."""
+    """Median of paired (engine − first server) latencies at concurrency 1: same request, back to back."""
     labels = list(servers)
     times: Dict[str, List[float]] = {label: [] for label in labels}
     with httpx.Client(timeout=600) as client:
@@ -416,7 +416,10 @@ def main() -> int:
         with contextlib.ExitStack() as stack:
             servers = {name: stack.enter_context(Server(args.pipeline, "--engine", name)) for name in args.engines.split(",")}
             report["answers_identical_to_first"] = same_answers(servers, args.endpoint, payloads)
-            report["overhead_c1"] = engine_overhead(servers, args.endpoint, payloads, args.overhead_pairs)
+            (cheap,) = bodies(args.images, [OVERHEAD_IMAGE], **OVERHEAD_OPTIONS)
+            largest = max(payloads, key=lambda body: len(body["file"]))
+            report["overhead_c1"] = {what: engine_overhead(servers, args.endpoint, [body], args.overhead_pairs)
+                                     for what, body in (("cheap", cheap), ("largest", largest))}
             report["levels"] = compare(servers, args.endpoint, payloads, levels, args.rounds, args.warm_up, baseline=next(iter(servers)))
     else:
         levels = [tuple(int(x) for x in pair.split(":")) for pair in args.requests.split(",")]

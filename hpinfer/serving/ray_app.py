@@ -82,7 +82,7 @@ def _application(settings: Any, options: EngineOptions) -> Any:
             return self.replica.describe()
 
         def call(self, method: str, images: List[np.ndarray], call_options: Dict[str, Any]) -> Any:
-            return self.replica.run(method, images, call_options)
+            return self.replica.run_many([(method, images, call_options)])[0]
 
         async def batched_call(self, method: str, images: List[np.ndarray], call_options: Dict[str, Any]) -> Any:
             return await self._batch((method, images, call_options))

@@ -29,7 +29,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, replace
 from types import SimpleNamespace
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from ..errors import ConfigError
 
@@ -106,17 +106,34 @@ class _Drawn:
         return self.image
 
 
-def _portable(results: Sequence[Any]) -> List[Any]:
+class _Sent(NamedTuple):
+    """In place of a result's ``image`` that is the page the front-end sent (its ``index``th): the
+    front-end puts its own copy back (``_received``), so the pixels don't travel back (most of a result's bytes)."""
+
+    index: int
+
+
+def _portable(results: Sequence[Any], pages: Sequence[np.ndarray]) -> List[Any]:
+    sent = {id(page): i for i, page in enumerate(pages)}
     for result in results:
         if inspect.ismethod(getattr(result, "_visualize", None)):
             result._visualize = _Drawn(result.img)
+        if id(getattr(result, "image", None)) in sent:
+            result.image = _Sent(sent[id(result.image)])
     return list(results)
 
 
+def _received(results: List[Any], pages: Sequence[np.ndarray]) -> List[Any]:
+    for result in results:
+        if isinstance(getattr(result, "image", None), _Sent):
+            result.image = pages[result.image.index]
+    return results
+
+
 class Replica:
-    """One instance: its own pipeline, warmed up before it takes requests. ``run`` answers
-    ``(instance, ("ok", results))`` or ``(instance, ("error", exception))``: an input error must reach the
-    front-end as itself, to be answered as basic serving answers it."""
+    """One instance: its own pipeline, warmed up before it takes requests. ``run_many`` answers each call
+    with an ``Answer`` whose outcome is ``("ok", results)`` or ``("error", exception)``: an input error must
+    reach the front-end as itself, to be answered as basic serving answers it."""
 
     def __init__(self, settings: Any, tag: str = ""):
         from .adapters import ADAPTERS
@@ -133,11 +150,11 @@ class Replica:
     def describe(self) -> Dict[str, Any]:
         return {"pipeline_name": self.pipeline.settings.pipeline_name, "sub_modules": list(self.pipeline.sub_modules)}
 
-    def run(self, method: str, images: List[np.ndarray], options: Dict[str, Any]) -> Answer:
+    def _run(self, method: str, images: List[np.ndarray], options: Dict[str, Any]) -> Answer:
         from .metrics import stage_totals
 
         try:
-            outcome: Tuple[str, Any] = "ok", _portable(getattr(self.pipeline, method)(images, **options))
+            outcome: Tuple[str, Any] = "ok", list(getattr(self.pipeline, method)(images, **options))
         except Exception as exc:  # noqa: BLE001 - handed to the front-end, which answers as basic serving does
             outcome = "error", exc
         return self.name, len(images), dict(stage_totals(self.timers)), outcome
@@ -153,16 +170,19 @@ class Replica:
         for members in groups.values():
             method, _, options = calls[members[0]]
             pages = [image for i in members for image in calls[i][1]]
-            name, size, stages, (status, value) = self.run(method, pages, options)
+            name, size, stages, (status, value) = self._run(method, pages, options)
             if status == "error" and len(members) > 1:
                 for i in members:
-                    answers[i] = self.run(*calls[i])
-                continue
-            start = 0
-            for i in members:
-                end = start + len(calls[i][1])
-                answers[i] = name, size, stages, (status, value[start:end] if status == "ok" else value)
-                start, stages = end, {}
+                    answers[i] = self._run(*calls[i])
+            else:
+                start = 0
+                for i in members:
+                    end = start + len(calls[i][1])
+                    answers[i] = name, size, stages, (status, value[start:end] if status == "ok" else value)
+                    start, stages = end, {}
+        for (_, pages, _), (name, size, stages, (status, value)) in zip(calls, answers):
+            if status == "ok":
+                _portable(value, pages)
         return answers
 
     def close(self) -> None:
@@ -209,7 +229,7 @@ class RemotePipeline:
         self.on_served(name, pages, stages)
         if status == "error":
             raise value
-        return value
+        return _received(value, images)
 
     def close(self) -> None:
         self._close()
