@@ -427,3 +427,12 @@ def _workers(supervisor: int) -> List[int]:
             if b"spawn_main" in cmdline and b"resource_tracker" not in cmdline:
                 workers.append(int(pid))
     return workers
+
+
+def test_instance_batching_is_an_option_of_the_remote_engines():
+    from hpinfer.errors import ConfigError
+    from hpinfer.serving.remote import EngineOptions
+
+    with pytest.raises(ConfigError, match="--instance_batching is an option of --engine triton and ray"):
+        EngineOptions("basic", batching=True)
+    assert EngineOptions("ray", batching=False).batching is False
