@@ -49,6 +49,7 @@ import json
 import os
 import platform
 import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -403,6 +404,8 @@ def main() -> int:
     parser.add_argument("--engines", default=None, help="compare these engines (e.g. basic,triton,ray) instead of batching on/off")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
+    # Stopped by a signal (``timeout``, Ctrl-C from a shell script): exit through the ``with`` blocks, which stop the servers.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     engine = {"device": args.device, "use_hpip": args.use_hpip or None, "hpi_config": json.loads(args.hpi_config) if args.hpi_config else None}
     ENGINE_ARGS.extend([*(["--device", args.device] if args.device else []), *(["--use_hpip"] if args.use_hpip else []),
                         *(["--hpi_config", args.hpi_config] if args.hpi_config else [])])
