@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, Dict, Iterator, List, Literal, Mapping, Sequence, Tuple
 
 import cv2
@@ -27,10 +28,18 @@ class ClsParams(Params):
     # Pixel order the model is fed: PaddleOCR's line classifiers learnt BGR; PaddleX 3.7.2 feeds RGB to every
     # classifier, the v2.0 line classifier too (it then turns many upright lines over).
     channel_order: Literal["bgr", "rgb"] = "bgr"
+    # A line wider than image_shape's aspect: "squeeze" shrinks it into the input (PaddleOCR, RapidOCR: letters
+    # lose their shape and many upright long lines get turned over); "tiles" reads up to max_tiles overlapping
+    # pieces at the input's aspect and averages their log-probabilities, so a line turns only when its pieces
+    # agree. Bundled pipelines that promise a reference's results keep "squeeze".
+    long_lines: Literal["squeeze", "tiles"] = "squeeze"
+    max_tiles: int = Field(3, ge=1, le=64)
 
 
 def classify(session: Any, crops: Sequence[np.ndarray], p: ClsParams) -> List[Tuple[int, float]]:
     """(label index, score) per crop."""
+    if p.long_lines == "tiles":
+        return _classify_tiled(session, crops, p)
     _, height, width = p.image_shape
     results: List[Tuple[int, float]] = [(0, 0.0)] * len(crops)
     if p.channel_order == "rgb":
@@ -43,6 +52,42 @@ def classify(session: Any, crops: Sequence[np.ndarray], p: ClsParams) -> List[Tu
         labels, scores = session.run_best(tensor)
         for i, label, score in zip(batch, labels, scores):
             results[i] = (int(label), float(score))
+    return results
+
+
+def tiles(crop: np.ndarray, aspect: float, max_tiles: int) -> List[np.ndarray]:
+    """The crop as pieces of width ``aspect`` x its height, half-overlapping from end to end (fewer, spread
+    evenly, beyond ``max_tiles``); a crop no wider than that is its own single piece."""
+    h, w = crop.shape[:2]
+    width = max(1, int(round(h * aspect)))
+    if w <= width:
+        return [crop]
+    count = min(max_tiles, math.ceil((w - width) / (width / 2)) + 1)
+    return [crop[:, s : s + width] for s in np.linspace(0, w - width, count).round().astype(int)]
+
+
+def _classify_tiled(session: Any, crops: Sequence[np.ndarray], p: ClsParams) -> List[Tuple[int, float]]:
+    """Each crop's tiles classified together; a crop's label is the one with the higher mean log-probability
+    over its tiles, its score that mean normalised over the two labels."""
+    if len(p.labels) != 2:
+        raise ValueError("long_lines='tiles' needs a two-label classifier")
+    _, height, width = p.image_shape
+    pieces, owner = [], []
+    for index, crop in enumerate(crops):
+        for piece in tiles(crop, width / height, p.max_tiles):
+            pieces.append(piece)
+            owner.append(index)
+    logs = np.zeros((len(crops), 2))
+    counts = np.bincount(owner, minlength=len(crops)) if owner else np.zeros(len(crops))
+    for index, (label, score) in zip(owner, classify(session, pieces, p.model_copy(update={"long_lines": "squeeze"}))):
+        probs = np.clip([1.0 - score, score] if label == 1 else [score, 1.0 - score], 1e-6, 1.0)
+        logs[index] += np.log(probs)
+    results = []
+    for (log0, log1), count in zip(logs, counts):
+        mean = np.array([log0, log1]) / max(count, 1)
+        probs = np.exp(mean - mean.max())
+        label = int(np.argmax(probs))
+        results.append((label, float(probs[label] / probs.sum())))
     return results
 
 
