@@ -1,0 +1,56 @@
+"""The line classifier on long lines: the reference's squeeze turns upright English lines over, tiles do not.
+
+The line is one of benchmarks/heldout.py's English pages (LiberationSans 24 px, 828 x 28 px crop, aspect 30 where
+the model takes 192 x 48 = 4): squeezed into the input, the v2.0 classifier calls it "180" at 0.995.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+import hpinfer
+from hpinfer.tasks.textline_orientation import tiles
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import heldout  # noqa: E402  (the held-out set's fonts)
+
+LINE = "national, further June price reduce weekly on include industry Bob, plan was?"
+
+
+@pytest.fixture(scope="module")
+def classifier():
+    return hpinfer.create_model("ch_ppocr_mobile_v2.0_cls")
+
+
+@pytest.fixture(scope="module")
+def long_line() -> np.ndarray:
+    canvas = Image.new("RGB", (1000, 60), "white")
+    x1, y1, x2, y2 = heldout.draw_line(ImageDraw.Draw(canvas), (10, 10), LINE, heldout.font("LiberationSans-Regular.ttf", 24), "black").box
+    return np.asarray(canvas)[y1 - 3 : y2 + 3, x1 - 3 : x2 + 3, ::-1].copy()
+
+
+def test_tiles_keep_a_long_upright_line_and_turn_it_when_upside_down(classifier, long_line):
+    turned = cv2.rotate(long_line, cv2.ROTATE_180)
+    squeeze = classifier.with_overrides({"long_lines": "squeeze"})
+    _, angles = classifier.upright([long_line, turned], squeeze)
+    assert angles == [180, 0]  # the reference's way: upright line turned over, upside-down one left
+    pieces = classifier.with_overrides({"long_lines": "tiles"})
+    (upright, back), angles = classifier.upright([long_line, turned], pieces)
+    assert angles == [0, 180]
+    assert np.array_equal(upright, long_line) and np.array_equal(back, long_line)
+
+
+def test_tiles_span_the_line_at_the_models_aspect(long_line):
+    pieces = tiles(long_line, 4.0, 3)
+    h, w = long_line.shape[:2]
+    assert [p.shape[1] for p in pieces] == [4 * h] * 3
+    assert np.array_equal(pieces[0], long_line[:, : 4 * h]) and np.array_equal(pieces[-1], long_line[:, w - 4 * h :])
+    assert [p.shape[1] for p in tiles(long_line[:, :168], 4.0, 3)] == [112, 112]  # half-overlapping: at 0 and 56
+    short = long_line[:, :100]
+    assert len(tiles(short, 4.0, 3)) == 1 and tiles(short, 4.0, 3)[0] is short
