@@ -316,9 +316,9 @@ def build_configs(only: Optional[str], tuned_yaml: Optional[Path] = None) -> Lis
     bf16 = {"backend": "openvino", "backend_config": {"precision": "bf16"}}
     sets = {
         V4: [
-            lambda: ours("OCR", V4, "default (onnxruntime)"),
-            lambda: ours("OCR", V4, "use_hpip (auto)", use_hpip=True),
-            *([lambda: ours("OCR", V4, "use_hpip openvino bf16", use_hpip=True, hpi_config=bf16)] if cpu_has_fast_bf16() else []),
+            lambda: ours("OCR_PP-OCRv4_mobile", V4, "default (onnxruntime)"),
+            lambda: ours("OCR_PP-OCRv4_mobile", V4, "use_hpip (auto)", use_hpip=True),
+            *([lambda: ours("OCR_PP-OCRv4_mobile", V4, "use_hpip openvino bf16", use_hpip=True, hpi_config=bf16)] if cpu_has_fast_bf16() else []),
             rapidocr_onnxruntime_v4,
             lambda: rapidocr3(V4, "openvino"),
             lambda: rapidocr3(V4, "openvino", fp32=True),
@@ -333,8 +333,8 @@ def build_configs(only: Optional[str], tuned_yaml: Optional[Path] = None) -> Lis
         ],
         **{
             models: [
-                lambda cls=cls, models=models: ours("OCR", models, "default (onnxruntime)", use_textline_orientation=cls),
-                lambda cls=cls, models=models: ours("OCR", models, "use_hpip (auto)", use_hpip=True, use_textline_orientation=cls),
+                lambda cls=cls, models=models: ours("OCR_PP-OCRv4_mobile", models, "default (onnxruntime)", use_textline_orientation=cls),
+                lambda cls=cls, models=models: ours("OCR_PP-OCRv4_mobile", models, "use_hpip (auto)", use_hpip=True, use_textline_orientation=cls),
                 lambda cls=cls: paddlex("best", cls),
                 lambda cls=cls: paddlex("default", cls),
             ]

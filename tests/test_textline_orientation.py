@@ -47,10 +47,11 @@ def test_tiles_keep_a_long_upright_line_and_turn_it_when_upside_down(classifier,
 
 
 def test_tiles_span_the_line_at_the_models_aspect(long_line):
-    pieces = tiles(long_line, 4.0, 3)
     h, w = long_line.shape[:2]
+    pieces = tiles(long_line, 4.0, 3, 2.0)
     assert [p.shape[1] for p in pieces] == [4 * h] * 3
     assert np.array_equal(pieces[0], long_line[:, : 4 * h]) and np.array_equal(pieces[-1], long_line[:, w - 4 * h :])
-    assert [p.shape[1] for p in tiles(long_line[:, :168], 4.0, 3)] == [112, 112]  # half-overlapping: at 0 and 56
-    short = long_line[:, :100]
-    assert len(tiles(short, 4.0, 3)) == 1 and tiles(short, 4.0, 3)[0] is short
+    assert [p.shape[1] for p in tiles(long_line[:, :300], 4.0, 8, 2.0)] == [4 * h] * 5  # half-overlapping
+    within = long_line[:, : 8 * h]  # up to twice the model's aspect: squeezed whole, as the reference does
+    assert len(tiles(within, 4.0, 3, 2.0)) == 1 and tiles(within, 4.0, 3, 2.0)[0] is within
+    assert len(tiles(long_line[:, : 8 * h + 1], 4.0, 3, 2.0)) == 3

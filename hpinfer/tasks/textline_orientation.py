@@ -29,11 +29,13 @@ class ClsParams(Params):
     # classifier, the v2.0 line classifier too (it then turns many upright lines over).
     channel_order: Literal["bgr", "rgb"] = "bgr"
     # A line wider than image_shape's aspect: "squeeze" shrinks it into the input (PaddleOCR, RapidOCR: letters
-    # lose their shape and many upright long lines get turned over); "tiles" reads up to max_tiles overlapping
-    # pieces at the input's aspect and averages their log-probabilities, so a line turns only when its pieces
-    # agree. Bundled pipelines that promise a reference's results keep "squeeze".
+    # lose their shape and many upright long lines get turned over); "tiles" reads a line wider than
+    # tile_beyond input widths as up to max_tiles overlapping pieces at the input's aspect and averages their
+    # log-probabilities, so it turns only when its pieces agree (narrower lines are squeezed: their letters keep
+    # half their width). Bundled pipelines that promise a reference's results keep "squeeze".
     long_lines: Literal["squeeze", "tiles"] = "squeeze"
     max_tiles: int = Field(3, ge=1, le=64)
+    tile_beyond: float = Field(2.0, ge=1.0)
 
 
 def classify(session: Any, crops: Sequence[np.ndarray], p: ClsParams) -> List[Tuple[int, float]]:
@@ -55,12 +57,12 @@ def classify(session: Any, crops: Sequence[np.ndarray], p: ClsParams) -> List[Tu
     return results
 
 
-def tiles(crop: np.ndarray, aspect: float, max_tiles: int) -> List[np.ndarray]:
+def tiles(crop: np.ndarray, aspect: float, max_tiles: int, beyond: float) -> List[np.ndarray]:
     """The crop as pieces of width ``aspect`` x its height, half-overlapping from end to end (fewer, spread
-    evenly, beyond ``max_tiles``); a crop no wider than that is its own single piece."""
+    evenly, beyond ``max_tiles``); a crop no wider than ``beyond`` pieces is its own single piece."""
     h, w = crop.shape[:2]
     width = max(1, int(round(h * aspect)))
-    if w <= width:
+    if w <= beyond * width:
         return [crop]
     count = min(max_tiles, math.ceil((w - width) / (width / 2)) + 1)
     return [crop[:, s : s + width] for s in np.linspace(0, w - width, count).round().astype(int)]
@@ -74,7 +76,7 @@ def _classify_tiled(session: Any, crops: Sequence[np.ndarray], p: ClsParams) -> 
     _, height, width = p.image_shape
     pieces, owner = [], []
     for index, crop in enumerate(crops):
-        for piece in tiles(crop, width / height, p.max_tiles):
+        for piece in tiles(crop, width / height, p.max_tiles, p.tile_beyond):
             pieces.append(piece)
             owner.append(index)
     logs = np.zeros((len(crops), 2))
