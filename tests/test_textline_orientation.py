@@ -1,4 +1,5 @@
-"""The line classifier on long lines: the reference's squeeze turns upright English lines over, tiles do not.
+"""The line classifier on long lines: the reference's squeeze turns upright English lines over, tiles do not;
+and which bundled OCR pipeline reads them which way (the default chosen by measurement: benchmarks/RESULTS.md).
 
 The line is one of benchmarks/heldout.py's English pages (LiberationSans 24 px, 828 x 28 px crop, aspect 30 where
 the model takes 192 x 48 = 4): squeezed into the input, the v2.0 classifier calls it "180" at 0.995.
@@ -15,7 +16,8 @@ import pytest
 from PIL import Image, ImageDraw
 
 import hpinfer
-from hpinfer.tasks.textline_orientation import tiles
+from hpinfer.pipelines import resolve_pipeline
+from hpinfer.tasks.textline_orientation import ClsParams, tiles
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import heldout  # noqa: E402  (the held-out set's fonts)
@@ -55,3 +57,29 @@ def test_tiles_span_the_line_at_the_models_aspect(long_line):
     within = long_line[:, : 8 * h]  # up to twice the model's aspect: squeezed whole, as the reference does
     assert len(tiles(within, 4.0, 3, 2.0)) == 1 and tiles(within, 4.0, 3, 2.0)[0] is within
     assert len(tiles(long_line[:, : 8 * h + 1], 4.0, 3, 2.0)) == 3
+
+
+# name: (detector, recogniser, long_lines). OCR is the rule's pick; the model-named pipelines are their references'.
+CHOSEN = {
+    "OCR": ("PP-OCRv6_tiny_det", "PP-OCRv6_tiny_rec", "tiles"),
+    "OCR_PP-OCRv4_mobile": ("PP-OCRv4_mobile_det", "PP-OCRv4_mobile_rec", "squeeze"),
+    "OCR_PP-OCRv5_mobile": ("PP-OCRv5_mobile_det", "PP-OCRv5_mobile_rec", "squeeze"),
+    "OCR_PP-OCRv6_small": ("PP-OCRv6_small_det", "PP-OCRv6_small_rec", "squeeze"),
+    "OCR_PP-OCRv6_tiny": ("PP-OCRv6_tiny_det", "PP-OCRv6_tiny_rec", "squeeze"),
+}
+
+
+@pytest.mark.parametrize("name", CHOSEN)
+def test_bundled_ocr_pipelines_use_the_chosen_models_and_classifier_mode(name):
+    modules = resolve_pipeline(name).modules
+    cls = ClsParams(**modules["TextLineOrientation"].params)  # the task's defaults under the file's values
+    assert (modules["TextDetection"].model_name, modules["TextRecognition"].model_name, cls.long_lines) == CHOSEN[name]
+
+
+def test_default_ocr_reads_the_long_line_either_way_up(long_line):
+    """The whole crop as one line (use_det=False): upright stays, upside down is turned, both read."""
+    with hpinfer.create_pipeline("OCR", use_det=False) as ocr:
+        for image, angle in ((long_line, 0), (cv2.rotate(long_line, cv2.ROTATE_180), 180)):
+            (res,) = ocr.predict(image)
+            assert res["textline_orientation_angles"] == [angle]
+            assert heldout.cer(LINE, " ".join(res["rec_texts"])) < 0.02
