@@ -79,6 +79,7 @@ class Sample:
     image: np.ndarray  # BGR
     lines: List[Line]
     paragraphs: List[str] = field(default_factory=list)  # pages: heading first, in reading order
+    angle: float = 0.0  # rotated: degrees the drawn text was turned by (180, or a few either way)
 
     def truth(self) -> Dict[str, Any]:
         return {"name": self.name, "kind": self.kind, "lang": self.lang, "paragraphs": self.paragraphs,
@@ -265,7 +266,7 @@ def rotated(rng: random.Random, name: str) -> Sample:
         x1, y1, x2, y2 = line.box
         corners = np.array([[x1, y1, 1], [x2, y1, 1], [x2, y2, 1], [x1, y2, 1]], np.float64) @ matrix.T
         line.box = (int(corners[:, 0].min()), int(corners[:, 1].min()), int(corners[:, 0].max()), int(corners[:, 1].max()))
-    return Sample(name, "rotated", "en", array, lines)
+    return Sample(name, "rotated", "en", array, lines, angle=angle)
 
 
 def page_specs() -> List[Dict[str, Any]]:
