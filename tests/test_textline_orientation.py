@@ -83,3 +83,9 @@ def test_default_ocr_reads_the_long_line_either_way_up(long_line):
             (res,) = ocr.predict(image)
             assert res["textline_orientation_angles"] == [angle]
             assert heldout.cer(LINE, " ".join(res["rec_texts"])) < 0.02
+
+
+def test_tiles_on_a_classifier_without_two_labels_is_a_config_error(classifier):
+    with pytest.raises(hpinfer.ConfigError, match="long_lines 'tiles'.* has 4"):
+        classifier.with_overrides({"long_lines": "tiles", "labels": ["0", "90", "180", "270"]})
+    assert classifier.classify([], classifier.with_overrides({"long_lines": "tiles"})) == []

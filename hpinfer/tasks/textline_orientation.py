@@ -7,7 +7,7 @@ from typing import Any, Dict, Iterator, List, Literal, Mapping, Sequence, Tuple
 
 import cv2
 import numpy as np
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from ..runtime import accuracy
 from ..runtime.calibration import CalibrationSet
@@ -36,6 +36,13 @@ class ClsParams(Params):
     long_lines: Literal["squeeze", "tiles"] = "squeeze"
     max_tiles: int = Field(3, ge=1, le=64)
     tile_beyond: float = Field(2.0, ge=1.0)
+
+    @model_validator(mode="after")
+    def _tiles_need_two_labels(self) -> "ClsParams":
+        if self.long_lines == "tiles" and len(self.labels) != 2:
+            raise ValueError("long_lines 'tiles' averages two labels' probabilities; this classifier has "
+                             f"{len(self.labels)} (use long_lines: squeeze)")
+        return self
 
 
 def classify(session: Any, crops: Sequence[np.ndarray], p: ClsParams) -> List[Tuple[int, float]]:
@@ -71,8 +78,6 @@ def tiles(crop: np.ndarray, aspect: float, max_tiles: int, beyond: float) -> Lis
 def _classify_tiled(session: Any, crops: Sequence[np.ndarray], p: ClsParams) -> List[Tuple[int, float]]:
     """Each crop's tiles classified together; a crop's label is the one with the higher mean log-probability
     over its tiles, its score that mean normalised over the two labels."""
-    if len(p.labels) != 2:
-        raise ValueError("long_lines='tiles' needs a two-label classifier")
     _, height, width = p.image_shape
     pieces, owner = [], []
     for index, crop in enumerate(crops):
@@ -80,17 +85,12 @@ def _classify_tiled(session: Any, crops: Sequence[np.ndarray], p: ClsParams) -> 
             pieces.append(piece)
             owner.append(index)
     logs = np.zeros((len(crops), 2))
-    counts = np.bincount(owner, minlength=len(crops)) if owner else np.zeros(len(crops))
     for index, (label, score) in zip(owner, classify(session, pieces, p.model_copy(update={"long_lines": "squeeze"}))):
-        probs = np.clip([1.0 - score, score] if label == 1 else [score, 1.0 - score], 1e-6, 1.0)
-        logs[index] += np.log(probs)
-    results = []
-    for (log0, log1), count in zip(logs, counts):
-        mean = np.array([log0, log1]) / max(count, 1)
-        probs = np.exp(mean - mean.max())
-        label = int(np.argmax(probs))
-        results.append((label, float(probs[label] / probs.sum())))
-    return results
+        logs[index] += np.log(np.clip([1.0 - score, score] if label == 1 else [score, 1.0 - score], 1e-6, 1.0))
+    means = logs / np.maximum(np.bincount(np.asarray(owner, dtype=np.int64), minlength=len(crops)), 1)[:, None]
+    probs = np.exp(means - means.max(axis=1, keepdims=True))
+    labels = probs.argmax(axis=1)
+    return [(int(label), float(row[label] / row.sum())) for label, row in zip(labels, probs)]
 
 
 def upright(session: Any, crops: Sequence[np.ndarray], p: ClsParams) -> Tuple[List[np.ndarray], List[int]]:
