@@ -34,6 +34,15 @@ def _bounds(points) -> List[float]:
     return [min(xs), min(ys), max(xs), max(ys)]
 
 
+def _unturned(box, angle: int, h: int, w: int) -> List[float]:
+    """A box on the page turned upright by ``angle`` degrees (use_doc_orientation_classify) back in the input's
+    pixels, where the truth is."""
+    x1, y1, x2, y2 = (float(v) for v in box)
+    turns = angle // 90 % 4 if angle > 0 else 0
+    back = {0: lambda x, y: (x, y), 1: lambda x, y: (w - y, x), 2: lambda x, y: (w - x, h - y), 3: lambda x, y: (y, h - x)}[turns]
+    return _bounds([back(x1, y1), back(x2, y2)])
+
+
 def _decode_bgr(path: str):
     """BMP → BGR uint8 array with whichever decoder the venv has."""
     try:
@@ -78,7 +87,9 @@ def hpinfer_system(options: Dict[str, Any], paths: List[str]) -> Tuple[Callable[
 
     def run(image) -> Result:
         (res,) = pipe.predict(image)
-        return list(res["rec_texts"]), [[float(v) for v in box] for box in res["rec_boxes"]]
+        angle = (res.get("doc_preprocessor_res") or {}).get("angle", -1)
+        h, w = image.shape[:2]
+        return list(res["rec_texts"]), [_unturned(box, angle, h, w) for box in res["rec_boxes"]]
 
     return run, f"hpinfer {hpinfer.__version__}: {settings}", [_decode_bgr(p) for p in paths], collect.lines
 
