@@ -806,7 +806,7 @@ def run_frontier(args: argparse.Namespace) -> int:
             "images": [s.name for s in samples], "load_average_after_rounds": loads,
             "systems": [{"name": s.name, "side": s.side, "options": s.options, "settings": s.settings, "notes": s.notes,
                          "error": s.error, "scores": scores.get(s.name), "images_per_s": None if s.error else images_per_s(s),
-                         "seconds": s.seconds, "texts": s.texts} for s in systems],
+                         "seconds": s.seconds, "texts": s.texts, "boxes": s.boxes} for s in systems],
             "frontier": rows,
         }
         args.json.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

@@ -24,7 +24,7 @@ import json
 import logging
 import sys
 import time
-from typing import Any, Callable, Dict, List, Tuple
+from typing import Any, Dict, List, Tuple
 
 Result = Tuple[List[str], List[List[float]]]
 
@@ -73,7 +73,7 @@ class _Collect(logging.Handler):
             self.lines.append(f"{message.split(':')[0]}: {precision} accepted by the accuracy guard, drift {drift}")
 
 
-def hpinfer_system(options: Dict[str, Any], paths: List[str]) -> Tuple[Callable[[Any], Result], str, List[Any]]:
+def hpinfer_system(options: Dict[str, Any], paths: List[str]):
     import hpinfer
 
     collect = _Collect()
