@@ -12,6 +12,7 @@ this server's API key, limits and metrics.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any, Dict, List, Optional
 
@@ -70,12 +71,14 @@ class NativeBackend:
             await self.http.aclose()
 
     async def recognise(self, url: str, prompt: str) -> Answer:
-        """One block: ``url`` (data URL or http(s)) and its prompt → the answer; InputError for bad input."""
-        work = self.recogniser.engine_key(prompt)  # an unknown or unserved prompt fails before any decoding
-        with self.batcher.ticket() as ticket:  # held while decoding: an idle batcher waits for this block
+        """One block: ``url`` (data URL or http(s)) and its prompt → the answer; InputError for bad input. Each
+        kind of work the prompt needs (a table's OCR and its structure) joins its own batches, at once."""
+        works = self.recogniser.works(prompt)  # an unknown or unserved prompt fails before any decoding
+        with contextlib.ExitStack() as held:  # held while decoding: an idle batcher waits for this block
+            tickets = [held.enter_context(self.batcher.ticket()) for _ in works]
             image = await self._image(url)
-            (result,) = await ticket.submit([image], {"work": work})
-        return self.recogniser.answer(prompt, result)
+            outputs = await asyncio.gather(*(t.submit([image], {"work": w}) for t, w in zip(tickets, works)))
+        return self.recogniser.answer(prompt, {w: out for w, (out,) in zip(works, outputs)})
 
     async def _image(self, url: str) -> np.ndarray:
         s, field = self.settings, "image_url.url"
