@@ -9,11 +9,11 @@ and warmed up; the pipelines run in this process, one after the other, each over
 on, as by default). Every round measures every configuration (order reversed every other round), so drift in
 machine load hits all alike; reported: the median pages/s over rounds and its ratio to layout_parsing's.
 
-The two pipelines do not do the same work: layout_parsing reads only text-like regions (tables, figures and
-equations stay pictures), PaddleOCR-VL also asks the recogniser for every table ("Table Recognition:") and
-equation (declined by the native server). ``PaddleOCR-VL in-process`` (the native recogniser in this process,
-no HTTP) is measured too, to tell the tier's cost from that extra work. Load average is recorded before and
-after: the machine may be shared.
+The two pipelines read the same page differently: layout_parsing runs OCR once over the whole page and gives
+each region its lines, PaddleOCR-VL asks the recogniser about every block ("OCR:", and "Table Recognition:"
+for tables; equations are declined by the native server); both turn tables into HTML with SLANet.
+``PaddleOCR-VL in-process`` (the native recogniser in this process, no HTTP) is measured too, to tell the
+tier's cost from the pipeline's own work. Load average is recorded before and after: the machine may be shared.
 """
 
 from __future__ import annotations
