@@ -61,8 +61,9 @@ class NativeBackend:
     async def warm_up(self) -> None:
         image = np.full((48, 320, 3), 255, np.uint8)
         cv2.putText(image, "warm-up 0123", (8, 34), cv2.FONT_HERSHEY_SIMPLEX, 1.0, (0, 0, 0), 2)
-        with self.batcher.ticket() as ticket:
-            await ticket.submit([image], {"work": "ocr"})
+        for work in dict.fromkeys(w for prompt in self.recogniser.prompts for w in self.recogniser.works(prompt)):
+            with self.batcher.ticket() as ticket:  # every model's first call (allocations) before "ready"
+                await ticket.submit([image], {"work": work})
 
     async def stop(self) -> None:
         if self.batcher:
