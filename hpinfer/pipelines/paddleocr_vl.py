@@ -5,7 +5,9 @@ SGLang, llama.cpp), or, without ``vl_rec_server_url``, by the native recogniser 
 Per page: turn it upright (optional) → layout regions in reading order (as layout_parsing) → each block's
 prompt from its label (block_recognition.prompt_for; pictures are not sent) → all blocks of the page
 submitted at once → ``parsing_res_list`` of ``{block_label, block_content, block_bbox, block_id,
-block_order, group_id}`` as PaddleX's PaddleOCR-VL writes it, plus Markdown and JSON.
+block_order, group_id}`` as PaddleX's PaddleOCR-VL writes it, plus Markdown and JSON. A table's content is
+HTML: the native recogniser answers a ``<table>``, and OTSL (the PaddleOCR-VL model's answer) is converted
+as PaddleX converts it (``otsl_to_html``); a table without an HTML answer stays a picture in the Markdown.
 
 ``use_queues`` runs reading/rendering, layout, submission and collection in four threads joined by bounded
 queues (stages.py), so while one page's blocks are being recognised the next pages are laid out and their
