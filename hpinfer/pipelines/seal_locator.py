@@ -8,7 +8,7 @@ outer contour has ink along most of its rim, little ink just outside it and an i
 ink (the text and the star, not a filled shape). Coloured headings, logos, photos and tinted backgrounds
 fail one of these. The caller confirms a candidate by finding seal text in it (the seal text detector).
 
-``erase`` whitens a seal's coloured pixels (dilated by a pixel or two, for anti-aliased edges) inside its
+``isolate`` gives the seal alone, to be read; ``erase`` whitens a seal's coloured pixels (dilated by a pixel or two, for anti-aliased edges) inside its
 box, so that the page's OCR does not read the seal's text as garbled body text while black text stamped
 over stays.
 """
@@ -120,3 +120,17 @@ def erase(image: np.ndarray, seals: Sequence[SealCandidate]) -> np.ndarray:
         ink = cv2.dilate(colour_mask(region, seal.colour, ERASE_SATURATION), kernel) > 0
         region[ink & (region.max(axis=2) > DARK)] = 255
     return out
+
+
+def isolate(image: np.ndarray, seal: SealCandidate) -> np.ndarray:
+    """The seal's box with everything but its ink (and the light pixels around its strokes) white, in red:
+    text and rules printed under or over it do not confuse the seal's text detection and recognition, and
+    the seal text detector, which reads red seals best (a rendered blue seal: 2 of 12 characters wrong, the
+    same seal in red: none), sees red."""
+    x1, y1, x2, y2 = seal.box
+    region = image[y1:y2, x1:x2]
+    ink = cv2.dilate(colour_mask(region, seal.colour, ERASE_SATURATION), np.ones((3, 3), np.uint8)) > 0
+    ink &= region.max(axis=2) > DARK
+    out = np.full_like(region, 255)
+    out[ink] = region[ink]
+    return np.ascontiguousarray(out[:, :, ::-1]) if seal.colour == "blue" else out  # BGR -> RGB: blue ink turns red

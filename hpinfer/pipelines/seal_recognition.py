@@ -16,7 +16,7 @@ image is read as one seal region (``seal_region_id`` 0).
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, Iterator, Literal, Optional
+from typing import Any, Dict, Iterator, Literal, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -117,18 +117,27 @@ class SealRecognitionPipeline(PipelineBase):
     def read_seal(self, image: np.ndarray, opts: Optional[SealOptions] = None) -> Dict[str, Any]:
         """One seal region's text: ``dt_polys``, ``rec_texts``, ``rec_scores``, ``rec_polys`` (kept lines)."""
         opts = opts or self.options
-        polys, scores = self.text_det.detect(image, self.text_det.with_overrides({
-            "limit_side_len": opts.seal_det_limit_side_len, "limit_type": opts.seal_det_limit_type,
-            "thresh": opts.seal_det_thresh, "box_thresh": opts.seal_det_box_thresh,
-            "unclip_ratio": opts.seal_det_unclip_ratio,
-        }))
-        read = self.text_rec.recognize([seal_crop(image, poly) for poly in polys]) if len(polys) else []
-        keep = [i for i, (text, score) in enumerate(read) if text and score >= opts.seal_rec_score_thresh]
-        return {
-            "seal_region_id": 0, "dt_polys": list(polys), "dt_scores": list(scores),
-            "rec_texts": [read[i][0] for i in keep], "rec_scores": [read[i][1] for i in keep],
-            "rec_polys": [polys[i] for i in keep],
-        }
+        return read_seal(self.text_rec, image, *detect_seal_text(self.text_det, image, opts), opts)
+
+
+def detect_seal_text(detector: TextDetector, image: np.ndarray, opts: SealOptions) -> Tuple[list, list]:
+    """The seal's text polygons and their scores, with ``opts``' detector settings."""
+    return detector.detect(image, detector.with_overrides({
+        "limit_side_len": opts.seal_det_limit_side_len, "limit_type": opts.seal_det_limit_type,
+        "thresh": opts.seal_det_thresh, "box_thresh": opts.seal_det_box_thresh, "unclip_ratio": opts.seal_det_unclip_ratio,
+    }))
+
+
+def read_seal(recogniser: TextRecognizer, image: np.ndarray, polys: list, scores: list, opts: SealOptions) -> Dict[str, Any]:
+    """The detected polygons of one seal region read (each unwarped to a strip): ``dt_polys``, ``dt_scores``,
+    ``rec_texts``, ``rec_scores``, ``rec_polys`` (the lines kept by ``seal_rec_score_thresh``)."""
+    read = recogniser.recognize([seal_crop(image, poly) for poly in polys]) if len(polys) else []
+    keep = [i for i, (text, score) in enumerate(read) if text and score >= opts.seal_rec_score_thresh]
+    return {
+        "seal_region_id": 0, "dt_polys": list(polys), "dt_scores": list(scores),
+        "rec_texts": [read[i][0] for i in keep], "rec_scores": [read[i][1] for i in keep],
+        "rec_polys": [polys[i] for i in keep],
+    }
 
 
 def _draw(result: Result) -> np.ndarray:
