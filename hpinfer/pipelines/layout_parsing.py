@@ -10,7 +10,8 @@ line (paragraphs.py groups its lines by their geometry), ``score`` is None for a
 as complete as the OCR pipeline's. Tables, figures and equations keep their lines' text in the JSON, and
 Markdown shows them as cropped images; with SubModules.TableStructureRecognition, a table block also gets
 ``html`` (its structure with each cell's text, table_recognition.py) and ``cell_box_list``, and Markdown
-shows that HTML.
+shows that HTML. A region of another label (CDLA calls most bordered tables "equation") whose crop shows a
+ruled grid with text in its cells (``ruled_table``) is a table.
 
 Seals (CDLA has no seal class): ringed blobs of red or blue ink (seal_locator.py) in which the seal text
 detector (SubModules.SealTextDetection) finds text are read as seal_recognition reads a seal, with the OCR
@@ -55,13 +56,14 @@ from .reading_order import reading_order
 from .seal_locator import SealCandidate, erase, find_seals, isolate
 from .seal_recognition import SealOptions, detect_seal_text, read_seal
 from .stages import Outcome, run_stages
-from .table_recognition import TABLE_LABEL, recognise_table
+from .table_recognition import TABLE_LABEL, recognise_table, ruled_cells
 from .sub_modules import PipelineBase, create_sub_module
 
 log = logging.getLogger("hpinfer")
 
 PARAGRAPH_LABELS = frozenset({"text", "reference"})  # regions of running text, cut into paragraphs
 TITLE_SIZE = 1.3  # a lone line this many times the page's usual line height is a title
+MIN_TABLE_SIDE = 40  # pixels: a smaller region is no ruled table
 SEAL_LABEL = "seal"  # PaddleX's layout label for seals
 SEAL_OPTIONS = SealOptions()  # the seal detector's own settings, every line kept (seal_recognition's defaults)
 
@@ -127,6 +129,7 @@ class _Analysed:
 
     page: Page
     image: np.ndarray  # upright
+    clean: np.ndarray  # what layout and OCR see: ``image`` without the seals' ink
     doc_res: Dict[str, Any]
     regions: List[Dict[str, Any]]
     detected: Tuple[Any, ...]  # the OCR pipeline's first half on the whole page (_analyse), for its second half
@@ -159,6 +162,20 @@ def assign_lines(regions: Sequence[Dict[str, Any]], boxes: np.ndarray, least_sha
     share = width * height / own
     best = share.argmax(axis=1)
     return [int(b) if share[i, b] >= least_share else -1 for i, b in enumerate(best)]
+
+
+def ruled_table(image: np.ndarray, box: Sequence[float], line_boxes: np.ndarray) -> bool:
+    """Whether the region ``box`` of ``image`` shows a ruled grid of at least 2 x 2 cells, at least half of them
+    holding the centre of one of its text lines (a chart's grid lines wall in no text)."""
+    x1, y1, x2, y2 = (int(round(v)) for v in box)
+    if y2 - y1 < MIN_TABLE_SIDE or x2 - x1 < MIN_TABLE_SIDE or not len(line_boxes):
+        return False
+    cells = ruled_cells(image[max(0, y1):y2, max(0, x1):x2]) + np.array([max(0, x1), max(0, y1)] * 2)
+    if not len(cells):
+        return False
+    cx, cy = (line_boxes[:, 0] + line_boxes[:, 2]) / 2, (line_boxes[:, 1] + line_boxes[:, 3]) / 2
+    held = (cx[None] >= cells[:, :1]) & (cx[None] < cells[:, 2:3]) & (cy[None] >= cells[:, 1:2]) & (cy[None] < cells[:, 3:])
+    return bool(held.any(axis=1).mean() >= 0.5)
 
 
 def paragraph_texts(boxes: np.ndarray, texts: Sequence[str]) -> List[str]:
@@ -225,7 +242,7 @@ class LayoutParsingPipeline(PipelineBase):
         clean = erase(image, [seal.candidate for seal in seals]) if seals else image
         regions = drop_duplicates(self.layout.predict_image(clean, layout_params)["boxes"], opts.duplicate_overlap)
         detected = self.ocr._analyse([InputItem(clean, page.input_path, page.page_index)], ocr_opts, det_params)
-        return _Analysed(page, image, doc_res, regions, detected, tuple(seals))
+        return _Analysed(page, image, clean, doc_res, regions, detected, tuple(seals))
 
     def _find_seals(self, image: np.ndarray) -> List[_Seal]:
         """Seal candidates in which the seal text detector finds text (a coloured ring without any is no seal)."""
@@ -260,8 +277,11 @@ class LayoutParsingPipeline(PipelineBase):
             # Chinese and English lines differ in size); running text is split by its geometry.
             text = "\n".join(paras) if region["label"] in PARAGRAPH_LABELS else join_lines(paras)
             block = {"label": region["label"], "cls_id": region["cls_id"], "score": region["score"], "box": list(box), "text": text}
-            if region["label"] == TABLE_LABEL and opts.use_table_recognition and self.structurer is not None:
-                table = recognise_table(self.structurer, analysed.image, box, boxes[mine], [texts[i] for i in mine])
+            tables = opts.use_table_recognition and self.structurer is not None
+            if tables and region["label"] != TABLE_LABEL and ruled_table(analysed.clean, box, boxes[mine]):
+                block.update(label=TABLE_LABEL, cls_id=self._table_class)
+            if block["label"] == TABLE_LABEL and tables:
+                table = recognise_table(self.structurer, analysed.clean, box, boxes[mine], [texts[i] for i in mine])
                 block.update(html=table["pred_html"], cell_box_list=table["cell_box_list"])
             blocks.append(block)
         blocks += self._loose_blocks(boxes, texts, [i for i, o in enumerate(owner) if o < 0])
@@ -270,6 +290,11 @@ class LayoutParsingPipeline(PipelineBase):
         page, (h, w) = analysed.page, analysed.image.shape[:2]
         data = {**analysed.doc_res, "width": w, "height": h, "blocks": blocks}
         return _result(page, analysed.image, "ok" if blocks else "empty", None, data)
+
+    @property
+    def _table_class(self) -> int:
+        labels = list(self.layout.params.labels)
+        return labels.index(TABLE_LABEL) if TABLE_LABEL in labels else -1
 
     def _loose_blocks(self, boxes: np.ndarray, texts: Sequence[str], loose: List[int]) -> List[Dict[str, Any]]:
         """Lines outside every region, one text block per paragraph; a one-line paragraph in type clearly
