@@ -19,7 +19,6 @@ the text under it stays black). Written at 144 dpi, so PDFium's 2x rendering giv
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import random
@@ -36,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 import heldout  # noqa: E402
 import tables  # noqa: E402
+from layout_text import compared_pipelines, timed  # noqa: E402
 
 NOT_TEXT = {"figure", "table", "equation", "seal"}
 SEAL_TEXTS = ["上海市浦东新区人民政府办公室", "北京华夏科技有限公司", "广州市天河区市场监督管理局", "杭州西湖文化旅游发展有限公司"]
@@ -108,25 +108,13 @@ def best_teds(truth: str, blocks: List[Dict[str, Any]]) -> float:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--layout", default="layout_parsing")
-    parser.add_argument("--ocr", default="OCR_PP-OCRv5_mobile")
-    parser.add_argument("--json", type=Path)
-    args = parser.parse_args()
-    import hpinfer
-
+    args, layout, ocr = compared_pipelines(__doc__.splitlines()[0])
     pages = document()
-    layout = hpinfer.create_pipeline(args.layout)
-    ocr = hpinfer.create_pipeline(args.ocr, use_textline_orientation=False)
     with tempfile.TemporaryDirectory() as tmp:
         pdf = heldout.write_pdf(Path(tmp) / "document.pdf", [p.image for p in pages])
-        layout.predict(str(pdf), page_range="1")  # warm-up
-        start = time.perf_counter()
-        results = layout.predict(str(pdf))
-        layout_s = time.perf_counter() - start
-        start = time.perf_counter()
-        plain = ocr.predict(str(pdf))
-        ocr_s = time.perf_counter() - start
+        layout.predict(str(pdf), page_range=(1, 1))  # warm-up
+        results, layout_s = timed(layout, pdf)
+        plain, ocr_s = timed(ocr, pdf)
     found, truth, ocr_errors, ocr_chars, rows = [], [], 0, 0, []
     seal_errors = seal_chars = false_seals = 0
     for number, (page, res, flat) in enumerate(zip(pages, results, plain), 1):

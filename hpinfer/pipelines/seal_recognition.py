@@ -9,8 +9,9 @@ angle (clockwise on screen, as a seal's top arc reads left to right) with the ou
 (letters stand on the ring, heads outwards). A polygon that fills most of its minimum-area rectangle is
 straight text and is cropped as a rotated rectangle, as in the OCR pipeline.
 
-CDLA, the bundled layout model, has no seal class, so a page is not split into seals here: the whole
-image is read as one seal region (``seal_region_id`` 0).
+CDLA, the bundled layout model, has no seal class: the whole image is read as one seal region
+(``seal_region_id`` 0). layout_parsing finds seals on a page itself (seal_locator.py) and reads each with
+``detect_seal_text`` and ``read_seal``.
 """
 
 from __future__ import annotations
