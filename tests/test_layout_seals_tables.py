@@ -4,20 +4,25 @@ leave the body text; a bordered table the layout model calls "equation" is read 
 
 from __future__ import annotations
 
+import base64
 import random
 import sys
 from pathlib import Path
 
 import cv2
+import httpx
 import numpy as np
 import pytest
+from PIL import Image, ImageDraw, ImageFont
 from rapidfuzz.distance import Levenshtein
 
 import hpinfer
 from hpinfer.errors import ConfigError
 from hpinfer.pipelines.seal_locator import find_seals
 from hpinfer.pipelines.table_recognition import ruled_cells
+from hpinfer.serving import ServeSettings, create_app
 from test_seal import draw_seal
+from test_serving_support import running
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import heldout  # noqa: E402
@@ -51,6 +56,18 @@ def test_seal_candidates_on_pages_with_and_without_seals(shared_images):
     found = find_seals(page)
     assert [c.colour for c in found] == ["red", "blue"]
     assert np.allclose([c.box[:2] for c in found], [[80, 100], [500, 800]], atol=40)
+    # Coloured things that are no seal: a pie chart, a red headline, blue links, concentric rings.
+    other = Image.new("RGB", (1000, 1000), "white")
+    draw = ImageDraw.Draw(other)
+    draw.pieslice((50, 50, 350, 350), 0, 120, fill=(220, 30, 30))
+    draw.pieslice((50, 50, 350, 350), 120, 360, fill=(30, 30, 220))
+    face = ImageFont.truetype(str(heldout.CJK_FONT), 40)
+    draw.text((50, 420), "URGENT: A RED HEADLINE", font=face, fill=(220, 30, 30))
+    for i in range(5):
+        draw.text((50, 500 + 50 * i), f"https://example.com/a/blue/link/{i}", font=face, fill=(30, 30, 220))
+    for r in range(40, 200, 40):
+        draw.ellipse((700 - r, 780 - r, 700 + r, 780 + r), outline=(220, 30, 30), width=3)
+    assert find_seals(np.asarray(other)[:, :, ::-1].copy()) == []
     for path in sorted(shared_images.iterdir()):  # no seal on any shared image, nor on the held-out set
         image = cv2.imread(str(path))
         assert image is None or find_seals(image) == [], path.name
@@ -70,8 +87,12 @@ def test_seal_block_with_its_text_and_out_of_the_body(pipeline, sealed_page, tmp
     markdown = res.save_to_markdown(tmp_path / "page.md").read_text(encoding="utf-8")
     assert "![seal](imgs/" in markdown and SEAL in markdown.replace(" ", "")
 
-    (off,) = pipeline.predict(image, use_seal_recognition=False)
-    assert "seal" not in [b["label"] for b in off["blocks"]]
+    ok, png = cv2.imencode(".png", image)
+    body = {"file": base64.b64encode(png.tobytes()).decode(), "useSealRecognition": False, "visualize": False}
+    with running(create_app(ServeSettings(), pipeline)) as url:  # off per request (and so per predict call)
+        (off,) = httpx.post(f"{url}/layout-parsing", json=body, timeout=120).json()["result"]["layoutParsingResults"]
+    labels = [b["label"] for b in off["prunedResult"]["blocks"]]
+    assert "seal" not in labels and "text" in labels
     with hpinfer.create_pipeline("layout_parsing", use_seal_recognition=False, use_table_recognition=False) as pipe:
         assert "SealTextDetection" not in pipe.sub_modules
         with pytest.raises(ConfigError, match="use_seal_recognition"):
