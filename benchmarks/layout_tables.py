@@ -11,7 +11,8 @@ the text under it stays black). Written at 144 dpi, so PDFium's 2x rendering giv
 
 - document CER: layout_parsing's text blocks (tables, figures and seals left out) in its reading order against
   the pages' paragraphs in theirs, whitespace removed; the OCR pipeline (layout_parsing's recogniser, no line
-  orientation classifier) scored on the same paragraph lines, order-free (heldout.line_errors);
+  orientation classifier) scored on the same paragraph lines, order-free (heldout.line_errors), its lines
+  inside the drawn table and seal left out;
 - TEDS (table-recognition-metric) of each page's table: the best-matching table block's HTML (0 when none);
 - seal CER: the seal block's text against the seal's ("专用章" included), 1 when no seal block is found;
 - false seals: seal blocks on pages without one.
@@ -48,6 +49,7 @@ class Page:
     table_html: Optional[str]
     bordered: Optional[bool]
     seal_text: Optional[str]  # both lines of the seal, joined
+    drawn: List[List[int]]  # boxes of the table and the seal: their lines are no paragraph text
 
 
 def stamp(page: np.ndarray, seal: np.ndarray, x: int, y: int) -> None:
@@ -69,7 +71,7 @@ def make_page(rng: random.Random, index: int, table: Optional[int], bordered: bo
                           paragraphs=paragraphs)
     image = sample.image.copy()
     bottom = max(line.box[3] for line in sample.lines)
-    truth_html = None
+    truth_html, drawn_boxes = None, []
     if table is not None:
         name, header, rows = tables.SAMPLES[table]
         drawn = tables.render_table(rows, header, bordered)
@@ -79,6 +81,7 @@ def make_page(rng: random.Random, index: int, table: Optional[int], bordered: bo
             raise ValueError(f"table {name} does not fit under the text of page {index}")
         image[top : top + h, 80 : 80 + w] = np.minimum(image[top : top + h, 80 : 80 + w], drawn)
         truth_html = tables.truth_html(header, rows)
+        drawn_boxes.append([80, top, 80 + w, top + h])
         bottom = top + h
     seal_text = None
     if seal is not None:
@@ -88,8 +91,9 @@ def make_page(rng: random.Random, index: int, table: Optional[int], bordered: bo
             drawn = np.ascontiguousarray(drawn[:, :, ::-1])  # blue ink
         y = min(image.shape[0] - size - 40, max(bottom - size // 2, 200))
         stamp(image, drawn, image.shape[1] - 110 - size, y)
+        drawn_boxes.append([image.shape[1] - 110 - size, y, image.shape[1] - 110, y + size])
         seal_text = SEAL_TEXTS[seal] + "专用章"
-    return Page(sample, image, truth_html, bordered if table is not None else None, seal_text)
+    return Page(sample, image, truth_html, bordered if table is not None else None, seal_text, drawn_boxes)
 
 
 def document(seed: int = 22) -> List[Page]:
@@ -100,6 +104,12 @@ def document(seed: int = 22) -> List[Page]:
              dict(table=2, bordered=True, seal=None, lang="zh"), dict(table=3, bordered=True, seal=1, paragraphs=2),
              dict(table=0, bordered=False, seal=None), dict(table=1, bordered=True, seal=None)]
     return [make_page(rng, i, **spec) for i, spec in enumerate(specs)]
+
+
+def inside_any(box: List[float], areas: List[List[int]]) -> bool:
+    """Whether the box's centre lies in one of ``areas``."""
+    x, y = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    return any(a[0] <= x <= a[2] and a[1] <= y <= a[3] for a in areas)
 
 
 def best_teds(truth: str, blocks: List[Dict[str, Any]]) -> float:
@@ -121,7 +131,9 @@ def main() -> int:
         blocks = res["blocks"]
         found += [p for b in blocks if b["label"] not in NOT_TEXT for p in b["text"].split("\n") if p.strip()]
         truth += page.sample.paragraphs
-        errors, chars = heldout.line_errors(page.sample.truth()["lines"], flat["rec_texts"], flat["rec_boxes"].tolist())
+        text_lines = [i for i, box in enumerate(flat["rec_boxes"].tolist()) if not inside_any(box, page.drawn)]
+        errors, chars = heldout.line_errors(page.sample.truth()["lines"], [flat["rec_texts"][i] for i in text_lines],
+                                            [flat["rec_boxes"][i].tolist() for i in text_lines])
         ocr_errors, ocr_chars = ocr_errors + errors, ocr_chars + chars
         seals = [b for b in blocks if b["label"] == "seal"]
         row: Dict[str, Any] = {"page": number, "labels": sorted({b["label"] for b in blocks}), "seals_found": len(seals)}
