@@ -1,5 +1,5 @@
-"""Admission (bounded in-flight requests, draining), the pixel budget of pages in flight, and turning a
-request's file into a stream of bounded pages.
+"""Admission (bounded in-flight requests, draining), the memory budget of what requests and jobs in flight
+hold (bodies, files, pages), and turning a request's file into a stream of bounded pages.
 
 A request's ``file`` is base64 or an http(s) URL, never a server path. Its bytes go through
 ``hpinfer.io`` (content sniffing, EXIF, PDF rendering) with the server's pixel limit, after a cheap
