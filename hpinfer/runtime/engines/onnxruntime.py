@@ -69,17 +69,17 @@ class OnnxRuntimeSession(EngineSession):
         self._pool = None
 
 
-def _takes_pages() -> bool:
-    """Whether the model being opened takes images whose height varies (a detector's pages, not text-line crops
-    of one height), as its task's default input bounds say (``shapes.model_defaults``)."""
+def _sized_by_input() -> bool:
+    """Whether the model being opened takes images whose size varies (a detector's pages, a recogniser's lines
+    of any width; not a classifier's fixed crops), as its task's default input bounds say (``model_defaults``)."""
     shapes = current_defaults()
-    return bool(shapes) and len(shapes[0]) == 4 and shapes[0][2] != shapes[2][2]
+    return bool(shapes) and len(shapes[0]) == 4 and shapes[0][2:] != shapes[2][2:]
 
 
 @functools.lru_cache(maxsize=1)
 def _register_exact_arena() -> None:
     """A process-wide CPU arena that grows by exactly what a run asks (kSameAsRequested), for the sessions of
-    models that take pages. With a session's own arena (kNextPowerOfTwo) the shrinkage after a run
+    models whose input size varies. With a session's own arena (kNextPowerOfTwo) the shrinkage after a run
     keeps the first region and every region that still holds the run's outputs, which the next run's outputs
     often land in again: after one large page a detector kept ~440 MB (one 4000 px input's working set) for
     good. With regions of exactly the size asked, each is freed once its tensors are (benchmarks/RESULTS.md,
@@ -163,7 +163,7 @@ class OnnxRuntimeEngine(Engine):
         # A pipeline holds several sessions, each with its own thread pool: threads left spinning after one
         # model's run steal the cores from the next model's (measured in benchmarks/RESULTS.md).
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        if not device.is_gpu and save_to is None and _takes_pages():
+        if not device.is_gpu and save_to is None and _sized_by_input():
             _register_exact_arena()
             options.add_session_config_entry("session.use_env_allocators", "1")
         if device.is_gpu:
