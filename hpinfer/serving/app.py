@@ -123,7 +123,6 @@ class Service:
 
     async def start(self) -> None:
         settings = self.settings
-        return_freed_pages()
         timers = stage_timers(self.pipeline)
         def run(images: List[np.ndarray], options: Dict[str, Any]) -> List[Any]:
             try:
@@ -456,6 +455,7 @@ def create_app(settings: ServeSettings, pipeline: Any = None) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
+        return_freed_pages()
         if service.pipeline is None:
             service.pipeline = await asyncio.to_thread(settings.load_pipeline)
         await service.start()

@@ -89,10 +89,14 @@ _M_MMAP_THRESHOLD, _M_ARENA_MAX = -3, -8  # glibc's mallopt parameters
 
 
 def return_freed_pages() -> None:
-    """glibc only: allocations above 1 MiB (page images, detector inputs) come from and go back to the OS,
-    and worker threads share a few heaps. By default glibc raises that threshold up to 32 MiB after freeing a
-    large block, so later pages land on a heap, and each thread that decodes or encodes gets a heap of its own
-    whose high-water mark stays: the server's memory would not come back after a burst."""
+    """Call before the models load. glibc only: allocations above 1 MiB (page images, detector inputs) come from
+    and go back to the OS, and worker threads share a few heaps. By default glibc raises that threshold up to
+    32 MiB after freeing a large block, so later pages land on a heap, and each thread that decodes or encodes
+    gets a heap of its own whose high-water mark stays: the server's memory would not come back after a burst.
+    ONNX Runtime: the arenas of models whose input size varies give back each run's memory."""
+    from ..runtime.engines.onnxruntime import return_memory_after_runs
+
+    return_memory_after_runs()
     try:
         libc = ctypes.CDLL("libc.so.6")
         libc.mallopt(_M_MMAP_THRESHOLD, 1 << 20)

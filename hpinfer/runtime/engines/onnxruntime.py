@@ -69,6 +69,18 @@ class OnnxRuntimeSession(EngineSession):
         self._pool = None
 
 
+_exact_arena = False  # return_memory_after_runs switches it on
+
+
+def return_memory_after_runs() -> None:
+    """From now on, sessions of models whose input size varies hand back each run's memory once its tensors are
+    freed (``_register_exact_arena``): what a server wants, whose memory must come back after a large request.
+    It costs page faults on every run: in-process OCR of batches of 8 images was ~20 % slower on 2 busy cores
+    (benchmarks/RESULTS.md, "serving under hostile input"), so the CLI and Python API keep the default."""
+    global _exact_arena
+    _exact_arena = True
+
+
 def _sized_by_input() -> bool:
     """Whether the model being opened takes images whose size varies (a detector's pages, a recogniser's lines
     of any width; not a classifier's fixed crops), as its task's default input bounds say (``model_defaults``)."""
@@ -163,7 +175,7 @@ class OnnxRuntimeEngine(Engine):
         # A pipeline holds several sessions, each with its own thread pool: threads left spinning after one
         # model's run steal the cores from the next model's (measured in benchmarks/RESULTS.md).
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        if not device.is_gpu and save_to is None and _sized_by_input():
+        if _exact_arena and not device.is_gpu and save_to is None and _sized_by_input():
             _register_exact_arena()
             options.add_session_config_entry("session.use_env_allocators", "1")
         if device.is_gpu:
