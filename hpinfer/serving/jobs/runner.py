@@ -10,6 +10,8 @@ Priority (``Priority``): synchronous requests and pages of ``interactive`` jobs 
 for ``GRACE_S`` (so a client sending request after request keeps its turn); interactive work then waits at
 most for the one batch page already running (its read, inference and encoding). Under unbroken interactive
 load a batch page still goes after ``BATCH_MAX_WAIT_S``, so batch jobs advance by at least a page per interval.
+A running job's file and each of its pages also take the server's memory budget (``limits.PixelBudget``),
+at the job's priority: batch reservations are granted only when no interactive one waits.
 """
 
 from __future__ import annotations
