@@ -10,7 +10,7 @@ bottom, as its text. layout_parsing gives its table regions the same treatment (
 from __future__ import annotations
 
 import html
-from typing import Any, Dict, Iterator, List, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence
 
 import numpy as np
 from pydantic import Field
@@ -86,8 +86,14 @@ def recognise_table(
     x1, y1 = max(0, int(box[0]) - CROP_MARGIN), max(0, int(box[1]) - CROP_MARGIN)
     x2, y2 = min(w, int(np.ceil(box[2])) + CROP_MARGIN), min(h, int(np.ceil(box[3])) + CROP_MARGIN)
     result = structurer.predict_image(image[y1:y2, x1:x2], structurer.params)
-    offset = np.array([x1, y1, x1, y1], dtype=np.float64)
-    cells = np.asarray(result["bbox"], dtype=np.float64).reshape(-1, 4) + offset
+    return fill_table(result, (x1, y1), line_boxes, line_texts)
+
+
+def fill_table(structure: Mapping[str, Any], origin: Sequence[float], line_boxes: np.ndarray, line_texts: Sequence[str]) -> Dict[str, Any]:
+    """SLANet's ``structure`` of an image whose top-left is ``origin`` in the lines' pixels, and the OCR lines
+    of the table → ``pred_html`` (each cell with its lines), ``cell_box_list`` and ``table_ocr_pred``."""
+    offset = np.array([*origin, *origin], dtype=np.float64)
+    cells = np.asarray(structure["bbox"], dtype=np.float64).reshape(-1, 4) + offset
     line_boxes = np.asarray(line_boxes, dtype=np.float64).reshape(-1, 4)
     owner = assign_to_cells(cells, line_boxes)
     texts = []
@@ -96,7 +102,7 @@ def recognise_table(
         texts.append(html.escape(join_lines([line_texts[i] for i in mine])))
     return {
         "cell_box_list": cells.round(2).tolist(),
-        "pred_html": fill_structure(result["structure"], texts),
+        "pred_html": fill_structure(structure["structure"], texts),
         "table_ocr_pred": {"rec_texts": list(line_texts), "rec_boxes": line_boxes.tolist()},
     }
 
