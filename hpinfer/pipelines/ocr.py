@@ -142,6 +142,9 @@ class _DetectedPage:
     crops: List[np.ndarray]
 
 
+# How PaddleX 3.7.2 runs the line classifier: each crop stretched to the input in RGB, turned on any "180".
+_PADDLEX_CLS = {"resize": "stretch", "threshold": 0.0, "channel_order": "rgb", "long_lines": "squeeze"}
+
 OCR_MODULES = ("TextDetection", "TextLineOrientation", "TextRecognition")  # what pipelines built on OCR pass on
 
 
@@ -295,7 +298,7 @@ class OCRPipeline(PipelineBase):
         paddlex = opts.profile == "paddlex"
         if opts.use_textline_orientation:
             with self.textline_cls.timer.stage("call"):
-                cls_params = self.textline_cls.with_overrides({"resize": "stretch", "threshold": 0.0, "channel_order": "rgb"} if paddlex else {})
+                cls_params = self.textline_cls.with_overrides(_PADDLEX_CLS if paddlex else {})
                 crops, angles = self.textline_cls.upright(crops, cls_params)
         with self.text_rec.timer.stage("call"):
             rec_params = self.text_rec.with_overrides({"resize": "paddlex"} if paddlex else {})
