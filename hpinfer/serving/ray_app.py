@@ -137,7 +137,10 @@ def started(settings: Any, options: EngineOptions) -> Iterator[RemotePipeline]:
         lost = (errors.RayActorError, errors.ActorUnavailableError, errors.OutOfMemoryError, errors.WorkerCrashedError,
                 errors.NodeDiedError)
 
-        call = handle.batched_call if options.batching else handle.call
+        # By value: the call and its answer travel over gRPC straight to the replica, not through Ray's object
+        # store (pages over 100 KB would go through plasma); plain pickle, as every argument and answer is data.
+        call = (handle.batched_call if options.batching else handle.call).options(
+            _by_reference=False, request_serialization="pickle", response_serialization="pickle")
 
         def send(method: str, images: List[np.ndarray], call_options: Dict[str, Any]) -> Any:
             try:

@@ -12,9 +12,9 @@ all their pages), whose pages then share one pipeline call; off, it waits for no
 would be pure latency: the front-end has batched already) and only merges requests that queued while
 every instance was busy.
 
-Tensors: pages go as raw pixels, one row per page, padded to the longest (``uint8`` only: PyTriton 0.7
-mangles BYTES tensors and needs numpy < 2, see ``check_environment``); the answer comes back pickled,
-split over the request's rows.
+Tensors: pages go as raw pixels, one row per page, padded to the longest, written into a shared-memory
+region that Triton reads (``_Pages``; ``uint8`` only: PyTriton 0.7 mangles BYTES tensors and needs
+numpy < 2, see ``check_environment``); the answer comes back pickled, split over the request's rows.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ log = logging.getLogger("hpinfer.serving")
 RESTART_ATTEMPTS = 3
 READY_TIMEOUT_S = 60.0
 RESTART_COOLDOWN_S = 5.0  # calls that failed before a restart finished don't start another
+SHM_MIN_BYTES = 4 << 20  # a front-end thread's shared-memory region for pages, grown when a batch needs more
 MODEL = "hpinfer"
 INSTALL_HINT = ("make a venv with Debian's /usr/bin/python3.11 (apt-get install python3.11-venv) and install "
                 "hpinfer there with scripts/install.sh --triton")
@@ -102,9 +103,99 @@ def _infer_function(replica: Replica) -> Callable[[List[Any]], List[Dict[str, np
     return infer
 
 
-def _client_send(grpc_port: int, timeout_s: float, repair: Callable[[], None]) -> Callable[[str, List[np.ndarray], Dict[str, Any]], Answer]:
-    """The front-end's side: a batch of pages → one Triton request (a gRPC client per batcher thread).
-    ``repair`` is called when an instance's stub process is found dead."""
+class _Pages:
+    """Where the front-end writes a batch's pixels for Triton to read: one system shared-memory region per
+    front-end thread (reused, grown when a batch needs more), registered with Triton. In the gRPC request
+    itself they cost a copy into and out of the message plus the transfer: measured on loopback with a
+    no-op model, 1.36 MB of pixels added 2.3 ms that way, 0.45 ms through shared memory. A batch whose
+    region /dev/shm has no room for goes in the request, as before. Registrations die with Triton, so a
+    region is registered again after a restart (``_Triton.generation``)."""
+
+    def __init__(self, server: "_Triton"):
+        self.server = server
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._regions: List[Any] = []
+
+    def write(self, client: Any, images: List[np.ndarray]) -> Any:
+        """The batch's pixels as the "image" input, in this thread's region if it has room."""
+        import tritonclient.grpc as grpcclient
+
+        shape = [len(images), max(image.size for image in images)]
+        tensor = grpcclient.InferInput("image", shape, "UINT8")
+        region = self._region(client, shape[0] * shape[1])
+        if region is None:
+            tensor.set_data_from_numpy(_rows(images))
+            return tensor
+        rows = np.ndarray(shape, np.uint8, buffer=region.map)
+        for row, image in zip(rows, images):
+            row[:image.size] = image.reshape(-1)  # the padding is never read
+        del rows
+        tensor.set_shared_memory(region.name, shape[0] * shape[1])
+        return tensor
+
+    def _region(self, client: Any, nbytes: int) -> Any:
+        region = getattr(self._local, "region", None)
+        generation, token = self.server.generation, self.server.triton.get_access_token()
+        headers = {"triton-grpc-protocol-triton-access-token": token} if token else None
+        if region is not None and region.size < nbytes:
+            with contextlib.suppress(Exception):
+                client.unregister_system_shared_memory(region.name, headers=headers)
+            self._drop(region)
+            region = self._local.region = None
+        if region is None:
+            try:
+                region = self._local.region = _Region(max(nbytes, SHM_MIN_BYTES))
+            except OSError as err:
+                log.info("triton: pages go in the request (no shared memory for %d bytes: %s)", nbytes, err)
+                return None
+            with self._lock:
+                self._regions.append(region)
+        if region.generation != generation:
+            client.register_system_shared_memory(region.name, region.key, region.size, headers=headers)
+            region.generation = generation
+        return region
+
+    def _drop(self, region: "_Region") -> None:
+        with self._lock:
+            self._regions.remove(region)
+        region.close()
+
+    def close(self) -> None:
+        with self._lock:
+            regions, self._regions = self._regions, []
+        for region in regions:
+            region.close()
+
+
+class _Region:
+    """A file in /dev/shm, its space reserved up front (a full tmpfs is an OSError here, not a SIGBUS later)."""
+
+    def __init__(self, size: int):
+        import mmap
+        import uuid
+
+        self.name, self.size, self.generation = f"hpinfer-{os.getpid()}-{uuid.uuid4().hex[:12]}", size, -1
+        self.key = "/" + self.name
+        fd = os.open("/dev/shm" + self.key, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+        try:
+            os.posix_fallocate(fd, 0, size)
+            self.map = mmap.mmap(fd, size)
+        except OSError:
+            os.unlink("/dev/shm" + self.key)
+            raise
+        finally:
+            os.close(fd)
+
+    def close(self) -> None:
+        self.map.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink("/dev/shm" + self.key)
+
+
+def _client_send(server: "_Triton", timeout_s: float, pages: _Pages) -> Callable[[str, List[np.ndarray], Dict[str, Any]], Answer]:
+    """The front-end's side: a batch of pages → one Triton request (a gRPC client per batcher thread, the
+    pixels in its shared-memory region). An instance's stub process found dead gets Triton restarted."""
     import tritonclient.grpc as grpcclient
     from tritonclient.utils import InferenceServerException
 
@@ -113,24 +204,23 @@ def _client_send(grpc_port: int, timeout_s: float, repair: Callable[[], None]) -
     def send(method: str, images: List[np.ndarray], options: Dict[str, Any]) -> Answer:
         if not hasattr(local, "client"):
             local.client = grpcclient.InferenceServerClient(
-                f"127.0.0.1:{grpc_port}",
+                f"127.0.0.1:{server.ports[1]}",
                 # Reconnect at once after a Triton restart (gRPC's default backoff grows to minutes).
                 channel_args=[("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1),
                               ("grpc.initial_reconnect_backoff_ms", 100), ("grpc.min_reconnect_backoff_ms", 100),
                               ("grpc.max_reconnect_backoff_ms", 1000)])
-        pixels = _rows(images)
         shapes = np.array([image.shape + (0,) * (3 - image.ndim) for image in images], np.int64)
         calls, call_lengths = pack([json.dumps([method, options]).encode()] * len(images))
-        inputs = []
-        for name, array in (("image", pixels), ("shape", shapes), ("call", calls), ("call_length", call_lengths)):
-            tensor = grpcclient.InferInput(name, list(array.shape), "UINT8" if array.dtype == np.uint8 else "INT64")
-            tensor.set_data_from_numpy(array)
-            inputs.append(tensor)
         try:
+            inputs = [pages.write(local.client, images)]
+            for name, array in (("shape", shapes), ("call", calls), ("call_length", call_lengths)):
+                tensor = grpcclient.InferInput(name, list(array.shape), "UINT8" if array.dtype == np.uint8 else "INT64")
+                tensor.set_data_from_numpy(array)
+                inputs.append(tensor)
             result = local.client.infer(MODEL, inputs, client_timeout=timeout_s)
         except InferenceServerException as err:
             if err.status() == "StatusCode.INTERNAL":  # a dead stub, or PyTriton's channel broken with it
-                repair()
+                server.repair()
             raise InstanceFailed(str(err)) from None
         return pickle.loads(b"".join(unpack(result.as_numpy("result"), result.as_numpy("result_length"))))
 
@@ -164,6 +254,7 @@ class _Triton:
         self._busy = threading.Lock()
         self._restarted_at = 0.0
         self._wanted = threading.Event()
+        self.generation = 0  # one more at each (re)start: what was registered with the Triton before is gone
         self._start()
         # PyTriton starts tritonserver with PR_SET_PDEATHSIG, which fires when the starting *thread* ends: so
         # restarts run in this thread, which lives as long as the server.
@@ -193,6 +284,7 @@ class _Triton:
         )
         self.triton.run()
         self._wait_ready(http_port)
+        self.generation += 1
         log.info("triton: model %s with %d instance(s); Triton's HTTP :%d, gRPC :%d, metrics :%d",
                  MODEL, len(self.replicas), http_port, grpc_port, metrics_port)
 
@@ -249,8 +341,11 @@ def started(settings: Any, options: EngineOptions) -> Iterator[RemotePipeline]:
     try:
         server = _Triton(replicas, settings, options.triton_ports, bool(options.batching))
         try:
-            send = _client_send(server.ports[1], settings.request_timeout_s, server.repair)
-            yield RemotePipeline(replicas[0].describe(), send)
+            pages = _Pages(server)
+            try:
+                yield RemotePipeline(replicas[0].describe(), _client_send(server, settings.request_timeout_s, pages))
+            finally:
+                pages.close()
         finally:
             server.stop()
     finally:
