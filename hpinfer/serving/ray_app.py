@@ -116,6 +116,7 @@ def started(settings: Any, options: EngineOptions) -> Iterator[RemotePipeline]:
         # A cluster on this machine: Ray's switch for keeping it on loopback (named for macOS and Windows),
         # read when ray is imported.
         os.environ.setdefault(LOOPBACK_ENV, "0")
+    import grpc
     import ray
     from ray import serve
 
@@ -135,7 +136,7 @@ def started(settings: Any, options: EngineOptions) -> Iterator[RemotePipeline]:
 
         errors = ray.exceptions  # the replica went away (died, OOM-killed, its node lost) before it answered
         lost = (errors.RayActorError, errors.ActorUnavailableError, errors.OutOfMemoryError, errors.WorkerCrashedError,
-                errors.NodeDiedError)
+                errors.NodeDiedError, grpc.RpcError)  # the last: by value, a call cut off in the middle
 
         # By value: the call and its answer travel over gRPC straight to the replica, not through Ray's object
         # store (pages over 100 KB would go through plasma); plain pickle, as every argument and answer is data.
