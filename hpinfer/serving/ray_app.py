@@ -31,6 +31,7 @@ from .remote import Answer, Call, EngineOptions, InstanceFailed, RemotePipeline,
 log = logging.getLogger("hpinfer.serving")
 STOP_TIMEOUT_S = 20.0
 LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+BY_VALUE_MAX_BYTES = 3 << 20  # pixels of a batch sent by value (below the replica's 4 MB gRPC message limit)
 
 
 def app_name(settings: Any) -> str:
@@ -138,13 +139,15 @@ def started(settings: Any, options: EngineOptions) -> Iterator[RemotePipeline]:
         lost = (errors.RayActorError, errors.ActorUnavailableError, errors.OutOfMemoryError, errors.WorkerCrashedError,
                 errors.NodeDiedError, grpc.RpcError)  # the last: by value, a call cut off in the middle
 
-        # By value: the call and its answer travel over gRPC straight to the replica, not through Ray's object
-        # store (pages over 100 KB would go through plasma); plain pickle, as every argument and answer is data.
-        call = (handle.batched_call if options.batching else handle.call).options(
-            _by_reference=False, request_serialization="pickle", response_serialization="pickle")
+        # Small batches by value: the call and its answer travel over gRPC straight to the replica, not through
+        # Ray's object store, where pages over 100 KB go (measured: ~4 ms less a call for a 1.36 MB page). Larger
+        # ones by reference: the replica's gRPC server takes 4 MB at most, and the store's copy costs less there.
+        by_reference = handle.batched_call if options.batching else handle.call
+        by_value = by_reference.options(_by_reference=False, request_serialization="pickle", response_serialization="pickle")
 
         def send(method: str, images: List[np.ndarray], call_options: Dict[str, Any]) -> Any:
             try:
+                call = by_value if sum(image.nbytes for image in images) <= BY_VALUE_MAX_BYTES else by_reference
                 return call.remote(method, images, call_options).result(timeout_s=settings.request_timeout_s)
             except lost as err:
                 raise InstanceFailed(f"{type(err).__name__}: {str(err).splitlines()[0]}") from None
