@@ -8,9 +8,9 @@ front-end sends each batch its batcher forms over gRPC on loopback, one request 
 
 The dynamic batcher: with instance batching on (``remote.batching_on``) it waits up to
 ``--max_batch_delay_ms`` for the requests of ``--inference_threads`` front-end threads (preferred batch:
-all their pages), whose pages then share one pipeline call; off, it waits for nothing (a queue delay
-would be pure latency: the front-end has batched already) and only merges requests that queued while
-every instance was busy.
+all their pages), whose pages then share one pipeline call; off, there is none (Triton's default
+scheduler: each request to a free instance; Triton counted ~0.7 ms queued a request with one), as the
+front-end has batched already.
 
 Tensors: pages go as raw pixels, one row per page, padded to the longest, written into a shared-memory
 region that Triton reads (``_Pages``; ``uint8`` only: PyTriton 0.7 mangles BYTES tensors and needs
@@ -273,8 +273,8 @@ class _Triton:
             most = settings.max_batch_size * settings.inference_threads
             batcher = DynamicBatcher(max_queue_delay_microseconds=int(settings.max_batch_delay_ms * 1000),
                                      preferred_batch_size=[most])
-        else:
-            most, batcher = settings.max_batch_size, DynamicBatcher(max_queue_delay_microseconds=0)
+        else:  # no dynamic batcher: Triton's default scheduler hands each request to a free instance, unqueued
+            most, batcher = settings.max_batch_size, None
         self.triton.bind(
             MODEL, infer_func=[_infer_function(replica) for replica in self.replicas],
             inputs=[Tensor(name="image", dtype=np.uint8, shape=(-1,)), Tensor(name="shape", dtype=np.int64, shape=(3,)),
