@@ -344,7 +344,7 @@ def build_configs(only: Optional[str], tuned_yaml: Optional[Path] = None) -> Lis
     if tuned_yaml is not None:
         extra = tuned(tuned_yaml)
         sets[extra.models].insert(0, lambda: extra)
-    return [factory() for models, factories in sets.items() if not only or only == models.split()[0] for factory in factories]
+    return [factory() for models, factories in sets.items() if not only or only in (models, models.split()[0]) for factory in factories]
 
 
 # ------------------------------------------------------------------------------------------- measuring
@@ -555,7 +555,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--iters", type=int, default=3, help="timed rounds (default 3); the median is reported")
     parser.add_argument("--images", type=Path, default=DEFAULT_IMAGES, help=f"image folder (default {DEFAULT_IMAGES})")
     parser.add_argument("--pages", type=int, default=3, help="synthetic full pages added to the images (default 3)")
-    parser.add_argument("--only", choices=["PP-OCRv4", "PP-OCRv6", "PaddleX-v4"], help="one model set only")
+    parser.add_argument("--only", choices=["PP-OCRv4", "PP-OCRv6", "PaddleX-v4", PX_ON, PX_OFF],
+                        help="one model set only (PaddleX-v4: classifier on and off; or one of them)")
     parser.add_argument("--json", type=Path, help="write every number (per round) here")
     parser.add_argument("--tuned", type=Path, help="also run this pipeline YAML from `hpinfer tune` (one of ours)")
     args = parser.parse_args(argv)

@@ -1,13 +1,14 @@
 """CER, WER and speed of each bundled OCR pipeline on the held-out set (heldout.py), to choose the defaults.
 
     python benchmarks/ocr_models.py [--pipelines OCR_PP-OCRv4_mobile,OCR_PP-OCRv5_mobile,...] [--page-step 3]
-                                    [--hpip] [--json out.json]
+                                    [--profiles rapidocr,paddlex] [--hpip] [--json out.json]
 
 Every pipeline reads every sample (fp32, its own bundled settings; the OpenVINO engine with ``--hpip``) after
 one warm-up image; samples are timed one by one and pipelines take turns sample by sample, so load on a shared
 machine hits them alike. Per pipeline and kind of sample: CER (order-free line matching, whitespace removed,
 heldout.line_errors), WER (words, spaces kept: the same matching, a line's pieces joined by a space), and
-images per second. The rule (RESULTS.md) picks the default from these numbers.
+images per second. The rule (RESULTS.md) picks the default from these numbers. A pipeline may be a YAML path
+(PaddleX's own included); ``--profiles`` runs each pipeline once per OCR profile (rapidocr, paddlex).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ def main() -> int:
     parser.add_argument("--page-step", type=int, default=1, help="every n-th page of the set only (pages are slow)")
     parser.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
                         help="a pipeline option for every pipeline, e.g. use_textline_orientation=False")
+    parser.add_argument("--profiles", help="comma-separated OCR profiles: each pipeline once per profile")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     import hpinfer
@@ -41,14 +43,19 @@ def main() -> int:
     samples = heldout.samples()
     pages = [s for s in samples if s.kind.startswith("page")]
     samples = pages[:: args.page_step] + [s for s in samples if not s.kind.startswith("page")]
-    names = args.pipelines.split(",")
     options: Dict[str, Any] = {}
     if args.hpip:
         options = {"use_hpip": True, "hpi_config": {"backend": "openvino", "backend_config": {"precision": "fp32"}}}
     for item in args.option:
         key, _, value = item.partition("=")
         options[key] = {"true": True, "false": False}.get(value.lower(), value)
-    pipes = {name: hpinfer.create_pipeline(name, **options) for name in names}
+    profiles = args.profiles.split(",") if args.profiles else [None]
+    pipes = {
+        name if profile is None else f"{name} (profile {profile})":
+            hpinfer.create_pipeline(name, **options, **({} if profile is None else {"profile": profile}))
+        for name in args.pipelines.split(",") for profile in profiles
+    }
+    names = list(pipes)
     for pipe in pipes.values():
         pipe.predict(samples[-1].image)  # warm-up
     totals: Dict[str, Dict[str, List[float]]] = {n: defaultdict(lambda: [0, 0, 0, 0, 0.0, 0]) for n in names}
@@ -66,7 +73,7 @@ def main() -> int:
                 row[0] += cerr; row[1] += chars; row[2] += werr; row[3] += words; row[4] += seconds; row[5] += 1
         print(f"{sample.name} done", file=sys.stderr, flush=True)
     report = {
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "load": os.getloadavg(), "hpip": args.hpip, "page_step": args.page_step, "options": args.option,
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "load": os.getloadavg(), "hpip": args.hpip, "page_step": args.page_step, "options": args.option, "profiles": profiles,
         "samples": len(samples), "versions": {"hpinfer": hpinfer.__version__},
         "results": {
             name: {kind: {"cer": round(r[0] / max(1, r[1]), 5), "wer": round(r[2] / max(1, r[3]), 4),
