@@ -12,6 +12,11 @@ pixels. Per image: whether the lines (texts, in order) are equal and the largest
 opencv-contrib-python; ours is 5.0): the script runs itself again with that venv's ``cv2`` package first on
 ``PYTHONPATH`` (linked, nothing installed), since the two versions' cubic ``warpPerspective`` crops differ by a few
 grey levels, which changes a few recognised characters. ``--opencv ours``: hpinfer's own OpenCV.
+
+With the line classifier on, the line angles are compared too, as they are and as PaddleX 3.7.2's pipeline turns
+them (``batch_verdicts``): its textline-orientation results each carry the whole batch's ``class_ids`` and the OCR
+pipeline reads the first, so every line of a batch of ``batch_size`` (6) gets the first line's verdict. hpinfer
+does not copy that: it turns lines its classifier finds upside down, as PaddleX's module does line by line.
 """
 
 from __future__ import annotations
@@ -45,6 +50,11 @@ def paddlex_yaml(dirs: Path, cls: bool, out: Path) -> Path:
         data["SubModules"][key].update(model_name=name, model_dir=str(dirs / name))
     out.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
     return out
+
+
+def batch_verdicts(angles, batch_size: int = 6):
+    """Each line's angle as PaddleX 3.7.2's OCR pipeline applies it: the first line's of its batch."""
+    return [angles[i - i % batch_size] for i in range(len(angles))]
 
 
 def paddlex_opencv(work: Path) -> Path:
@@ -105,8 +115,16 @@ def main(argv=None) -> int:
             rows.append({"image": name, "texts_equal": list(ours["rec_texts"]) == theirs["texts"], "lines": [len(our_boxes), len(theirs["boxes"])],
                          "max_box_diff_px": box_diff, "ours": list(ours["rec_texts"]), "paddlex": theirs["texts"],
                          "paddlex_boxes": theirs["boxes"]})
+            angles = ""
+            if args.cls == "on":  # ours: 0 or 180; PaddleX: 0 or 1
+                ours_angles = [a // 180 for a in ours["textline_orientation_angles"]]
+                rows[-1].update(angles_ours=ours_angles, angles_paddlex=theirs["angles"],
+                                angles_equal=ours_angles == theirs["angles"],
+                                angles_equal_as_paddlex_batches=batch_verdicts(ours_angles) == theirs["angles"])
+                angles = (f"  angles {'equal' if rows[-1]['angles_equal'] else 'DIFFER'}"
+                          f" ({'equal' if rows[-1]['angles_equal_as_paddlex_batches'] else 'differ'} as PaddleX batches them)")
             print(f"{name:22s} texts {'equal' if rows[-1]['texts_equal'] else 'DIFFER'}  lines ours/paddlex {len(our_boxes)}/{len(theirs['boxes'])}  "
-                  f"max box diff {box_diff} px")
+                  f"max box diff {box_diff} px{angles}")
         worker.stdin.close()
         worker.wait(timeout=60)
         pipeline.close()
