@@ -574,6 +574,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--pages", type=int, default=3, help="synthetic full pages added to the images (default 3)")
     parser.add_argument("--only", choices=["PP-OCRv4", "PP-OCRv6", "PaddleX-v4", PX_ON, PX_OFF],
                         help="one model set only (PaddleX-v4: classifier on and off; or one of them)")
+    parser.add_argument("--configs", help="comma-separated parts of configuration names: only those that contain one")
     parser.add_argument("--json", type=Path, help="write every number (per round) here")
     parser.add_argument("--tuned", type=Path, help="also run this pipeline YAML from `hpinfer tune` (one of ours)")
     args = parser.parse_args(argv)
@@ -589,6 +590,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         images = load_inputs(args.images, args.pages, Path(workdir))
         PaddleXWorker.inputs, PaddleXWorker.workdir = images, Path(workdir)
         configs = build_configs(args.only, args.tuned)
+        if args.configs:
+            configs = [c for c in configs if any(part in c.name for part in args.configs.split(","))]
         start = time.strftime("%Y-%m-%d %H:%M:%S %Z")
         loads = measure(configs, images, args.iters)
     rows = pairs(configs)
