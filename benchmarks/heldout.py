@@ -79,6 +79,7 @@ class Sample:
     image: np.ndarray  # BGR
     lines: List[Line]
     paragraphs: List[str] = field(default_factory=list)  # pages: heading first, in reading order
+    angle: float = 0.0  # rotated: degrees the drawn text was turned by (180, or a few either way)
 
     def truth(self) -> Dict[str, Any]:
         return {"name": self.name, "kind": self.kind, "lang": self.lang, "paragraphs": self.paragraphs,
@@ -265,7 +266,7 @@ def rotated(rng: random.Random, name: str) -> Sample:
         x1, y1, x2, y2 = line.box
         corners = np.array([[x1, y1, 1], [x2, y1, 1], [x2, y2, 1], [x1, y2, 1]], np.float64) @ matrix.T
         line.box = (int(corners[:, 0].min()), int(corners[:, 1].min()), int(corners[:, 0].max()), int(corners[:, 1].max()))
-    return Sample(name, "rotated", "en", array, lines)
+    return Sample(name, "rotated", "en", array, lines, angle=angle)
 
 
 def page_specs() -> List[Dict[str, Any]]:
@@ -342,17 +343,17 @@ def wer(reference: str, hypothesis: str) -> float:
 
 
 def match_lines(lines: Sequence[Dict[str, Any]], texts: Sequence[str], boxes: Iterable[Sequence[float]]) -> Tuple[List[List[str]], List[str]]:
-    """OCR lines (``texts`` with ``boxes`` x1 y1 x2 y2) to the truth ``lines`` their box centre falls in: the texts
-    on each truth line, left to right, and the texts on none."""
+    """OCR lines (``texts`` with ``boxes`` x1 y1 x2 y2) to the truth ``lines`` their box centre falls in (the one
+    whose centre line is nearest where boxes overlap, as a skewed sample's do): the texts on each truth line, left
+    to right, and the texts on none."""
     pieces: List[List[Tuple[float, str]]] = [[] for _ in lines]
     stray: List[str] = []
     for text, (x1, y1, x2, y2) in zip(texts, boxes):
         cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
-        for i, line in enumerate(lines):
-            lx1, ly1, lx2, ly2 = line["box"]
-            if lx1 - 4 <= cx <= lx2 + 4 and ly1 - 4 <= cy <= ly2 + 4:
-                pieces[i].append((x1, text))
-                break
+        holding = [(abs(cy - (line["box"][1] + line["box"][3]) / 2), i) for i, line in enumerate(lines)
+                   if line["box"][0] - 4 <= cx <= line["box"][2] + 4 and line["box"][1] - 4 <= cy <= line["box"][3] + 4]
+        if holding:
+            pieces[min(holding)[1]].append((x1, text))
         else:
             stray.append(text)
     return [[t for _, t in sorted(got)] for got in pieces], stray

@@ -28,7 +28,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Tuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import heldout  # noqa: E402
@@ -54,27 +54,35 @@ def documents() -> Dict[str, List[heldout.Sample]]:
     }
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def compared_pipelines(description: str) -> Tuple[argparse.Namespace, Any, Any]:
+    """The command line (--layout, --ocr, --json) and the two pipelines it names; the OCR pipeline without the
+    line orientation classifier, as layout_parsing runs it."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--layout", default="layout_parsing")
     parser.add_argument("--ocr", default="OCR_PP-OCRv5_mobile")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     import hpinfer
 
-    layout = hpinfer.create_pipeline(args.layout)
-    ocr = hpinfer.create_pipeline(args.ocr, use_textline_orientation=False)
+    return args, hpinfer.create_pipeline(args.layout), hpinfer.create_pipeline(args.ocr, use_textline_orientation=False)
+
+
+def timed(pipeline: Any, pdf: Path) -> Tuple[List[Any], float]:
+    """The pipeline's results for every page of ``pdf``, and the seconds they took."""
+    start = time.perf_counter()
+    results = pipeline.predict(str(pdf))
+    return results, time.perf_counter() - start
+
+
+def main() -> int:
+    args, layout, ocr = compared_pipelines(__doc__.splitlines()[0])
     report: Dict[str, Any] = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "load": os.getloadavg(),
                               "layout": args.layout, "ocr": args.ocr, "documents": {}}
     with tempfile.TemporaryDirectory() as tmp:
         for name, pages in documents().items():
             pdf = heldout.write_pdf(Path(tmp) / f"{name}.pdf", [p.image for p in pages])
-            start = time.perf_counter()
-            results = layout.predict(str(pdf))
-            layout_s = time.perf_counter() - start
-            start = time.perf_counter()
-            plain = ocr.predict(str(pdf))
-            ocr_s = time.perf_counter() - start
+            results, layout_s = timed(layout, pdf)
+            plain, ocr_s = timed(ocr, pdf)
             found, truth, ocr_errors, ocr_chars, paragraphs_found, paragraphs_true = [], [], 0, 0, 0, 0
             for sample, res, flat in zip(pages, results, plain):
                 paras = [p for b in res["blocks"] if b["label"] not in IMAGE_LABELS for p in b["text"].split("\n") if p.strip()]

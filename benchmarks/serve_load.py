@@ -278,22 +278,31 @@ def hostile_requests(images_dir: Path) -> List[Tuple[str, Dict[str, Any]]]:
 
 def soak(pipeline: str, endpoint: str, images_dir: Path, seconds: float, concurrency: int = 16,
          mixed: bool = False) -> Dict[str, Any]:
-    """Concurrency 16 for ``seconds``: statuses, and RSS growth after the first sixth (warm-up, at least 30 s).
-    ``mixed``: every other request is one of ``hostile_requests``. Growth: the median RSS of the last tenth of the
-    samples against that of the first tenth after warm-up (single requests make RSS spike: a median shows a
-    trend, the max a spike), the max against the first tenth, and the least RSS of each minute."""
+    """Concurrency 16 for ``seconds`` after a warm-up: statuses, and RSS growth. ``mixed``: every other request is
+    one of ``hostile_requests``. Warm-up (not measured): each kind of request of the mix sent ``concurrency``
+    times at once, the worst (the DoS image) first, so that the largest batches the mix can make have been
+    served. RSS is sampled every half second (a DoS request in flight lifts a few seconds of samples: with 5 s
+    samples one request moved a tenth's median by 300-500 MB). Growth: the median RSS of the last tenth of the
+    samples against that of the first tenth (single requests make RSS spike: a median shows a trend, the max a
+    spike), the same for the halves, the max against the first tenth, and the least RSS of each minute."""
     requests = [("valid", {"json": body}) for body in bodies(images_dir, IMAGES)]
     if mixed:
         hostile = hostile_requests(images_dir)
         requests = [r for pair in zip(requests * len(hostile), hostile * len(requests)) for r in pair]
-    warm_up = max(30.0, seconds / 6)
+    kinds = sorted({kind: request for kind, request in requests}.items(), key=lambda kv: not kv[0].startswith("dos"))
+    warm_up = [request for _, request in kinds] + [request for kind, request in requests if kind == "valid"][:len(IMAGES)]
     samples: List[Tuple[float, float]] = []
     with Server(pipeline) as server:
         async def run() -> Dict[str, Any]:
             statuses: Dict[str, Dict[str, int]] = {}
             done = 0
-            stop = time.monotonic() + seconds
             async with httpx.AsyncClient(timeout=600, limits=httpx.Limits(max_connections=concurrency)) as client:
+                started = time.monotonic()
+                for request in warm_up:
+                    await asyncio.gather(*(client.post(server.url + endpoint, **request) for _ in range(concurrency)))
+                warmed_s = time.monotonic() - started
+                print(f"warm-up: {len(warm_up)} x {concurrency} requests in {warmed_s:.0f} s", file=sys.stderr, flush=True)
+                stop = time.monotonic() + seconds
                 async def worker(w: int) -> None:
                     nonlocal done
                     i = w * 7  # each worker walks the whole list (a stride of 16 would keep it to one parity: all valid or all hostile)
@@ -313,24 +322,28 @@ def soak(pipeline: str, endpoint: str, images_dir: Path, seconds: float, concurr
                     start = time.monotonic()
                     while time.monotonic() < stop:
                         samples.append((time.monotonic() - start, server.rss_mb()))
-                        await asyncio.sleep(5)
+                        await asyncio.sleep(0.5)
 
                 await asyncio.gather(sampler(), *(worker(w) for w in range(concurrency)))
-            return {"requests": done, "statuses": statuses}
+            return {"requests": done, "statuses": statuses, "warm_up_s": round(warmed_s, 1)}
 
         outcome = asyncio.run(run())
-    after_warm = [rss for t, rss in samples if t >= warm_up]
+    after_warm = [rss for _, rss in samples]
     tenth = max(1, len(after_warm) // 10)
     first, last = statistics.median(after_warm[:tenth]), statistics.median(after_warm[-tenth:])
+    half = len(after_warm) // 2
     by_status = [(key, n) for counts in outcome["statuses"].values() for key, n in counts.items()]
     # Per-minute floor (the least RSS sampled in each minute): a leak raises it; single large requests don't.
     floors = [min((rss for t, rss in samples if m * 60 <= t < (m + 1) * 60), default=None) for m in range(int(seconds // 60))]
     return {
-        **outcome, "seconds": seconds, "concurrency": concurrency, "mixed": mixed, "warm_up_s": warm_up,
+        **outcome, "seconds": seconds, "concurrency": concurrency, "mixed": mixed,
+        "warm_up": f"each kind of request x {concurrency} at once, the DoS image first ({len(warm_up)} rounds)",
         "server_errors_5xx": sum(n for key, n in by_status if key.startswith("5")),
         "transport_errors": sum(n for key, n in by_status if not key.isdigit()),
         "rss_after_warm_up_mb": round(first, 1), "rss_end_mb": round(last, 1), "rss_max_after_mb": round(max(after_warm), 1),
-        "rss_growth_pct": round((last / first - 1) * 100, 2), "rss_spike_pct": round((max(after_warm) / first - 1) * 100, 2),
+        "rss_growth_pct": round((last / first - 1) * 100, 2),
+        "rss_growth_halves_pct": round((statistics.median(after_warm[half:]) / statistics.median(after_warm[:half]) - 1) * 100, 2),
+        "rss_spike_pct": round((max(after_warm) / first - 1) * 100, 2),
         "rss_floor_per_minute_mb": [None if f is None else round(f, 1) for f in floors],
         "rss_samples": [(round(t, 1), round(rss, 1)) for t, rss in samples],
     }

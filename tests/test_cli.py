@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from hpinfer.models import BUILT_IN
-from hpinfer.pipelines import bundled_pipelines
+from hpinfer.pipelines import bundled_pipelines, resolve_pipeline
 from hpinfer.runtime.engines.onnxruntime import OnnxRuntimeEngine
 
 SINGLE_LINE_TEXT = "在中国作家协会第三届儿童文学"
@@ -157,7 +157,8 @@ def test_pdf_page_range(three_page_pdf, tmp_path):
 def test_use_hpip_logs_the_openvino_choice(shared_images):
     proc = ok(run_cli("predict", "--pipeline", "OCR", "--input", shared_images / "single_line.jpg", "--use_hpip"))
     assert SINGLE_LINE_TEXT in proc.stdout
-    for model in ("PP-OCRv4_mobile_det", "PP-OCRv4_mobile_rec", "ch_ppocr_mobile_v2.0_cls"):
+    modules = resolve_pipeline("OCR").modules  # the bundled default's models, each with its engine logged
+    for model in (modules[key].model_name for key in ("TextDetection", "TextLineOrientation", "TextRecognition")):
         assert re.search(rf"^INFO hpinfer\.runtime: {re.escape(model)}: engine openvino on cpu \(rule cpu-default: ",
                          proc.stderr, re.MULTILINE), proc.stderr
 

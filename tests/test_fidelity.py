@@ -52,10 +52,10 @@ def _reference_v6(pixels):
 
 @pytest.fixture(scope="module")
 def reference(pixels):
-    return {"OCR": _reference_v4(pixels), "OCR_PP-OCRv6_small": _reference_v6(pixels)}
+    return {"OCR_PP-OCRv4_mobile": _reference_v4(pixels), "OCR_PP-OCRv6_small": _reference_v6(pixels)}
 
 
-@pytest.fixture(scope="module", params=[(p, e) for p in ("OCR", "OCR_PP-OCRv6_small") for e in ENGINES], ids=lambda x: f"{x[0]}-{x[1]}")
+@pytest.fixture(scope="module", params=[(p, e) for p in ("OCR_PP-OCRv4_mobile", "OCR_PP-OCRv6_small") for e in ENGINES], ids=lambda x: f"{x[0]}-{x[1]}")
 def ours(request, pixels):
     pipeline_name, engine = request.param
     pipe = hpinfer.create_pipeline(pipeline_name, use_hpip=True, hpi_config={"backend": engine})
@@ -74,7 +74,7 @@ def test_same_lines_as_reference(ours, reference):
     for name in IMAGES:
         ref_texts, ref_boxes = reference[pipeline_name][name]
         got_texts, got_boxes = results[name]["rec_texts"], np.asarray(results[name]["rec_polys"]).reshape(-1, 4, 2)
-        if pipeline_name != "OCR":
+        if pipeline_name != "OCR_PP-OCRv4_mobile":
             # rapidocr 3 groups lines with a different (vectorised) sort; PaddleOCR's order is ours.
             ref_pairs, got_pairs = _in_reading_order(ref_texts, ref_boxes), _in_reading_order(got_texts, got_boxes)
             ref_texts, ref_boxes = [t for t, _ in ref_pairs], np.array([b for _, b in ref_pairs]).reshape(-1, 4, 2)

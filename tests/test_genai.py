@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import cv2
 import httpx
@@ -32,6 +33,7 @@ from hpinfer.serving.genai.launchers import build_command, free_port
 from test_serving_support import b64, make_pdf, running
 
 openai = pytest.importorskip("openai")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))  # tables.py: rendered tables, TEDS
 
 MODEL = "PaddleOCR-VL-0.9B"
 SETTINGS = ServeSettings(pipeline="PaddleOCR-VL", max_pixels=2_000_000, max_body_mb=2, max_batch_size=16, inference_threads=1)
@@ -76,9 +78,6 @@ def test_openai_client_every_prompt_and_streaming(server, block, recogniser):
                 extra_body={"skip_special_tokens": True, "repetition_penalty": 1.0, "mm_processor_kwargs": {"min_pixels": 112896}},
             )
             assert ocr.choices[0].message.content == expected and "MovieShots" in expected
-            table = await client.chat.completions.create(model=name, messages=message(url, "Table Recognition:"), max_tokens=10)
-            assert table.choices[0].message.content == expected
-            assert "no table model" in table.model_extra["hpinfer_note"]
             stream = await client.chat.completions.create(model=name, messages=message(url, "OCR:"), stream=True)
             chunks = [chunk async for chunk in stream]
             assert "".join(c.choices[0].delta.content or "" for c in chunks) == expected
@@ -100,7 +99,45 @@ def test_doc_vlm_asks_one_question_about_the_whole_image(server, shared_images, 
         (table,) = vlm.predict(block, prompt_label="table")
     (only,) = result["parsing_res_list"]
     assert only["block_label"] == "ocr" and only["block_bbox"] == [0, 0, 709, 132] and "MovieShots" in only["block_content"]
-    assert table["parsing_res_list"][0]["block_content"] == only["block_content"]
+    answer = table["parsing_res_list"][0]["block_content"]
+    assert answer.startswith("<table>") and "MovieShots" in answer
+
+
+def test_tables_answer_html_scored_by_teds(server, recogniser, block):
+    """"Table Recognition:" → SLANet's structure filled with the block's OCR lines, as a <table>: rendered
+    tables (cropped as a layout box would) sent together with text blocks, scored with TEDS; the same answer
+    as the in-process recogniser gives for the decoded block."""
+    from tables import SAMPLES, render_table, teds, truth_html
+
+    chosen = [(rows, header, bordered) for name, header, rows in SAMPLES for bordered in (True, False)
+              if (name, bordered) in (("quarters", False), ("schedule", True))]
+    images = [render_table(rows, header, bordered)[25:-25, 25:-25] for rows, header, bordered in chosen]
+    urls = [data_url(image, "png") for image in images]
+
+    async def main():
+        async with openai.AsyncOpenAI(base_url=f"{server}/v1", api_key="null") as client:
+            asked = [(url, "Table Recognition:") for url in urls] + [(data_url(block), "OCR:")] * 2
+            answers = await asyncio.gather(*(
+                client.chat.completions.create(model=MODEL, messages=message(url, prompt)) for url, prompt in asked))
+        return [a.choices[0].message.content for a in answers]
+
+    answers = asyncio.run(main())
+    assert answers[:2] == [a.content for a in recogniser.recognise(images, ["Table Recognition:"] * 2)]
+    for (rows, header, _), answer in zip(chosen, answers):
+        assert answer.startswith("<table><thead><tr>") and answer.endswith("</tbody></table>")
+        assert teds(f"<html><body>{answer}</body></html>", truth_html(header, rows)) >= 0.9
+    assert "MovieShots" in answers[2]
+
+
+def test_otsl_answers_become_html():
+    """What the PaddleOCR-VL model answers for a table (OTSL) is shown as HTML, as PaddleX's pipeline does."""
+    from hpinfer.pipelines.paddleocr_vl import is_otsl, otsl_to_html
+
+    otsl = "<fcel>Region<fcel>2025<lcel><nl><ucel><fcel>H1<fcel>H2<nl><fcel>a&b<ecel><fcel>3<nl><fcel>short<nl>"
+    assert is_otsl(otsl) and not is_otsl("<table><tr><td>x</td></tr></table>") and not is_otsl("plain text")
+    assert otsl_to_html(otsl) == (
+        '<table><tr><td rowspan="2">Region</td><td colspan="2">2025</td></tr><tr><td>H1</td><td>H2</td></tr>'
+        "<tr><td>a&amp;b</td><td></td><td>3</td></tr><tr><td>short</td><td></td><td></td></tr></table>")
 
 
 def test_concurrent_blocks_share_engine_calls(server, block):
@@ -226,7 +263,7 @@ def test_pipeline_against_the_server_and_through_a_proxy(server, shared_images, 
     assert all("block_note" in b for b in equations_or_none)  # declined: "Formula Recognition:" is not served
     path = result.save_to_markdown(tmp_path)
     text = path.read_text(encoding="utf-8")
-    assert "## 1.3.2" in text and "![table](imgs/" in text and "![figure](imgs/" in text
+    assert "## 1.3.2" in text and "<table><thead>" in text and "![table](imgs/" not in text and "![figure](imgs/" in text
     assert result.save_to_json(tmp_path).exists()
 
 
@@ -374,5 +411,5 @@ def test_predict_command_works_out_of_the_box(tmp_path, shared_images):
     document = make_pdf([shared_images / PAGE], tmp_path / "doc.pdf")
     assert main(["predict", "--pipeline", "PaddleOCR-VL", "--input", str(document), "--save_path", str(tmp_path / "out")]) == 0
     markdown = (tmp_path / "out" / "doc_res.md").read_text(encoding="utf-8")
-    assert markdown.startswith("## 1.3.2") and "表格结构识别" in markdown and "![table](imgs/doc_res_1_" in markdown
+    assert markdown.startswith("## 1.3.2") and "表格结构识别" in markdown and "<table><thead>" in markdown
     assert [p.name for p in (tmp_path / "out").glob("*.json")] == ["doc_0_res.json"]

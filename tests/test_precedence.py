@@ -29,6 +29,9 @@ def ocr_yaml() -> Dict[str, Any]:
     return yaml.safe_load((BUNDLED_DIR / "OCR.yaml").read_text(encoding="utf-8"))
 
 
+DET, REC = (ocr_yaml()["SubModules"][key]["model_name"] for key in ("TextDetection", "TextRecognition"))
+
+
 def write_pipeline(
     tmp_path: Path,
     top: Optional[Dict[str, Any]] = None,
@@ -306,8 +309,8 @@ def test_create_pipeline_applies_api_and_sub_module_backends(tmp_path, shared_im
     assert result["rec_texts"] == [SINGLE_LINE_TEXT]
 
     logs = engine_records(caplog)
-    assert "engine onnxruntime on cpu (user override 'onnxruntime'" in logs["PP-OCRv4_mobile_det"]
-    assert "engine openvino on cpu (user override 'openvino'" in logs["PP-OCRv4_mobile_rec"]
+    assert "engine onnxruntime on cpu (user override 'onnxruntime'" in logs[DET]
+    assert "engine openvino on cpu (user override 'openvino'" in logs[REC]
 
 
 def test_sub_module_with_use_hpip_false_gets_standard_inference(tmp_path, caplog):
@@ -319,6 +322,6 @@ def test_sub_module_with_use_hpip_false_gets_standard_inference(tmp_path, caplog
         assert pipe.textline_cls is None
 
     logs = engine_records(caplog)
-    assert "engine onnxruntime on cpu (use_hpip is off: standard inference)" in logs["PP-OCRv4_mobile_det"]
-    assert "engine openvino on cpu (rule cpu-default: OpenVINO runs" in logs["PP-OCRv4_mobile_rec"]
+    assert "engine onnxruntime on cpu (use_hpip is off: standard inference)" in logs[DET]
+    assert "engine openvino on cpu (rule cpu-default: OpenVINO runs" in logs[REC]
     assert "ch_ppocr_mobile_v2.0_cls" not in logs  # switched off: never loaded

@@ -47,3 +47,19 @@ def test_every_python_block_of_the_readme_runs(index, tmp_path, monkeypatch):
     (tmp_path / "examples").symlink_to(ROOT / "examples")
     monkeypatch.chdir(tmp_path)
     exec(compile(blocks("python")[index], f"README.md python block {index}", "exec"), {"__name__": "readme"})
+
+
+def test_the_sample_output_is_what_command_1_prints(capsys, monkeypatch):
+    """The text block after "Command 1 prints" (scores aside: they may move in the last digit between CPUs)."""
+    from hpinfer.cli import main
+
+    monkeypatch.chdir(ROOT)
+    (shown,) = [body for lang, body in BLOCK.findall((ROOT / "README.md").read_text(encoding="utf-8")) if lang == "text"
+                and body.startswith("examples/paragraph_en.jpg")]
+    assert main(["predict", "--pipeline", "OCR", "--input", "examples/paragraph_en.jpg", "--use_hpip"]) == 0
+    printed = capsys.readouterr().out
+
+    def texts(output: str):
+        return [re.sub(r"^\s+\d\.\d+\s+", "", line) for line in output.strip().splitlines()]
+
+    assert texts(printed) == texts(shown)

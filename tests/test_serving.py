@@ -192,7 +192,7 @@ def test_two_batches_in_flight_give_the_same_results(pipeline, files, expected):
         assert answer["result"]["ocrResults"][0]["prunedResult"]["rec_texts"] == expected[name]
 
 
-def test_metrics_and_log_id_in_access_log(server, files, caplog):
+def test_metrics_and_log_id_in_access_log(server, pipeline, files, caplog):
     url, _ = server
     caplog.set_level(logging.INFO, logger="hpinfer.serving")
     log_id = ocr(url, file=b64((files / "page.png").read_bytes()), visualize=False).json()["logId"]
@@ -203,7 +203,7 @@ def test_metrics_and_log_id_in_access_log(server, files, caplog):
     for needle in (
         'hpinfer_requests_total{endpoint="/ocr",status="200"}', 'hpinfer_requests_total{endpoint="/ocr",status="422"}',
         "hpinfer_request_duration_seconds_bucket", "hpinfer_queue_depth", "hpinfer_requests_in_flight",
-        "hpinfer_batch_size_count", 'hpinfer_stage_seconds_total{module="PP-OCRv4_mobile_rec",stage="infer"}',
+        "hpinfer_batch_size_count", f'hpinfer_stage_seconds_total{{module="{pipeline.text_rec.name}",stage="infer"}}',
         'hpinfer_stage_seconds_total{module="pipeline",stage="crop"}',
     ):
         assert needle in text, needle

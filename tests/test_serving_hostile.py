@@ -11,6 +11,7 @@ import base64
 import io
 import ipaddress
 import json
+import re
 import signal
 import socket
 import threading
@@ -25,7 +26,7 @@ from hpinfer.errors import InputError
 from hpinfer.serving.adapters import ADAPTERS
 from hpinfer.serving.batching import Waiting, next_batch
 from hpinfer.serving.cli import main as serving_main
-from hpinfer.serving.limits import PixelBudget
+from hpinfer.serving.limits import BATCH, BODY_COPIES, INTERACTIVE, Overloaded, PixelBudget, bytes_cost, page_cost
 from hpinfer.serving.schemas import LayoutParsingRequest, OCRRequest
 from hpinfer.serving.security import refusal
 
@@ -45,6 +46,11 @@ def big_pdf(pages: int = DOS_PDF_PAGES) -> bytes:
 def _status(pid: int, key: str) -> int:
     with open(f"/proc/{pid}/status") as status:
         return next(int(line.split()[1]) * 1024 for line in status if line.startswith(key + ":"))
+
+
+def _budget_used(url: str) -> float:
+    metrics = httpx.get(f"{url}/metrics").text
+    return float(re.search(r"^hpinfer_budget_used_pixels (\S+)$", metrics, re.M).group(1))
 
 
 def _idle(url: str) -> bool:
@@ -126,6 +132,33 @@ def test_pixel_budget_queues_in_order_and_lets_one_large_page_run_alone():
             await cancelled
         budget.release(small)
         assert budget.used == 0
+
+    asyncio.run(main())
+
+
+def test_budget_puts_interactive_first_lets_an_owner_run_alone_and_gives_up_after_the_wait():
+    async def main():
+        budget = PixelBudget(100)
+        body = await budget.acquire(30, owner="a")
+        page = await budget.acquire(500, timeout=0, owner="a")  # all that is held is a's: a's page runs alone
+        assert page == 100 and budget.used == 130
+        order = []
+
+        async def wait(name, priority):
+            reserved = await budget.acquire(60, priority=priority)
+            order.append(name)
+            budget.release(reserved)
+
+        waiting = [asyncio.create_task(wait("batch", BATCH))]
+        await asyncio.sleep(0.01)
+        waiting.append(asyncio.create_task(wait("interactive", INTERACTIVE)))
+        await asyncio.sleep(0.01)
+        with pytest.raises(Overloaded, match="within 0.05 s \\(--max_queue_wait_s\\)"):
+            await budget.acquire(10, timeout=0.05, owner="b")  # behind the interactive one, and no room
+        budget.release(page, "a")
+        budget.release(body, "a")
+        await asyncio.gather(*waiting)
+        assert order == ["interactive", "batch"] and budget.used == 0  # batch waited though it came first
 
     asyncio.run(main())
 
@@ -244,6 +277,44 @@ def test_client_carries_on_and_names_timeouts(server, shared_images, tmp_path, c
         code = serving_main(["client", "--url", f"{other}/ocr", "--input", str(shared_images / "tiny.png")])
     err = capsys.readouterr().err
     assert code == 2 and "not an hpinfer/PaddleX answer (text/html" in err and "<" not in err
+
+
+def test_budget_counts_bodies_files_and_job_pages_and_answers_503_past_the_queue_wait(shared_images, tmp_path):
+    """Parts 2-4 of the budget against a server with a small one: a request's body (BODY_COPIES times) and its
+    decoded file are counted with its page; a request that can't get budget within --max_queue_wait_s gets a
+    JSON 503 with Retry-After; a job's pages take budget from the same count; all of it comes back."""
+    capacity = 4_000_000  # the DoS image's page (3.07 M with its 4000 px detector input) and its body fit
+    with serve_process("--pipeline", "OCR", "--no_visualize", "--max_inflight_pixels", str(capacity),
+                       "--max_queue_wait_s", "0.5", "--jobs_dir", str(tmp_path / "jobs")) as (process, url, log):
+        image = (shared_images / "paragraph_en.jpg").read_bytes()  # 709x132
+        padded = b64(image) + "\n" * 2_000_000  # line breaks are tolerated in base64: a 4 MB body, a 40 KB file
+        body = json.dumps({"file": padded, "textDetLimitSideLen": 4096, "textDetLimitType": "min"}).encode()
+        expected = bytes_cost(len(body), BODY_COPIES) + bytes_cost(len(image)) + page_cost(132, 709, 4000)
+        answers: list = []
+        slow = threading.Thread(target=lambda: answers.append(httpx.post(
+            f"{url}/ocr", content=body, headers={"Content-Type": "application/json"}, timeout=300)))
+        slow.start()
+        seen = [0.0]
+        wait_until(lambda: seen.append(_budget_used(url)) or seen[-1] >= expected, 60, "the page to be admitted")
+        refused = httpx.post(f"{url}/ocr", json={"file": b64((shared_images / "tiny.png").read_bytes())}, timeout=30)
+        assert refused.status_code == 503 and refused.headers["Retry-After"], refused.text
+        assert refused.json()["logId"] and refused.json()["errorCode"] == 503
+        assert "--max_queue_wait_s" in refused.json()["errorMsg"]
+        while slow.is_alive():
+            seen.append(_budget_used(url))
+            slow.join(0.05)
+        assert answers[0].status_code == 200 and answers[0].json()["result"]["clamps"]
+        assert expected <= max(seen) <= expected + capacity, (expected, max(seen))  # + the next page's guess
+        assert _budget_used(url) == 0
+
+        submitted = httpx.post(f"{url}/jobs", json={"file": b64(blank_pdf(3, 600))}, timeout=30)
+        assert submitted.status_code == 202, submitted.text
+        job = submitted.json()["result"]["jobId"]
+        seen = [0.0]
+        wait_until(lambda: seen.append(_budget_used(url)) or httpx.get(f"{url}/jobs/{job}").json()["result"]["status"] == "done",
+                   120, "the job to finish")
+        assert max(seen) >= capacity  # its pages (1200 px, 17 M with the detector input at the cap) were counted
+        assert _budget_used(url) == 0
 
 
 # ---- shutdown: a server per case ----

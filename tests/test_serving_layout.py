@@ -88,7 +88,7 @@ def test_two_page_pdf(layout, page, shared_images, tmp_path):
 
 @pytest.mark.parametrize("body, fragment", [
     ({"file": "@@@"}, "neither an http(s) URL nor valid base64"),
-    ({"file": b64(b"x"), "useSealRecognition": True}, "useSealRecognition: not supported"),
+    ({"file": b64(b"x"), "sealRecScoreThresh": 0.5}, "sealRecScoreThresh: not supported"),
     ({"file": b64(b"x"), "layoutNms": False}, "layoutNms: not supported"),
     ({"file": b64(b"x"), "layoutThreshold": {"0": 0.5}}, "layoutThreshold"),
     ({"file": b64(b"x"), "useTextlineOrientation": True}, "without the TextLineOrientation model"),

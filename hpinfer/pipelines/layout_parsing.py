@@ -10,7 +10,14 @@ line (paragraphs.py groups its lines by their geometry), ``score`` is None for a
 as complete as the OCR pipeline's. Tables, figures and equations keep their lines' text in the JSON, and
 Markdown shows them as cropped images; with SubModules.TableStructureRecognition, a table block also gets
 ``html`` (its structure with each cell's text, table_recognition.py) and ``cell_box_list``, and Markdown
-shows that HTML.
+shows that HTML. A region of another label (CDLA calls most bordered tables "equation") whose crop shows a
+ruled grid with text in its cells (``ruled_table``) is a table.
+
+Seals (CDLA has no seal class): ringed blobs of red or blue ink (seal_locator.py) in which the seal text
+detector (SubModules.SealTextDetection) finds text are read as seal_recognition reads a seal, with the OCR
+pipeline's recogniser, and become ``seal`` blocks (``text``: one seal line per line, ``seal_res``: its
+polygons on the page, texts and scores); their ink is erased from the page the layout model and the OCR
+see, so the seal's text does not come back as garbled body text (``use_seal_recognition``).
 
 PDFs and directories stream page by page. With ``use_queues`` (default) reading/rendering, the layout
 stage (with text detection) and the recognition stage run in three threads joined by bounded queues
@@ -35,6 +42,7 @@ from ..io.inputs import PageRange
 from ..io.pages import OnError, Page, readable_pages
 from ..models.base import Predictor
 from ..results import Result
+from ..models.text_detection import TextDetector
 from ..tasks import layout_detection, table_structure
 from ..tasks.base import Params, validate_params
 from ..visualize import draw_polygons
@@ -45,14 +53,19 @@ from .markdown import MarkdownDocument
 from .ocr import OCR_MODULES, OCRPipeline, split_ocr_options
 from .paragraphs import box_of, join_lines, paragraphs
 from .reading_order import reading_order
+from .seal_locator import SealCandidate, erase, find_seals, isolate
+from .seal_recognition import SealOptions, detect_seal_text, read_seal
 from .stages import Outcome, run_stages
-from .table_recognition import TABLE_LABEL, recognise_table
+from .table_recognition import TABLE_LABEL, recognise_table, ruled_cells
 from .sub_modules import PipelineBase, create_sub_module
 
 log = logging.getLogger("hpinfer")
 
 PARAGRAPH_LABELS = frozenset({"text", "reference"})  # regions of running text, cut into paragraphs
 TITLE_SIZE = 1.3  # a lone line this many times the page's usual line height is a title
+MIN_TABLE_SIDE = 40  # pixels: a smaller region is no ruled table
+SEAL_LABEL = "seal"  # PaddleX's layout label for seals
+SEAL_OPTIONS = SealOptions()  # the seal detector's own settings, every line kept (seal_recognition's defaults)
 
 
 class LayoutParsingOptions(Params):
@@ -69,6 +82,9 @@ class LayoutParsingOptions(Params):
     # Table regions as HTML with their text (SubModules.TableStructureRecognition, loaded when this is on at
     # creation); off, or without that entry, they stay pictures in Markdown.
     use_table_recognition: bool = True
+    # Seals as seal blocks with their text (SubModules.SealTextDetection, loaded when this is on at creation),
+    # their ink kept out of the page's text; off, a seal is whatever the layout model and the OCR make of it.
+    use_seal_recognition: bool = True
 
 
 def drop_duplicates(regions: Sequence[Dict[str, Any]], overlap: float) -> List[Dict[str, Any]]:
@@ -113,9 +129,21 @@ class _Analysed:
 
     page: Page
     image: np.ndarray  # upright
+    clean: np.ndarray  # what layout and OCR see: ``image`` without the seals' ink
     doc_res: Dict[str, Any]
     regions: List[Dict[str, Any]]
     detected: Tuple[Any, ...]  # the OCR pipeline's first half on the whole page (_analyse), for its second half
+    seals: Tuple["_Seal", ...] = ()
+
+
+@dataclass(frozen=True, eq=False)
+class _Seal:
+    """A seal found on the page, its text detected, waiting for recognition."""
+
+    candidate: SealCandidate
+    alone: np.ndarray  # the seal's box, nothing but its ink (seal_locator.isolate)
+    polys: list  # in the candidate's box
+    scores: list
 
 
 def assign_lines(regions: Sequence[Dict[str, Any]], boxes: np.ndarray, least_share: float) -> List[int]:
@@ -134,6 +162,20 @@ def assign_lines(regions: Sequence[Dict[str, Any]], boxes: np.ndarray, least_sha
     share = width * height / own
     best = share.argmax(axis=1)
     return [int(b) if share[i, b] >= least_share else -1 for i, b in enumerate(best)]
+
+
+def ruled_table(image: np.ndarray, box: Sequence[float], line_boxes: np.ndarray) -> bool:
+    """Whether the region ``box`` of ``image`` shows a ruled grid of at least 2 x 2 cells, at least half of them
+    holding the centre of one of its text lines (a chart's grid lines wall in no text)."""
+    x1, y1, x2, y2 = (int(round(v)) for v in box)
+    if y2 - y1 < MIN_TABLE_SIDE or x2 - x1 < MIN_TABLE_SIDE or not len(line_boxes):
+        return False
+    cells = ruled_cells(image[max(0, y1):y2, max(0, x1):x2]) + np.array([max(0, x1), max(0, y1)] * 2)
+    if not len(cells):
+        return False
+    cx, cy = (line_boxes[:, 0] + line_boxes[:, 2]) / 2, (line_boxes[:, 1] + line_boxes[:, 3]) / 2
+    held = (cx[None] >= cells[:, :1]) & (cx[None] < cells[:, 2:3]) & (cy[None] >= cells[:, 1:2]) & (cy[None] < cells[:, 3:])
+    return bool(held.any(axis=1).mean() >= 0.5)
 
 
 def paragraph_texts(boxes: np.ndarray, texts: Sequence[str]) -> List[str]:
@@ -158,12 +200,16 @@ class LayoutParsingPipeline(PipelineBase):
                 self.structurer = create_sub_module(settings, "TableStructureRecognition", table_structure.TASK.name, device)
             except ModelNotFoundError as err:  # an optional package: the rest of the pipeline works without it
                 log.warning("layout_parsing: tables stay pictures: %s", err)
+        self.seal_det: Optional[TextDetector] = None
+        if self.options.use_seal_recognition and "SealTextDetection" in settings.modules:
+            self.seal_det = create_sub_module(settings, "SealTextDetection", TextDetector.kind.name, device)
 
     @property
     def sub_modules(self) -> Dict[str, Predictor]:
         """Loaded sub-modules by their SubModules key, in processing order."""
         tables = {"TableStructureRecognition": self.structurer} if self.structurer is not None else {}
-        return {**self.doc.sub_modules, "LayoutDetection": self.layout, **self.ocr.sub_modules, **tables}
+        seals = {"SealTextDetection": self.seal_det} if self.seal_det is not None else {}
+        return {**self.doc.sub_modules, "LayoutDetection": self.layout, **seals, **self.ocr.sub_modules, **tables}
 
     def predict_iter(
         self, inputs: Any, page_range: Optional[PageRange] = None, on_error: OnError = "result", **options: Any
@@ -177,6 +223,8 @@ class LayoutParsingPipeline(PipelineBase):
             raise ConfigError(
                 "use_table_recognition=True needs the pipeline created with it on and a SubModules.TableStructureRecognition entry"
             )
+        if own.get("use_seal_recognition") and self.seal_det is None:
+            raise ConfigError("use_seal_recognition=True needs the pipeline created with it on and a SubModules.SealTextDetection entry")
         layout_params = self.layout.with_overrides({"threshold": opts.layout_threshold})
         ocr_opts, det_params = self.ocr._call_options(ocr_options)
         stages = [
@@ -190,9 +238,31 @@ class LayoutParsingPipeline(PipelineBase):
         if page.image is None:
             raise InputError(page.error)
         image, doc_res = self.doc.process(page.image, opts.use_doc_orientation_classify)
-        regions = drop_duplicates(self.layout.predict_image(image, layout_params)["boxes"], opts.duplicate_overlap)
-        detected = self.ocr._analyse([InputItem(image, page.input_path, page.page_index)], ocr_opts, det_params)
-        return _Analysed(page, image, doc_res, regions, detected)
+        seals = self._find_seals(image) if opts.use_seal_recognition and self.seal_det is not None else []
+        clean = erase(image, [seal.candidate for seal in seals]) if seals else image
+        regions = drop_duplicates(self.layout.predict_image(clean, layout_params)["boxes"], opts.duplicate_overlap)
+        detected = self.ocr._analyse([InputItem(clean, page.input_path, page.page_index)], ocr_opts, det_params)
+        return _Analysed(page, image, clean, doc_res, regions, detected, tuple(seals))
+
+    def _find_seals(self, image: np.ndarray) -> List[_Seal]:
+        """Seal candidates in which the seal text detector finds text (a coloured ring without any is no seal)."""
+        seals = []
+        for candidate in find_seals(image):
+            alone = isolate(image, candidate)
+            polys, scores = detect_seal_text(self.seal_det, alone, SEAL_OPTIONS)
+            if len(polys):
+                seals.append(_Seal(candidate, alone, list(polys), list(scores)))
+        return seals
+
+    def _seal_block(self, seal: _Seal) -> Dict[str, Any]:
+        x1, y1, x2, y2 = seal.candidate.box
+        read = read_seal(self.ocr.text_rec, seal.alone, seal.polys, seal.scores, SEAL_OPTIONS)
+        shift = np.array([x1, y1])
+        return {
+            "label": SEAL_LABEL, "cls_id": -1, "score": None, "box": [x1, y1, x2, y2], "text": "\n".join(read["rec_texts"]),
+            "seal_res": {"rec_polys": [(np.asarray(p) + shift).tolist() for p in read["rec_polys"]],
+                         "rec_texts": read["rec_texts"], "rec_scores": read["rec_scores"]},
+        }
 
     def _recognise(self, analysed: _Analysed, opts: LayoutParsingOptions, ocr_opts, det_params) -> LayoutParsingResult:
         (ocr,) = self.ocr._complete(*analysed.detected, ocr_opts, det_params)
@@ -207,15 +277,24 @@ class LayoutParsingPipeline(PipelineBase):
             # Chinese and English lines differ in size); running text is split by its geometry.
             text = "\n".join(paras) if region["label"] in PARAGRAPH_LABELS else join_lines(paras)
             block = {"label": region["label"], "cls_id": region["cls_id"], "score": region["score"], "box": list(box), "text": text}
-            if region["label"] == TABLE_LABEL and opts.use_table_recognition and self.structurer is not None:
-                table = recognise_table(self.structurer, analysed.image, box, boxes[mine], [texts[i] for i in mine])
+            tables = opts.use_table_recognition and self.structurer is not None
+            if tables and region["label"] != TABLE_LABEL and ruled_table(analysed.clean, box, boxes[mine]):
+                block.update(label=TABLE_LABEL, cls_id=self._table_class)
+            if block["label"] == TABLE_LABEL and tables:
+                table = recognise_table(self.structurer, analysed.clean, box, boxes[mine], [texts[i] for i in mine])
                 block.update(html=table["pred_html"], cell_box_list=table["cell_box_list"])
             blocks.append(block)
         blocks += self._loose_blocks(boxes, texts, [i for i, o in enumerate(owner) if o < 0])
+        blocks += [self._seal_block(seal) for seal in analysed.seals]
         blocks = [{**blocks[i], "order": order} for order, i in enumerate(reading_order([b["box"] for b in blocks]))]
         page, (h, w) = analysed.page, analysed.image.shape[:2]
         data = {**analysed.doc_res, "width": w, "height": h, "blocks": blocks}
         return _result(page, analysed.image, "ok" if blocks else "empty", None, data)
+
+    @property
+    def _table_class(self) -> int:
+        labels = list(self.layout.params.labels)
+        return labels.index(TABLE_LABEL) if TABLE_LABEL in labels else -1
 
     def _loose_blocks(self, boxes: np.ndarray, texts: Sequence[str], loose: List[int]) -> List[Dict[str, Any]]:
         """Lines outside every region, one text block per paragraph; a one-line paragraph in type clearly

@@ -3,7 +3,7 @@
 Blocks come in reading order. Titles become headings, text and captions paragraphs, one per line of a
 block's text (a caption stays where the reading order puts it, next to its table or figure); a paragraph
 that starts with a bullet (•, ·, ▪, ●, -, –, *) becomes a list item, a table recognised as HTML is written as
-its ``<table>``, and other tables, figures and equations are cropped from the page into ``imgs/`` beside the
+its ``<table>``, and other tables, figures, equations and seals (followed by a seal's text) are cropped from the page into ``imgs/`` beside the
 Markdown file and linked. Page headers and footers are
 left out of the running text (they stay in the JSON). Pages are separated by a thematic break, and a page
 that failed leaves an HTML comment saying why. ``MarkdownDocument`` writes each page as it is added, so
@@ -19,7 +19,7 @@ from typing import Any, Dict, List, Mapping, Optional, TextIO
 import cv2
 import numpy as np
 
-IMAGE_LABELS = frozenset({"figure", "table", "equation"})
+IMAGE_LABELS = frozenset({"figure", "table", "equation", "seal"})
 HEADING_LABELS = frozenset({"title"})
 FURNITURE_LABELS = frozenset({"header", "footer"})
 PAGE_BREAK = "\n\n---\n\n"
@@ -64,6 +64,8 @@ def page_markdown(result: Mapping[str, Any], image_names: Mapping[int, str]) -> 
         elif label in IMAGE_LABELS:
             if block["order"] in image_names:
                 parts.append(f"![{label}]({image_names[block['order']]})")
+            if label == "seal" and block["text"].strip():  # a seal's lines read, after its picture
+                parts.append(escape(" ".join(block["text"].split("\n"))))
         elif label not in FURNITURE_LABELS:
             paragraphs = [p for p in block["text"].split("\n") if p.strip()]
             if label in HEADING_LABELS and paragraphs:

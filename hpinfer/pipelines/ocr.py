@@ -142,6 +142,9 @@ class _DetectedPage:
     crops: List[np.ndarray]
 
 
+# How PaddleX 3.7.2 runs the line classifier: each crop stretched to the input in RGB, turned on any "180".
+_PADDLEX_CLS = {"resize": "stretch", "threshold": 0.0, "channel_order": "rgb", "long_lines": "squeeze"}
+
 OCR_MODULES = ("TextDetection", "TextLineOrientation", "TextRecognition")  # what pipelines built on OCR pass on
 
 
@@ -295,11 +298,12 @@ class OCRPipeline(PipelineBase):
         paddlex = opts.profile == "paddlex"
         if opts.use_textline_orientation:
             with self.textline_cls.timer.stage("call"):
-                # The classifier's input is image_shape whatever the batch holds, so batching cannot change a
-                # line's result: the call's lines go in batches as large as the engine's default shapes take.
+                # The classifier's input is image_shape whatever the batch holds (lines or their tiles), so
+                # batching cannot change a line's result: the call's lines go in batches as large as the engine's
+                # default shapes take.
                 cls = self.textline_cls
                 lines_per_call = min(len(crops), cls.kind.default_shapes(cls.params)[2][0])
-                profile = {"resize": "stretch", "threshold": 0.0, "channel_order": "rgb"} if paddlex else {}
+                profile = _PADDLEX_CLS if paddlex else {}
                 cls_params = cls.with_overrides({**profile, "batch_size": max(lines_per_call, cls.params.batch_size)})
                 crops, angles = cls.upright(crops, cls_params)
         with self.text_rec.timer.stage("call"):

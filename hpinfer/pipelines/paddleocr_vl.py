@@ -5,7 +5,9 @@ SGLang, llama.cpp), or, without ``vl_rec_server_url``, by the native recogniser 
 Per page: turn it upright (optional) → layout regions in reading order (as layout_parsing) → each block's
 prompt from its label (block_recognition.prompt_for; pictures are not sent) → all blocks of the page
 submitted at once → ``parsing_res_list`` of ``{block_label, block_content, block_bbox, block_id,
-block_order, group_id}`` as PaddleX's PaddleOCR-VL writes it, plus Markdown and JSON.
+block_order, group_id}`` as PaddleX's PaddleOCR-VL writes it, plus Markdown and JSON. A table's content is
+HTML: the native recogniser answers a ``<table>``, and OTSL (the PaddleOCR-VL model's answer) is converted
+as PaddleX converts it (``otsl_to_html``); a table without an HTML answer stays a picture in the Markdown.
 
 ``use_queues`` runs reading/rendering, layout, submission and collection in four threads joined by bounded
 queues (stages.py), so while one page's blocks are being recognised the next pages are laid out and their
@@ -18,10 +20,11 @@ fails (server gone, timeout, 5xx after retries) carries ``block_error`` and its 
 
 from __future__ import annotations
 
+import html
 import logging
 import re
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Literal, Mapping, Optional, Sequence, Tuple
 
@@ -158,7 +161,8 @@ class _Submitted:
 
 class PaddleOCRVLPipeline(PipelineBase):
     """SubModules: DocOrientationClassify (optional), LayoutDetection, and for the native recogniser the OCR
-    pipeline's TextDetection, TextLineOrientation, TextRecognition (loaded only without vl_rec_server_url)."""
+    pipeline's TextDetection, TextLineOrientation, TextRecognition and TableStructureRecognition (loaded only
+    without vl_rec_server_url)."""
 
     def __init__(self, settings: PipelineSettings, device: "str | Device | None" = None, **options: Any):
         own, _ = split_options({**settings.options, **options})
@@ -189,7 +193,7 @@ class PaddleOCRVLPipeline(PipelineBase):
             modules["LayoutDetection"] = self.layout
         native = getattr(self.recogniser, "native", None)
         if native is not None:
-            modules.update(native.ocr.sub_modules)
+            modules.update(native.sub_modules)
         return modules
 
     def close(self) -> None:
@@ -246,6 +250,8 @@ class PaddleOCRVLPipeline(PipelineBase):
         for index, region in enumerate(laid.regions):
             answer = answers.get(index, Answer(""))
             label = region["label"]
+            if label == "table" and is_otsl(answer.content):  # the PaddleOCR-VL model's answer, as PaddleX shows it
+                answer = replace(answer, content=otsl_to_html(answer.content))
             numbered = label not in UNORDERED_LABELS
             order += numbered
             block = {
@@ -359,5 +365,42 @@ def _join_tables(first: str, second: str) -> str:
     return first[:end] + "".join(rows_b) + first[end:]
 
 
-def _text(html: str) -> str:
-    return " ".join(re.sub(r"<[^>]+>", " ", html).split())
+def _text(markup: str) -> str:
+    return " ".join(re.sub(r"<[^>]+>", " ", markup).split())
+
+
+_OTSL = re.compile(r"(<fcel>|<ecel>|<lcel>|<ucel>|<xcel>|<nl>)")
+
+
+def is_otsl(content: str) -> bool:
+    return "<nl>" in content and ("<fcel>" in content or "<ecel>" in content)
+
+
+def otsl_to_html(otsl: str) -> str:
+    """OTSL (the PaddleOCR-VL model's table answer: ``<fcel>`` a cell with the text after it, ``<ecel>`` an
+    empty one, ``<lcel>``/``<ucel>``/``<xcel>`` the cell to the left / above / both spans over this one,
+    ``<nl>`` ends a row) → ``<table>`` HTML with rowspan/colspan, as PaddleX's pipeline writes it. Short rows
+    are padded with empty cells."""
+    rows: List[List[List[str]]] = [[]]  # rows of [tag, text]
+    for part in _OTSL.split(otsl):
+        if part == "<nl>":
+            rows.append([])
+        elif _OTSL.fullmatch(part):
+            rows[-1].append([part, ""])
+        elif rows[-1]:
+            rows[-1][-1][1] += part
+    rows = [row for row in rows if row]
+    width = max((len(row) for row in rows), default=0)
+    grid = [row + [["<ecel>", ""]] * (width - len(row)) for row in rows]
+    out = []
+    for r, row in enumerate(grid):
+        cells = []
+        for c, (tag, text) in enumerate(row):
+            if tag not in ("<fcel>", "<ecel>"):
+                continue
+            colspan = next((k for k in range(c + 1, width) if row[k][0] not in ("<lcel>", "<xcel>")), width) - c
+            rowspan = next((k for k in range(r + 1, len(grid)) if grid[k][c][0] not in ("<ucel>", "<xcel>")), len(grid)) - r
+            spans = (f' rowspan="{rowspan}"' if rowspan > 1 else "") + (f' colspan="{colspan}"' if colspan > 1 else "")
+            cells.append(f"<td{spans}>{html.escape(text.strip())}</td>")
+        out.append("<tr>" + "".join(cells) + "</tr>")
+    return "<table>" + "".join(out) + "</table>"

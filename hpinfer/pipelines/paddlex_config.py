@@ -27,7 +27,6 @@ _MODULES = {
 # Bundled stand-ins for PaddleX models hpinfer does not ship (same family, smaller or older).
 EQUIVALENTS = {
     "PP-OCRv6_medium_det": "PP-OCRv6_small_det", "PP-OCRv6_medium_rec": "PP-OCRv6_small_rec",
-    "PP-OCRv6_tiny_det": "PP-OCRv6_small_det", "PP-OCRv6_tiny_rec": "PP-OCRv6_small_rec",
     "PP-OCRv5_server_det": "PP-OCRv5_mobile_det", "PP-OCRv5_server_rec": "PP-OCRv5_mobile_rec",
     "PP-OCRv4_server_det": "PP-OCRv4_mobile_det", "PP-OCRv4_server_rec": "PP-OCRv4_mobile_rec",
     "PP-OCRv4_server_seal_det": "PP-OCRv4_mobile_seal_det",

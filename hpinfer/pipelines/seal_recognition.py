@@ -9,14 +9,15 @@ angle (clockwise on screen, as a seal's top arc reads left to right) with the ou
 (letters stand on the ring, heads outwards). A polygon that fills most of its minimum-area rectangle is
 straight text and is cropped as a rotated rectangle, as in the OCR pipeline.
 
-CDLA, the bundled layout model, has no seal class, so a page is not split into seals here: the whole
-image is read as one seal region (``seal_region_id`` 0).
+CDLA, the bundled layout model, has no seal class: the whole image is read as one seal region
+(``seal_region_id`` 0). layout_parsing finds seals on a page itself (seal_locator.py) and reads each with
+``detect_seal_text`` and ``read_seal``.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, Iterator, Literal, Optional
+from typing import Any, Dict, Iterator, Literal, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -117,18 +118,27 @@ class SealRecognitionPipeline(PipelineBase):
     def read_seal(self, image: np.ndarray, opts: Optional[SealOptions] = None) -> Dict[str, Any]:
         """One seal region's text: ``dt_polys``, ``rec_texts``, ``rec_scores``, ``rec_polys`` (kept lines)."""
         opts = opts or self.options
-        polys, scores = self.text_det.detect(image, self.text_det.with_overrides({
-            "limit_side_len": opts.seal_det_limit_side_len, "limit_type": opts.seal_det_limit_type,
-            "thresh": opts.seal_det_thresh, "box_thresh": opts.seal_det_box_thresh,
-            "unclip_ratio": opts.seal_det_unclip_ratio,
-        }))
-        read = self.text_rec.recognize([seal_crop(image, poly) for poly in polys]) if len(polys) else []
-        keep = [i for i, (text, score) in enumerate(read) if text and score >= opts.seal_rec_score_thresh]
-        return {
-            "seal_region_id": 0, "dt_polys": list(polys), "dt_scores": list(scores),
-            "rec_texts": [read[i][0] for i in keep], "rec_scores": [read[i][1] for i in keep],
-            "rec_polys": [polys[i] for i in keep],
-        }
+        return read_seal(self.text_rec, image, *detect_seal_text(self.text_det, image, opts), opts)
+
+
+def detect_seal_text(detector: TextDetector, image: np.ndarray, opts: SealOptions) -> Tuple[list, list]:
+    """The seal's text polygons and their scores, with ``opts``' detector settings."""
+    return detector.detect(image, detector.with_overrides({
+        "limit_side_len": opts.seal_det_limit_side_len, "limit_type": opts.seal_det_limit_type,
+        "thresh": opts.seal_det_thresh, "box_thresh": opts.seal_det_box_thresh, "unclip_ratio": opts.seal_det_unclip_ratio,
+    }))
+
+
+def read_seal(recogniser: TextRecognizer, image: np.ndarray, polys: list, scores: list, opts: SealOptions) -> Dict[str, Any]:
+    """The detected polygons of one seal region read (each unwarped to a strip): ``dt_polys``, ``dt_scores``,
+    ``rec_texts``, ``rec_scores``, ``rec_polys`` (the lines kept by ``seal_rec_score_thresh``)."""
+    read = recogniser.recognize([seal_crop(image, poly) for poly in polys]) if len(polys) else []
+    keep = [i for i, (text, score) in enumerate(read) if text and score >= opts.seal_rec_score_thresh]
+    return {
+        "seal_region_id": 0, "dt_polys": list(polys), "dt_scores": list(scores),
+        "rec_texts": [read[i][0] for i in keep], "rec_scores": [read[i][1] for i in keep],
+        "rec_polys": [polys[i] for i in keep],
+    }
 
 
 def _draw(result: Result) -> np.ndarray:

@@ -10,8 +10,9 @@ bottom, as its text. layout_parsing gives its table regions the same treatment (
 from __future__ import annotations
 
 import html
-from typing import Any, Dict, Iterator, List, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence
 
+import cv2
 import numpy as np
 from pydantic import Field
 
@@ -33,6 +34,10 @@ TABLE_LABEL = "table"
 # Pixels of page around a table region's box: layout boxes hug the text, and SLANet reads spans (rowspan)
 # wrongly on a crop without a margin (a rendered 2-row header on a page: TEDS 0.94 without, 1.0 with).
 CROP_MARGIN = 16
+RULE_SHARE = 0.08  # a table's rule is at least this share of the region's width (height) long: a cell's side
+CELL_FILL = 0.85  # an area walled in by rules is a cell when it fills this share of its box
+GRID_AREA = 0.3  # the cells' bounding box covers at least this share of the region
+GRID_RULE = 0.9  # a frame's rule spans this share of the cells' bounding box
 
 
 class TableRecognitionOptions(Params):
@@ -77,6 +82,44 @@ def _last_open(out: List[str]) -> str:
     return ""
 
 
+def ruled_cells(image: np.ndarray) -> np.ndarray:
+    """Boxes (x1, y1, x2, y2) of the cells a ruled grid encloses in ``image`` (BGR), or an empty array when it
+    shows fewer than 2 x 2 of them: dark strokes at least ``RULE_SHARE`` of the image long, horizontal and
+    vertical (a morphological opening keeps nothing else: text, curves and dots go), and the near-rectangular
+    areas they wall in, not open to the image's edge."""
+    grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
+    h, w = grey.shape
+    if min(h, w) < 20:
+        return np.zeros((0, 4), np.int64)
+    ink = cv2.adaptiveThreshold(grey, 255, cv2.ADAPTIVE_THRESH_MEAN_C, cv2.THRESH_BINARY_INV, 15, 10)
+    across = cv2.morphologyEx(ink, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, (max(12, int(w * RULE_SHARE)), 1)))
+    down = cv2.morphologyEx(ink, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, (1, max(12, int(h * RULE_SHARE)))))
+    rules = cv2.dilate(across | down, np.ones((3, 3), np.uint8))  # rules meet where the opening shortened them
+    count, _, stats, _ = cv2.connectedComponentsWithStats(255 - rules, connectivity=4)
+    x, y, bw, bh, area = stats[1:].T
+    inside = (x > 0) & (y > 0) & (x + bw < w) & (y + bh < h) & (bw >= 6) & (bh >= 6) & (area >= CELL_FILL * bw * bh)
+    cells = np.stack([x, y, x + bw, y + bh], axis=1)[inside]
+    none = np.zeros((0, 4), np.int64)
+    if len(cells) < 4:
+        return none
+    gx1, gy1 = cells[:, :2].min(axis=0)
+    gx2, gy2 = cells[:, 2:].max(axis=0)
+    if (gx2 - gx1) * (gy2 - gy1) < GRID_AREA * h * w:
+        return none
+    # A grid has a frame: two rules nearly as long as it on either axis (the areas inside letters have none).
+    if _long_rules(across, 2, GRID_RULE * (gx2 - gx1)) < 2 or _long_rules(down, 3, GRID_RULE * (gy2 - gy1)) < 2:
+        return none
+    rows = len(set(np.round((cells[:, 1] + cells[:, 3]) / 2 / max(4, h / 100)).tolist()))
+    columns = len(set(np.round((cells[:, 0] + cells[:, 2]) / 2 / max(4, w / 100)).tolist()))
+    return cells if rows >= 2 and columns >= 2 else none
+
+
+def _long_rules(strokes: np.ndarray, size_column: int, least: float) -> int:
+    """How many strokes (connected components) are at least ``least`` pixels long (stats column 2: width, 3: height)."""
+    _, _, stats, _ = cv2.connectedComponentsWithStats(strokes, connectivity=8)
+    return int((stats[1:, size_column] >= least).sum())
+
+
 def recognise_table(
     structurer: Predictor, image: np.ndarray, box: Sequence[float], line_boxes: np.ndarray, line_texts: Sequence[str]
 ) -> Dict[str, Any]:
@@ -86,8 +129,14 @@ def recognise_table(
     x1, y1 = max(0, int(box[0]) - CROP_MARGIN), max(0, int(box[1]) - CROP_MARGIN)
     x2, y2 = min(w, int(np.ceil(box[2])) + CROP_MARGIN), min(h, int(np.ceil(box[3])) + CROP_MARGIN)
     result = structurer.predict_image(image[y1:y2, x1:x2], structurer.params)
-    offset = np.array([x1, y1, x1, y1], dtype=np.float64)
-    cells = np.asarray(result["bbox"], dtype=np.float64).reshape(-1, 4) + offset
+    return fill_table(result, (x1, y1), line_boxes, line_texts)
+
+
+def fill_table(structure: Mapping[str, Any], origin: Sequence[float], line_boxes: np.ndarray, line_texts: Sequence[str]) -> Dict[str, Any]:
+    """SLANet's ``structure`` of an image whose top-left is ``origin`` in the lines' pixels, and the OCR lines
+    of the table → ``pred_html`` (each cell with its lines), ``cell_box_list`` and ``table_ocr_pred``."""
+    offset = np.array([*origin, *origin], dtype=np.float64)
+    cells = np.asarray(structure["bbox"], dtype=np.float64).reshape(-1, 4) + offset
     line_boxes = np.asarray(line_boxes, dtype=np.float64).reshape(-1, 4)
     owner = assign_to_cells(cells, line_boxes)
     texts = []
@@ -96,7 +145,7 @@ def recognise_table(
         texts.append(html.escape(join_lines([line_texts[i] for i in mine])))
     return {
         "cell_box_list": cells.round(2).tolist(),
-        "pred_html": fill_structure(result["structure"], texts),
+        "pred_html": fill_structure(structure["structure"], texts),
         "table_ocr_pred": {"rec_texts": list(line_texts), "rec_boxes": line_boxes.tolist()},
     }
 

@@ -147,7 +147,7 @@ _OCR_ONLY = {"useDocUnwarping": _NULL_OR_FALSE}
 _LAYOUT_PARSING_ONLY = {
     **_OCR_ONLY,
     **{name: _NULL_OR_FALSE for name in (
-        "useSealRecognition", "useFormulaRecognition", "useChartRecognition", "useRegionDetection")},
+        "useFormulaRecognition", "useChartRecognition", "useRegionDetection")},
     "layoutNms": (None, True),
     **{name: (None,) for name in (
         "layoutUnclipRatio", "layoutMergeBboxesMode", "sealDetLimitSideLen", "sealDetLimitType", "sealDetThresh",
@@ -176,6 +176,7 @@ _OCR_OPTIONS = {
 _NEEDS_MODEL = {
     "useDocOrientationClassify": "DocOrientationClassify", "useTextlineOrientation": "TextLineOrientation",
     "useLayoutDetection": "LayoutDetection", "useTableRecognition": "TableStructureRecognition",
+    "useSealRecognition": "SealTextDetection",
 }
 
 
@@ -238,7 +239,8 @@ ADAPTERS: Dict[str, Adapter] = {
     "OCR": Adapter("/ocr", OCRRequest, OCRInferResult, "file", _OCR_OPTIONS, _encode_ocr, "ocrResults", _OCR_ONLY),
     "layout_parsing": Adapter(
         "/layout-parsing", LayoutParsingRequest, LayoutParsingInferResult, "file",
-        {**_OCR_OPTIONS, "layoutThreshold": "layout_threshold", "useTableRecognition": "use_table_recognition"},
+        {**_OCR_OPTIONS, "layoutThreshold": "layout_threshold", "useTableRecognition": "use_table_recognition",
+         "useSealRecognition": "use_seal_recognition"},
         _encode_layout_parsing, "layoutParsingResults", _LAYOUT_PARSING_ONLY, _predict_pages,
     ),
     "table_recognition": Adapter(

@@ -26,7 +26,7 @@ import signal
 import threading
 import time
 import uuid
-from typing import Any, Dict, List, Optional, Set
+from typing import Any, Dict, List, Optional, Set, Tuple
 
 import cv2
 import httpx
@@ -43,7 +43,10 @@ from ..pipelines import resolve_pipeline
 from .adapters import ADAPTERS, Adapter, Encoding
 from .schemas import ErrorResponse, success_model
 from .batcher import Batcher
-from .limits import PDF_SCALE, Admission, PageStream, PixelBudget, decode_base64, det_clamp, is_url, page_cost, return_freed_pages
+from .limits import (
+    BODY_COPIES, PDF_SCALE, Admission, Overloaded, PageStream, PixelBudget, bytes_cost, decode_base64, det_clamp, is_url,
+    read_page, return_freed_pages,
+)
 from .metrics import Metrics, record_stages, stage_timers
 from .security import authorized, fetch_url
 from .settings import LOG_LEVEL_ENV, SHUTDOWN_GRACE_S, ServeSettings
@@ -110,6 +113,7 @@ class Service:
         self._aborts: Set[asyncio.Future] = set()  # one per request in flight: set to stop it with a 503
         self.cut = 0  # requests answered 503 because the server stopped
         self.metrics = Metrics()
+        self.metrics.budget_used.set_function(lambda: self.budget.used)
         self.ready = False
         self.batcher: Optional[Batcher] = None
         self.http: Optional[httpx.AsyncClient] = None
@@ -119,7 +123,6 @@ class Service:
 
     async def start(self) -> None:
         settings = self.settings
-        return_freed_pages()
         timers = stage_timers(self.pipeline)
         def run(images: List[np.ndarray], options: Dict[str, Any]) -> List[Any]:
             try:
@@ -157,10 +160,12 @@ class Service:
         if self.http:
             await self.http.aclose()
 
-    async def infer(self, request: Any, log_id: str) -> bytes:
-        """Request model → the JSON answer. Pages are decoded or rendered one at a time, each once the pixel
-        budget has room for it, and at most ``PAGES_IN_FLIGHT`` of a request are held at once; each page's
-        JSON is encoded as soon as its result comes, and the page and its result are dropped."""
+    async def infer(self, request: Any, log_id: str, start_by: float) -> bytes:
+        """Request model → the JSON answer. The file's bytes and then its pages are counted in the budget, the
+        file and its first page by ``start_by`` (monotonic; ``Overloaded`` after it). Pages are decoded or
+        rendered one at a time, each once the budget has room for it, and at most ``PAGES_IN_FLIGHT`` of a
+        request are held at once; each page's JSON is encoded as soon as its result comes, and the page and
+        its result are dropped."""
         settings, adapter = self.settings, self.adapter
         options = self.pipeline_options(request)
         text, field = getattr(request, adapter.file_field), adapter.file_field
@@ -168,25 +173,44 @@ class Service:
         how = Encoding(request, settings.visualize if request.visualize is None else request.visualize)
 
         with self.batcher.ticket() as ticket:
-            if is_url(text):
-                data = await fetch_url(
-                    self.http, text, allow_private=settings.allow_private_urls,
-                    max_bytes=settings.max_download_bytes, timeout=settings.url_timeout_s,
-                )
-            else:
-                data = await asyncio.to_thread(decode_base64, text, field)
-            stream = await asyncio.to_thread(
-                PageStream, data, field, file_type, settings.max_pixels, settings.max_pdf_pages, settings.max_render_side)
-            del data
+            data, held = await self.read_file(text, field, start_by, log_id)
             try:
-                pages, clamps = await self._pages(stream, ticket, options, how)
+                stream = await asyncio.to_thread(
+                    PageStream, data, field, file_type, settings.max_pixels, settings.max_pdf_pages, settings.max_render_side)
+                del data
+                try:
+                    pages, clamps = await self._pages(stream, ticket, options, how, start_by, log_id)
+                finally:
+                    await asyncio.to_thread(stream.close)
             finally:
-                await asyncio.to_thread(stream.close)
+                self.budget.release(held, log_id)
         envelope = {"logId": log_id, "errorCode": 0, "errorMsg": "Success",
                     "result": adapter.result(pages, stream.data_info, clamps, request)}
         if not how.visualize and len(pages) == 1:  # one page's JSON, no pictures: cheaper here than a thread hop
             return json.dumps(envelope, ensure_ascii=False).encode()
         return await asyncio.to_thread(lambda: json.dumps(envelope, ensure_ascii=False).encode())
+
+    async def read_file(self, text: str, field: str, start_by: float, owner: str) -> Tuple[bytes, int]:
+        """A request's file (base64, or an http(s) URL fetched) and what the budget holds for its bytes for
+        ``owner`` (release it when they go), counted by ``start_by`` (``Overloaded`` after it)."""
+        settings = self.settings
+        guess = settings.max_download_bytes if is_url(text) else len(text) * 3 // 4
+        held = await self.budget.acquire(bytes_cost(guess), max(0.0, start_by - time.monotonic()), owner=owner)
+        try:
+            if is_url(text):
+                data = await fetch_url(self.http, text, allow_private=settings.allow_private_urls,
+                                       max_bytes=settings.max_download_bytes, timeout=settings.url_timeout_s)
+            else:
+                data = await asyncio.to_thread(decode_base64, text, field)
+        except BaseException:
+            self.budget.release(held, owner)
+            raise
+        return data, self.budget.resize(held, bytes_cost(len(data)), owner)
+
+    @property
+    def det_side(self) -> Optional[int]:
+        """The cap of the text detector input's longer side, for pipelines that detect text."""
+        return self.settings.max_det_side if self.adapter.detects_text else None
 
     def pipeline_options(self, request: Any) -> Dict[str, Any]:
         """The request's pipeline options (422 for what can't be honoured), with the detector input's cap."""
@@ -195,11 +219,9 @@ class Service:
             options["text_det_max_side_limit"] = self.settings.max_det_side
         return options
 
-    async def _pages(self, stream: PageStream, ticket: Any, options: Dict[str, Any], how: Encoding):
+    async def _pages(self, stream: PageStream, ticket: Any, options: Dict[str, Any], how: Encoding, start_by: float,
+                     log_id: str):
         """Each page's JSON in page order, and the size limits that changed how pages were processed."""
-        settings = self.settings
-        det_side = settings.max_det_side if self.adapter.detects_text else None
-        guess = settings.max_pixels + (det_side or 0) ** 2  # before decoding, a page may be as large as allowed
         window = asyncio.Semaphore(PAGES_IN_FLIGHT)
         tasks: List[asyncio.Task] = []
         clamps: List[Dict[str, Any]] = []
@@ -209,19 +231,13 @@ class Service:
                 failed = next((t for t in tasks if t.done() and not t.cancelled() and t.exception()), None)
                 if failed is not None:
                     raise failed.exception()
-                reserved = await self.budget.acquire(guess)
-                try:
-                    item = await asyncio.to_thread(stream.next_page)
-                except BaseException:
-                    self.budget.release(reserved)
-                    raise
+                wait = None if tasks else max(0.0, start_by - time.monotonic())  # later pages: request_timeout_s
+                item, reserved = await read_page(
+                    self.budget, stream.next_page, self.settings.max_pixels, self.det_side, wait, owner=log_id)
                 if item is None:
-                    self.budget.release(reserved)
                     break
-                height, width = item.image.shape[:2]
-                reserved = self.budget.resize(reserved, page_cost(height, width, det_side))
                 clamps += self._clamps(item, how.request)
-                tasks.append(asyncio.create_task(self._page(item, reserved, window, ticket, options, how)))
+                tasks.append(asyncio.create_task(self._page(item, reserved, window, ticket, options, how, log_id)))
             return list(await asyncio.gather(*tasks)), clamps
         finally:
             for task in tasks:
@@ -229,7 +245,7 @@ class Service:
             await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _page(self, item: Any, reserved: int, window: asyncio.Semaphore, ticket: Any,
-                    options: Dict[str, Any], how: Encoding) -> Dict[str, Any]:
+                    options: Dict[str, Any], how: Encoding, log_id: str) -> Dict[str, Any]:
         try:
             (result,) = await ticket.submit([item.image], options)
             result["page_index"] = item.page_index  # the batch saw a bare array
@@ -237,7 +253,7 @@ class Service:
                 return self.adapter.encode_page(result, item.image, how)
             return await asyncio.to_thread(self.adapter.encode_page, result, item.image, how)
         finally:
-            self.budget.release(reserved)
+            self.budget.release(reserved, log_id)
             window.release()
 
     def _clamps(self, item: Any, request: Any) -> List[Dict[str, Any]]:
@@ -325,14 +341,15 @@ class Gate:
             refusal = self._refusal(scope, log_id)
             if refusal is not None:
                 await refusal(scope, receive, send_logged)
-            elif path == self.path and scope["method"] == "POST":
-                service.admission.enter()
-                try:
-                    await self.app(scope, self._capped(receive), send_logged)
-                finally:
-                    service.admission.leave()
             elif path in self.upload_paths and scope["method"] == "POST":
-                await self.app(scope, self._capped(receive), send_logged)
+                inference = path == self.path
+                if inference:
+                    service.admission.enter()
+                try:
+                    await self._budgeted(scope, receive, send_logged, log_id)
+                finally:
+                    if inference:
+                        service.admission.leave()
             else:
                 await self.app(scope, receive, send_logged)
         finally:
@@ -359,6 +376,24 @@ class Gate:
         if length.isdigit() and int(length) > settings.max_body_bytes:
             return error_response(log_id, 413, self._too_large())
         return None
+
+    async def _budgeted(self, scope: Scope, receive: Receive, send: Send, log_id: str) -> None:
+        """Runs the request with its body counted in the budget until it answers (what is not yet read is held
+        by the client: uvicorn stops reading a connection whose body isn't asked for); 503 when the body can't
+        be counted within ``max_queue_wait_s``, the deadline for the request's start (``state.start_by``)."""
+        budget, settings = self.service.budget, self.service.settings
+        wait = settings.max_queue_wait_s
+        scope["state"]["start_by"] = time.monotonic() + wait
+        length = next((v for k, v in scope["headers"] if k == b"content-length"), b"")
+        size = min(int(length), settings.max_body_bytes) if length.isdigit() else settings.max_body_bytes
+        try:
+            held = await budget.acquire(bytes_cost(size, BODY_COPIES), wait, owner=log_id)
+        except Overloaded as exc:
+            return await error_response(log_id, 503, str(exc), {"Retry-After": RETRY_AFTER_S})(scope, receive, send)
+        try:
+            await self.app(scope, self._capped(receive), send)
+        finally:
+            budget.release(held, log_id)
 
     def _too_large(self) -> str:
         return f"request body is above the limit of {self.service.settings.max_body_mb:g} MiB"
@@ -420,6 +455,7 @@ def create_app(settings: ServeSettings, pipeline: Any = None) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
+        return_freed_pages()
         if service.pipeline is None:
             service.pipeline = await asyncio.to_thread(settings.load_pipeline)
         await service.start()
@@ -443,6 +479,10 @@ def create_app(settings: ServeSettings, pipeline: Any = None) -> FastAPI:
     @app.exception_handler(HpinferError)
     async def _input_error(request: Request, exc: HpinferError) -> JSONResponse:
         return error_response(request.state.log_id, 422, str(exc))
+
+    @app.exception_handler(Overloaded)
+    async def _overloaded(request: Request, exc: Overloaded) -> JSONResponse:
+        return error_response(request.state.log_id, 503, str(exc), {"Retry-After": RETRY_AFTER_S})
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -484,13 +524,14 @@ def create_app(settings: ServeSettings, pipeline: Any = None) -> FastAPI:
     async def infer(request: Request, body: request_model) -> Response:  # type: ignore[valid-type]
         log_id = request.state.log_id
         try:
-            outcome = await service.run_abortable(asyncio.wait_for(service.infer(body, log_id), settings.request_timeout_s), log_id)
+            work = service.infer(body, log_id, request.state.start_by)
+            outcome = await service.run_abortable(asyncio.wait_for(work, settings.request_timeout_s), log_id)
             if isinstance(outcome, Response):
                 return outcome
             content = outcome.result()
         except asyncio.TimeoutError:
             raise HTTPException(504, f"request timed out after {settings.request_timeout_s:g} s") from None
-        except (HpinferError, HTTPException):
+        except (HpinferError, HTTPException, Overloaded):
             raise
         except Exception as exc:  # noqa: BLE001 - a bug or a broken model: this request fails, the server goes on
             log.error("logId=%s: %s: %s", log_id, type(exc).__name__, exc, exc_info=exc)

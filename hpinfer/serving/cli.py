@@ -15,7 +15,7 @@ from typing import Any, Dict, Optional, Sequence
 
 from ..errors import EXIT_SOME_FAILED, ConfigError, HpinferError
 from .remote import ENGINES, EngineOptions
-from .settings import LOG_LEVEL_ENV, SETTINGS_ENV, SHUTDOWN_GRACE_S, ServeSettings, measured_defaults
+from .settings import BYTES_PER_PIXEL, LOG_LEVEL_ENV, SETTINGS_ENV, SHUTDOWN_GRACE_S, ServeSettings, measured_defaults
 
 COMMANDS = ("serve", "client")
 API_KEY_ENV = "HPINFER_API_KEY"
@@ -64,8 +64,10 @@ def add_commands(subparsers: Any, common_parent: argparse.ArgumentParser) -> Non
         ("max_pdf_pages", int, "pages per PDF"),
         ("max_render_side", int, "PDF pages render at 144 dpi, but at most this many pixels on their longer side"),
         ("max_det_side", int, "text detector input's longer side, whatever textDetLimitSideLen asks"),
-        ("max_inflight_pixels", int, "pixels of pages in flight, all requests together (rendered page + detector "
-                                     "input); more pages wait their turn (default: a quarter of this machine's memory)"),
+        ("max_inflight_pixels", int, "memory budget of requests and jobs in flight, in page pixels (rendered page + "
+                                     f"detector input; bodies and decoded files at {BYTES_PER_PIXEL} bytes a pixel); more waits its "
+                                     "turn (default: a quarter of this machine's memory)"),
+        ("max_queue_wait_s", float, "how long a request may wait for budget to start before it gets 503 + Retry-After"),
         ("url_timeout_s", float, "whole download of a URL input"),
         ("max_download_mb", float, "size of a URL input"),
     ):

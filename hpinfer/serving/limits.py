@@ -1,5 +1,5 @@
-"""Admission (bounded in-flight requests, draining), the pixel budget of pages in flight, and turning a
-request's file into a stream of bounded pages.
+"""Admission (bounded in-flight requests, draining), the memory budget of what requests and jobs in flight
+hold (bodies, files, pages), and turning a request's file into a stream of bounded pages.
 
 A request's ``file`` is base64 or an http(s) URL, never a server path. Its bytes go through
 ``hpinfer.io`` (content sniffing, EXIF, PDF rendering) with the server's pixel limit, after a cheap
@@ -17,12 +17,13 @@ import ctypes
 import threading
 import time
 from collections import deque
-from typing import Any, Deque, Dict, Iterator, List, Optional, Tuple
+from typing import Any, AsyncIterator, Callable, Deque, Dict, Hashable, Iterator, List, Optional, Tuple
 
 import numpy as np
 
 from ..errors import InputError
 from ..io.inputs import InputItem, count_inputs, iter_inputs
+from .settings import BYTES_PER_PIXEL
 
 _IO_NAME = "input (bytes): "  # how hpinfer.io names a bytes input in its messages
 
@@ -88,10 +89,14 @@ _M_MMAP_THRESHOLD, _M_ARENA_MAX = -3, -8  # glibc's mallopt parameters
 
 
 def return_freed_pages() -> None:
-    """glibc only: allocations above 1 MiB (page images, detector inputs) come from and go back to the OS,
-    and worker threads share a few heaps. By default glibc raises that threshold up to 32 MiB after freeing a
-    large block, so later pages land on a heap, and each thread that decodes or encodes gets a heap of its own
-    whose high-water mark stays: the server's memory would not come back after a burst."""
+    """Call before the models load. glibc only: allocations above 1 MiB (page images, detector inputs) come from
+    and go back to the OS, and worker threads share a few heaps. By default glibc raises that threshold up to
+    32 MiB after freeing a large block, so later pages land on a heap, and each thread that decodes or encodes
+    gets a heap of its own whose high-water mark stays: the server's memory would not come back after a burst.
+    ONNX Runtime: the arenas of models whose input size varies give back each run's memory."""
+    from ..runtime.engines.onnxruntime import return_memory_after_runs
+
+    return_memory_after_runs()
     try:
         libc = ctypes.CDLL("libc.so.6")
         libc.mallopt(_M_MMAP_THRESHOLD, 1 << 20)
@@ -100,52 +105,123 @@ def return_freed_pages() -> None:
         pass  # not glibc
 
 
+class Overloaded(Exception):
+    """No room in the budget within the request's queue wait: answered 503 + Retry-After."""
+
+
+INTERACTIVE, BATCH = 0, 1  # budget priorities: requests and interactive jobs, then batch jobs
+
+
 class PixelBudget:
-    """Pixels of pages in flight across all requests: a page waits (first come, first served) until its
-    estimate fits. One page alone always fits, so a page larger than the whole budget runs by itself."""
+    """What requests and jobs in flight hold, in page pixels (one pixel stands for ``BYTES_PER_PIXEL`` bytes:
+    bodies and files count as ``bytes_cost``). A reservation waits until it fits, first come first served
+    within its priority, interactive before batch. A reservation also fits when everything held is its
+    ``owner``'s (a request, a job): one request alone always runs, so a page larger than the whole budget
+    runs by itself, and a request's own body never keeps its pages waiting."""
 
     def __init__(self, capacity: int):
         self.capacity = capacity
         self.used = 0
-        self._waiting: Deque[Tuple[int, asyncio.Future]] = deque()
+        self._owned: Dict[Hashable, int] = {}
+        self._waiting: Tuple[Deque[Tuple[int, Hashable, asyncio.Future]], ...] = (deque(), deque())
 
-    async def acquire(self, pixels: int) -> int:
-        """Waits for room; returns what was reserved (give it to ``release`` or ``resize``)."""
+    async def acquire(self, pixels: int, timeout: Optional[float] = None, priority: int = INTERACTIVE,
+                      owner: Hashable = None) -> int:
+        """Waits for room (at most ``timeout`` seconds, then ``Overloaded``); returns what was reserved (give it
+        to ``release`` or ``resize`` with the same ``owner``)."""
         pixels = min(pixels, self.capacity)
-        if not self._waiting and self.used + pixels <= self.capacity:
-            self.used += pixels
+        if not any(self._waiting[: priority + 1]) and self._fits(pixels, owner):
+            self._take(pixels, owner)
             return pixels
         future = asyncio.get_running_loop().create_future()
-        entry = (pixels, future)
-        self._waiting.append(entry)
+        entry = (pixels, owner, future)
+        queue = self._waiting[priority]
+        queue.append(entry)
         try:
-            await future
-        except asyncio.CancelledError:
+            await asyncio.wait_for(asyncio.shield(future), timeout)
+        except (asyncio.CancelledError, asyncio.TimeoutError) as err:
             if future.done() and not future.cancelled():
-                self.release(pixels)  # granted just as the request gave up
-            elif entry in self._waiting:
-                self._waiting.remove(entry)
-                self._grant()
+                self.release(pixels, owner)  # granted just as the request gave up
+            else:
+                future.cancel()
+                if entry in queue:
+                    queue.remove(entry)
+                    self._grant()
+            if isinstance(err, asyncio.TimeoutError):
+                raise Overloaded(f"server busy: no memory budget (--max_inflight_pixels) freed up within "
+                                 f"{timeout:g} s (--max_queue_wait_s); retry later") from None
             raise
         return pixels
 
-    def resize(self, reserved: int, pixels: int) -> int:
-        """Turns a reservation made on a guess into the page's real estimate (smaller or not)."""
+    @contextlib.asynccontextmanager
+    async def held(self, pixels: int, timeout: Optional[float] = None, priority: int = INTERACTIVE,
+                   owner: Hashable = None) -> AsyncIterator[None]:
+        reserved = await self.acquire(pixels, timeout, priority, owner)
+        try:
+            yield
+        finally:
+            self.release(reserved, owner)
+
+    def resize(self, reserved: int, pixels: int, owner: Hashable = None) -> int:
+        """Turns a reservation made on a guess into the real estimate (smaller or not)."""
         pixels = min(pixels, self.capacity)
-        self.used += pixels - reserved
+        self._take(pixels - reserved, owner)
         self._grant()
         return pixels
 
-    def release(self, pixels: int) -> None:
-        self.used -= pixels
+    def release(self, pixels: int, owner: Hashable = None) -> None:
+        self._take(-pixels, owner)
         self._grant()
 
+    def _fits(self, pixels: int, owner: Hashable) -> bool:
+        return self.used + pixels <= self.capacity or self.used == self._owned.get(owner, 0)
+
+    def _take(self, pixels: int, owner: Hashable) -> None:
+        self.used += pixels
+        if owner is not None:
+            left = self._owned.get(owner, 0) + pixels
+            if left:
+                self._owned[owner] = left
+            else:
+                del self._owned[owner]
+
     def _grant(self) -> None:
-        while self._waiting and (self.used + self._waiting[0][0] <= self.capacity or not self.used):
-            pixels, future = self._waiting.popleft()
-            if not future.cancelled():
-                self.used += pixels
-                future.set_result(None)
+        for queue in self._waiting:
+            while queue and self._fits(queue[0][0], queue[0][1]):
+                pixels, owner, future = queue.popleft()
+                if not future.done():
+                    self._take(pixels, owner)
+                    future.set_result(None)
+            if queue:
+                return  # batch waits while an interactive reservation does
+
+
+# A request's body is held twice while the request runs: the bytes received and the JSON string parsed from
+# them (the request model keeps that string); the decoded file is counted on its own.
+BODY_COPIES = 2
+
+
+def bytes_cost(size: int, copies: int = 1) -> int:
+    """``copies`` x ``size`` bytes held, in the budget's unit."""
+    return -(-size * copies // BYTES_PER_PIXEL)
+
+
+async def read_page(budget: PixelBudget, read: Callable[[], Optional[InputItem]], max_pixels: int,
+                    det_side: Optional[int], timeout: Optional[float] = None, priority: int = INTERACTIVE,
+                    owner: Hashable = None) -> Tuple[Optional[InputItem], int]:
+    """``read()`` (the next page, in a worker thread) once the budget has room for a page as large as allowed,
+    and what stays reserved for it: the page's real cost (``page_cost``), or nothing when there was no page."""
+    reserved = await budget.acquire(max_pixels + (det_side or 0) ** 2, timeout, priority, owner)
+    try:
+        item = await asyncio.to_thread(read)
+    except BaseException:
+        budget.release(reserved, owner)
+        raise
+    if item is None:
+        budget.release(reserved, owner)
+        return None, 0
+    height, width = item.image.shape[:2]
+    return item, budget.resize(reserved, page_cost(height, width, det_side), owner)
 
 
 def page_cost(height: int, width: int, det_side: Optional[int]) -> int:

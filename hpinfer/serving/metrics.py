@@ -26,6 +26,8 @@ class Metrics:
         )
         self.in_flight = Gauge("hpinfer_requests_in_flight", "Inference requests admitted and not yet answered", registry=r)
         self.queue_depth = Gauge("hpinfer_queue_depth", "Images waiting for a batch", registry=r)
+        self.budget_used = Gauge("hpinfer_budget_used_pixels",
+                                 "Memory budget held by requests and jobs in flight (--max_inflight_pixels)", registry=r)
         self.batch_size = Histogram("hpinfer_batch_size", "Images per predict_batch call", buckets=BATCH_BUCKETS, registry=r)
         self.batch_seconds = Histogram(
             "hpinfer_batch_duration_seconds", "Time per predict_batch call", buckets=LATENCY_BUCKETS, registry=r

@@ -105,7 +105,8 @@ class OCRInferResult(_PagesResult):
 
 class LayoutParsingRequest(_OCRParams):
     useDocOrientationClassify: Optional[bool] = Field(False, description="turn each page upright first (PaddleX's default: false)")
-    useSealRecognition: Optional[bool] = Field(None, description="not supported: only null or false")
+    useSealRecognition: Optional[bool] = Field(
+        None, description="seals as seal blocks with their text (needs the server's pipeline built with its seal text detector)")
     useTableRecognition: Optional[bool] = Field(
         None, description="tables as HTML (needs the server's pipeline built with its table model; false: as images)")
     useFormulaRecognition: Optional[bool] = Field(None, description="not supported (equations come as images): only null or false")

@@ -83,11 +83,14 @@ class ServeSettings(BaseModel):
     max_pixels: int = Field(40_000_000, gt=0)  # per image or rendered PDF page (decompression bombs)
     max_pdf_pages: int = Field(20, gt=0)
     # Memory: PDF pages render at 144 dpi but at most this long on their longer side; the text detector's
-    # input at most this long whatever textDetLimitSideLen asks (PaddleX's max_side_limit); pixels of pages
-    # in flight (rendered page + detector input, all requests together) before pages wait for their turn.
+    # input at most this long whatever textDetLimitSideLen asks (PaddleX's max_side_limit); the budget of what
+    # requests and jobs in flight hold (pages: rendered page + detector input; bodies and decoded files at
+    # BYTES_PER_PIXEL bytes a pixel) before more waits its turn; how long a request may wait for its start
+    # (its body and first page) before it gets 503 + Retry-After.
     max_render_side: int = Field(4000, ge=32)
     max_det_side: int = Field(4000, ge=32)
     max_inflight_pixels: int = Field(default_factory=default_inflight_pixels, gt=0)
+    max_queue_wait_s: float = Field(60.0, gt=0)
     url_timeout_s: float = Field(15.0, gt=0)
     max_download_mb: float = Field(50.0, gt=0)
     allow_private_urls: bool = False  # SSRF guard off for private, loopback and link-local addresses

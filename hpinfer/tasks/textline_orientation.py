@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, Dict, Iterator, List, Literal, Mapping, Sequence, Tuple
 
 import cv2
 import numpy as np
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from ..runtime import accuracy
 from ..runtime.calibration import CalibrationSet
@@ -27,10 +28,27 @@ class ClsParams(Params):
     # Pixel order the model is fed: PaddleOCR's line classifiers learnt BGR; PaddleX 3.7.2 feeds RGB to every
     # classifier, the v2.0 line classifier too (it then turns many upright lines over).
     channel_order: Literal["bgr", "rgb"] = "bgr"
+    # A line wider than image_shape's aspect: "squeeze" shrinks it into the input (PaddleOCR, RapidOCR: letters
+    # lose their shape and many upright long lines get turned over); "tiles" reads a line wider than
+    # tile_beyond input widths as up to max_tiles overlapping pieces at the input's aspect and averages their
+    # log-probabilities, so it turns only when its pieces agree (narrower lines are squeezed: their letters keep
+    # half their width). Bundled pipelines that promise a reference's results keep "squeeze".
+    long_lines: Literal["squeeze", "tiles"] = "squeeze"
+    max_tiles: int = Field(3, ge=1, le=64)
+    tile_beyond: float = Field(2.0, ge=1.0)
+
+    @model_validator(mode="after")
+    def _tiles_need_two_labels(self) -> "ClsParams":
+        if self.long_lines == "tiles" and len(self.labels) != 2:
+            raise ValueError("long_lines 'tiles' averages two labels' probabilities; this classifier has "
+                             f"{len(self.labels)} (use long_lines: squeeze)")
+        return self
 
 
 def classify(session: Any, crops: Sequence[np.ndarray], p: ClsParams) -> List[Tuple[int, float]]:
     """(label index, score) per crop."""
+    if p.long_lines == "tiles":
+        return _classify_tiled(session, crops, p)
     _, height, width = p.image_shape
     results: List[Tuple[int, float]] = [(0, 0.0)] * len(crops)
     if p.channel_order == "rgb":
@@ -44,6 +62,35 @@ def classify(session: Any, crops: Sequence[np.ndarray], p: ClsParams) -> List[Tu
         for i, label, score in zip(batch, labels, scores):
             results[i] = (int(label), float(score))
     return results
+
+
+def tiles(crop: np.ndarray, aspect: float, max_tiles: int, beyond: float) -> List[np.ndarray]:
+    """The crop as pieces of width ``aspect`` x its height, half-overlapping from end to end (fewer, spread
+    evenly, beyond ``max_tiles``); a crop no wider than ``beyond`` pieces is its own single piece."""
+    h, w = crop.shape[:2]
+    width = max(1, int(round(h * aspect)))
+    if w <= beyond * width:
+        return [crop]
+    count = min(max_tiles, math.ceil((w - width) / (width / 2)) + 1)
+    return [crop[:, s : s + width] for s in np.linspace(0, w - width, count).round().astype(int)]
+
+
+def _classify_tiled(session: Any, crops: Sequence[np.ndarray], p: ClsParams) -> List[Tuple[int, float]]:
+    """Each crop's tiles classified together; a crop's label is the one with the higher mean log-probability
+    over its tiles, its score that mean normalised over the two labels."""
+    _, height, width = p.image_shape
+    pieces, owner = [], []
+    for index, crop in enumerate(crops):
+        for piece in tiles(crop, width / height, p.max_tiles, p.tile_beyond):
+            pieces.append(piece)
+            owner.append(index)
+    logs = np.zeros((len(crops), 2))
+    for index, (label, score) in zip(owner, classify(session, pieces, p.model_copy(update={"long_lines": "squeeze"}))):
+        logs[index] += np.log(np.clip([1.0 - score, score] if label == 1 else [score, 1.0 - score], 1e-6, 1.0))
+    means = logs / np.maximum(np.bincount(np.asarray(owner, dtype=np.int64), minlength=len(crops)), 1)[:, None]
+    probs = np.exp(means - means.max(axis=1, keepdims=True))
+    labels = probs.argmax(axis=1)
+    return [(int(label), float(row[label] / row.sum())) for label, row in zip(labels, probs)]
 
 
 def upright(session: Any, crops: Sequence[np.ndarray], p: ClsParams) -> Tuple[List[np.ndarray], List[int]]:

@@ -7,6 +7,7 @@ Runtime fuses into integer kernels.
 
 from __future__ import annotations
 
+import functools
 import logging
 import queue
 from pathlib import Path
@@ -18,6 +19,7 @@ from ...config import BackendConfig
 from ...device import Device
 from ...errors import EngineUnavailableError
 from ..hardware import cpu_count
+from ..shapes import current_defaults
 from .base import Engine, EngineSession, TensorInfo
 
 log = logging.getLogger(__name__)
@@ -65,6 +67,42 @@ class OnnxRuntimeSession(EngineSession):
     def close(self) -> None:
         self._session = None
         self._pool = None
+
+
+_exact_arena = False  # return_memory_after_runs switches it on
+
+
+def return_memory_after_runs() -> None:
+    """From now on, sessions of models whose input size varies hand back each run's memory once its tensors are
+    freed (``_register_exact_arena``): what a server wants, whose memory must come back after a large request.
+    It costs page faults on every run: in-process OCR of batches of 8 images was ~20 % slower on 2 busy cores
+    (benchmarks/RESULTS.md, "serving under hostile input"), so the CLI and Python API keep the default."""
+    global _exact_arena
+    _exact_arena = True
+
+
+def _sized_by_input() -> bool:
+    """Whether the model being opened takes images whose size varies (a detector's pages, a recogniser's lines
+    of any width; not a classifier's fixed crops), as its task's default input bounds say (``model_defaults``)."""
+    shapes = current_defaults()
+    return bool(shapes) and len(shapes[0]) == 4 and shapes[0][2:] != shapes[2][2:]
+
+
+@functools.lru_cache(maxsize=1)
+def _register_exact_arena() -> None:
+    """A process-wide CPU arena that grows by exactly what a run asks (kSameAsRequested), for the sessions of
+    models whose input size varies. With a session's own arena (kNextPowerOfTwo) the shrinkage after a run
+    keeps the first region and every region that still holds the run's outputs, which the next run's outputs
+    often land in again: after one large page a detector kept ~440 MB (one 4000 px input's working set) for
+    good. With regions of exactly the size asked, each is freed once its tensors are (benchmarks/RESULTS.md,
+    "serving under hostile input", the soak)."""
+    import onnxruntime as ort
+
+    info = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
+    ort.create_and_register_allocator(info, ort.OrtArenaCfg(0, _SAME_AS_REQUESTED, -1, -1))
+
+
+_SAME_AS_REQUESTED = 1  # OrtArenaCfg's arena_extend_strategy: 0 next power of two, 1 same as requested
 
 
 def _check_providers(session, device: Device) -> None:
@@ -137,6 +175,9 @@ class OnnxRuntimeEngine(Engine):
         # A pipeline holds several sessions, each with its own thread pool: threads left spinning after one
         # model's run steal the cores from the next model's (measured in benchmarks/RESULTS.md).
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        if _exact_arena and not device.is_gpu and save_to is None and _sized_by_input():
+            _register_exact_arena()
+            options.add_session_config_entry("session.use_env_allocators", "1")
         if device.is_gpu:
             providers = [("CUDAExecutionProvider", {"device_id": device.index}), "CPUExecutionProvider"]
         else:

@@ -12,6 +12,7 @@ this server's API key, limits and metrics.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any, Dict, List, Optional
 
@@ -60,8 +61,9 @@ class NativeBackend:
     async def warm_up(self) -> None:
         image = np.full((48, 320, 3), 255, np.uint8)
         cv2.putText(image, "warm-up 0123", (8, 34), cv2.FONT_HERSHEY_SIMPLEX, 1.0, (0, 0, 0), 2)
-        with self.batcher.ticket() as ticket:
-            await ticket.submit([image], {"work": "ocr"})
+        for work in dict.fromkeys(w for prompt in self.recogniser.prompts for w in self.recogniser.works(prompt)):
+            with self.batcher.ticket() as ticket:  # every model's first call (allocations) before "ready"
+                await ticket.submit([image], {"work": work})
 
     async def stop(self) -> None:
         if self.batcher:
@@ -70,12 +72,14 @@ class NativeBackend:
             await self.http.aclose()
 
     async def recognise(self, url: str, prompt: str) -> Answer:
-        """One block: ``url`` (data URL or http(s)) and its prompt → the answer; InputError for bad input."""
-        work = self.recogniser.engine_key(prompt)  # an unknown or unserved prompt fails before any decoding
-        with self.batcher.ticket() as ticket:  # held while decoding: an idle batcher waits for this block
+        """One block: ``url`` (data URL or http(s)) and its prompt → the answer; InputError for bad input. Each
+        kind of work the prompt needs (a table's OCR and its structure) joins its own batches, at once."""
+        works = self.recogniser.works(prompt)  # an unknown or unserved prompt fails before any decoding
+        with contextlib.ExitStack() as held:  # held while decoding: an idle batcher waits for this block
+            tickets = [held.enter_context(self.batcher.ticket()) for _ in works]
             image = await self._image(url)
-            (result,) = await ticket.submit([image], {"work": work})
-        return self.recogniser.answer(prompt, result)
+            outputs = await asyncio.gather(*(t.submit([image], {"work": w}) for t, w in zip(tickets, works)))
+        return self.recogniser.answer(prompt, {w: out for w, (out,) in zip(works, outputs)})
 
     async def _image(self, url: str) -> np.ndarray:
         s, field = self.settings, "image_url.url"

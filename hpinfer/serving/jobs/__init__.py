@@ -28,8 +28,8 @@ from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from pydantic import Field, create_model
 
-from ..limits import count_pages, decode_base64, is_url
-from ..security import check_url, fetch_url
+from ..limits import count_pages
+from ..security import check_url
 from .runner import Jobs
 from .store import FINISHED, Job
 
@@ -85,22 +85,23 @@ def install_jobs(app: FastAPI, service: Any) -> Jobs:
         adapter.options(body, service.pipeline)  # unsupported options: 422 now, not at the first page
         if body.webhookUrl:
             await check_url(body.webhookUrl, settings.allow_private_urls)
-        text = getattr(body, field)
-        if is_url(text):
-            data = await fetch_url(service.http, text, allow_private=settings.allow_private_urls,
-                                   max_bytes=settings.max_download_bytes, timeout=settings.url_timeout_s)
-        else:
-            data = await asyncio.to_thread(decode_base64, text, field)
-        file_type = getattr(body, "fileType", None) if adapter.accepts_pdf else 1
-        is_pdf, total = await asyncio.to_thread(count_pages, data, field, file_type, settings.max_pixels, settings.jobs_max_pages)
-        secret = body.webhookSecret or (secrets.token_urlsafe(32) if body.webhookUrl else None)
-        job = Job(
-            id=uuid.uuid4().hex, owner=who, status="queued", priority=body.priority,
-            request=body.model_dump(exclude=job_fields), is_pdf=is_pdf, pages_total=total, pages_done=0, error=None,
-            webhook_url=body.webhookUrl, webhook_secret=secret, webhook_status=None, created=time.time(),
-            started=None, finished=None,
-        )
-        await jobs.add(job, data)
+        log_id, start_by = request.state.log_id, request.state.start_by
+        data, held = await service.read_file(getattr(body, field), field, start_by, log_id)
+        try:
+            file_type = getattr(body, "fileType", None) if adapter.accepts_pdf else 1
+            async with service.budget.held(settings.max_pixels, max(0.0, start_by - time.monotonic()), owner=log_id):
+                is_pdf, total = await asyncio.to_thread(  # reads page 1
+                    count_pages, data, field, file_type, settings.max_pixels, settings.jobs_max_pages)
+            secret = body.webhookSecret or (secrets.token_urlsafe(32) if body.webhookUrl else None)
+            job = Job(
+                id=uuid.uuid4().hex, owner=who, status="queued", priority=body.priority,
+                request=body.model_dump(exclude=job_fields), is_pdf=is_pdf, pages_total=total, pages_done=0, error=None,
+                webhook_url=body.webhookUrl, webhook_secret=secret, webhook_status=None, created=time.time(),
+                started=None, finished=None,
+            )
+            await jobs.add(job, data)
+        finally:
+            service.budget.release(held, log_id)
         result = {"jobId": job.id, "status": job.status, "pagesTotal": total}
         if body.webhookUrl and not body.webhookSecret:
             result["webhookSecret"] = secret

@@ -10,6 +10,8 @@ Priority (``Priority``): synchronous requests and pages of ``interactive`` jobs 
 for ``GRACE_S`` (so a client sending request after request keeps its turn); interactive work then waits at
 most for the one batch page already running (its read, inference and encoding). Under unbroken interactive
 load a batch page still goes after ``BATCH_MAX_WAIT_S``, so batch jobs advance by at least a page per interval.
+A running job's file and each of its pages also take the server's memory budget (``limits.PixelBudget``),
+at the job's priority: batch reservations are granted only when no interactive one waits.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import logging
 import shutil
 import tempfile
@@ -29,6 +32,7 @@ import numpy as np
 from ...errors import HpinferError, InputError
 from ...io.inputs import InputItem, iter_inputs
 from ..adapters import Encoding, jpeg_base64
+from ..limits import BATCH, INTERACTIVE, bytes_cost, read_page
 from .store import Job, Store
 from .webhooks import deliver
 
@@ -159,12 +163,20 @@ class Jobs:
                 self._schedule()
 
     async def _pages(self, job: Job) -> int:
-        """Runs the job's remaining pages; the number of pages that failed (all of them, not only these)."""
-        adapter, settings = self.service.adapter, self.settings
+        """Runs the job's remaining pages; the number of pages that failed (all of them, not only these). The
+        job's file and each page are counted in the server's budget, at the job's priority."""
+        priority = INTERACTIVE if job.priority == "interactive" else BATCH
+        budget = self.service.budget
+        size = await asyncio.to_thread(self.store.input_size, job.id)
+        async with budget.held(bytes_cost(size), priority=priority, owner=job.id):
+            data = await asyncio.to_thread(self.store.input, job.id)
+            return await self._read_pages(job, data, priority)
+
+    async def _read_pages(self, job: Job, data: bytes, priority: int) -> int:
+        adapter, settings, budget = self.service.adapter, self.settings, self.service.budget
         request = adapter.request_model.model_validate({**job.request, adapter.file_field: ""})
         options = self.service.pipeline_options(request)
         visualize = settings.visualize if request.visualize is None else request.visualize
-        data = await asyncio.to_thread(self.store.input, job.id)
         errors = sum(1 for page in self.store.pages(job.id) if page["error"])
         pages: Optional[Iterator[InputItem]] = None
         for n in range(job.pages_done, job.pages_total):
@@ -173,8 +185,11 @@ class Jobs:
                                     max_pixels=settings.max_pixels, max_render_side=settings.max_render_side)
             async with self.priority.turn(job.priority) as waited:
                 timings = {"wait": waited}
-                try:
-                    item = await _timed(timings, "read", asyncio.to_thread(next, pages, None))
+                reserved = 0
+                try:  # "read" includes the wait for the budget
+                    item, reserved = await _timed(timings, "read", read_page(
+                        budget, functools.partial(next, pages, None), settings.max_pixels, self.service.det_side,
+                        priority=priority, owner=job.id))
                 except InputError as err:
                     pages = None
                     item, error = None, str(err)
@@ -182,7 +197,10 @@ class Jobs:
                     if item is None:
                         raise InputError(f"the file has fewer pages than the {job.pages_total} counted at submission")
                     error = None
-                stored = await self._page(job, n, item, error, request, options, visualize, timings)
+                try:
+                    stored = await self._page(job, n, item, error, request, options, visualize, timings)
+                finally:
+                    budget.release(reserved, job.id)
             errors += stored is not None
         return errors
 

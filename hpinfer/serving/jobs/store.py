@@ -95,6 +95,9 @@ class Store:
     def input(self, job_id: str) -> bytes:
         return (self.job_folder(job_id) / "input").read_bytes()
 
+    def input_size(self, job_id: str) -> int:
+        return (self.job_folder(job_id) / "input").stat().st_size
+
     def unfinished(self) -> List[Job]:
         """Queued and running jobs, interactive ones first, then oldest first."""
         rows = self._run(
