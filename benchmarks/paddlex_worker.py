@@ -10,7 +10,8 @@ line classifier on or off. ``--mode default`` leaves PaddleX's engine choice alo
 
 Protocol: after loading it prints one JSON line (``{"ready": ..., "settings": ...}`` or ``{"error": ...}``); then
 for each line ``INDEX`` on stdin it runs image INDEX (decoded BGR pixels from the .npy files, the same ones ours
-gets) and prints ``{"texts": [...], "boxes": [...], "scores": [...], "seconds": s}``.
+gets) and prints ``{"texts": [...], "boxes": [...], "scores": [...], "seconds": s, "angles": [...]}`` (angles: the
+line classifier's verdict per detected line, -1 with it off).
 """
 
 from __future__ import annotations
@@ -77,7 +78,8 @@ def main() -> int:
         seconds = time.perf_counter() - start
         boxes = [[[int(x), int(y)] for x, y in poly] for poly in result["rec_polys"]]
         out.write(json.dumps({"texts": list(result["rec_texts"]), "boxes": boxes,
-                              "scores": [float(s) for s in result["rec_scores"]], "seconds": seconds}) + "\n")
+                              "scores": [float(s) for s in result["rec_scores"]], "seconds": seconds,
+                              "angles": [int(a) for a in result.get("textline_orientation_angles", [])]}) + "\n")
         out.flush()
     return 0
 

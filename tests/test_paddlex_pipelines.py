@@ -80,8 +80,8 @@ def test_paddlex_ocr_yaml_with_bundled_models_keeps_paddlex_values(tmp_path, sha
 def test_paddlex_profile_gives_paddlex_results_on_the_same_weights(tmp_path, shared_images):
     """PaddleX's OCR.yaml on PaddleX model dirs (line classifier off), run on the paddle engine; PaddleX's texts and
     boxes were recorded from PaddleX itself. doc_page_zh_en and wide_line differ in a few characters because
-    PaddleX's venv crops lines with OpenCV 4.10 and ours with 5.0 (cubic warps differ by a few grey levels: the
-    same crop code gives PaddleX's crops under 4.10; benchmarks/RESULTS.md)."""
+    PaddleX's venv crops lines with OpenCV 4.10 and ours with 5.0 (cubic warps differ by a few grey levels; run on
+    PaddleX's OpenCV, benchmarks/paddlex_fidelity.py finds all 10 images equal: benchmarks/RESULTS.md)."""
     pytest.importorskip("paddle", reason="the paddle extra is not installed (pip install 'hpinfer[paddle]')")
     sys.path.insert(0, str(REPO / "benchmarks"))
     from paddlex_dirs import write_dirs

@@ -315,13 +315,13 @@ def test_triton(shared_images, tmp_path):
 @pytest.mark.parametrize("pipeline", DOCUMENT_PIPELINES)
 def test_document_pipelines_on_every_engine(pipeline, shared_images):
     """The document pipelines' endpoints answer alike on basic, Triton and Ray (one instance each, instance
-    batching off: the default on a CPU; all in the Triton interpreter, started together)."""
-    python = _triton_python()
+    batching off: the default on a CPU; Triton in its interpreter, started together)."""
     cases = _document_cases(pipeline, shared_images)
-    engines = ((), ("--engine", "triton", "--triton_ports", "0,0,0"), ("--engine", "ray"))
+    engines = ((sys.executable, ()), (_triton_python(), ("--engine", "triton", "--triton_ports", "0,0,0")),
+               (sys.executable, ("--engine", "ray")))
     with contextlib.ExitStack() as stack:
         servers = []
-        for args in engines:
+        for python, args in engines:
             servers.append(Server(python, *args, pipeline=pipeline))
             stack.callback(servers[-1].__exit__)
         for server in servers:

@@ -298,8 +298,14 @@ class OCRPipeline(PipelineBase):
         paddlex = opts.profile == "paddlex"
         if opts.use_textline_orientation:
             with self.textline_cls.timer.stage("call"):
-                cls_params = self.textline_cls.with_overrides(_PADDLEX_CLS if paddlex else {})
-                crops, angles = self.textline_cls.upright(crops, cls_params)
+                # The classifier's input is image_shape whatever the batch holds (lines or their tiles), so
+                # batching cannot change a line's result: the call's lines go in batches as large as the engine's
+                # default shapes take.
+                cls = self.textline_cls
+                lines_per_call = min(len(crops), cls.kind.default_shapes(cls.params)[2][0])
+                profile = _PADDLEX_CLS if paddlex else {}
+                cls_params = cls.with_overrides({**profile, "batch_size": max(lines_per_call, cls.params.batch_size)})
+                crops, angles = cls.upright(crops, cls_params)
         with self.text_rec.timer.stage("call"):
             rec_params = self.text_rec.with_overrides({"resize": "paddlex"} if paddlex else {})
             return angles, self.text_rec.recognize(crops, rec_params, groups=groups)

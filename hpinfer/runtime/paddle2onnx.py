@@ -94,7 +94,9 @@ def _convert_in_child(model_path: Path, scratch: Path, onnx_path: Path) -> None:
     except subprocess.TimeoutExpired:
         raise ConversionError(f"paddle2onnx ran over {_CONVERT_TIMEOUT_S} s") from None
     if done.returncode != 0 or not onnx_path.is_file():
-        lines = [line for line in (done.stderr + done.stdout).splitlines() if "Error" in line or "error" in line]
+        output = (done.stderr + done.stdout).splitlines()
+        # paddle2onnx's own "[ERROR]" line says why (e.g. unsupported operators); an abort's trace follows it
+        lines = [line for line in output if "[ERROR]" in line] or [line for line in output if "rror" in line]
         raise ConversionError(f"paddle2onnx failed (exit {done.returncode}): {(lines or ['no message'])[-1].strip()[:300]}")
 
 
