@@ -284,8 +284,10 @@ def test_budget_counts_bodies_files_and_job_pages_and_answers_503_past_the_queue
     decoded file are counted with its page; a request that can't get budget within --max_queue_wait_s gets a
     JSON 503 with Retry-After; a job's pages take budget from the same count; all of it comes back."""
     capacity = 4_000_000  # the DoS image's page (3.07 M with its 4000 px detector input) and its body fit
-    with serve_process("--pipeline", "OCR", "--no_visualize", "--max_inflight_pixels", str(capacity),
-                       "--max_queue_wait_s", "0.5", "--jobs_dir", str(tmp_path / "jobs")) as (process, url, log):
+    # PP-OCRv4's detector takes ~2 s on that input even idle (the bundled PP-OCRv6 tiny can finish within the
+    # queue wait), so the refused request's 0.2 s wait surely ends while the page still holds the budget.
+    with serve_process("--pipeline", "OCR_PP-OCRv4_mobile", "--no_visualize", "--max_inflight_pixels", str(capacity),
+                       "--max_queue_wait_s", "0.2", "--jobs_dir", str(tmp_path / "jobs")) as (process, url, log):
         image = (shared_images / "paragraph_en.jpg").read_bytes()  # 709x132
         padded = b64(image) + "\n" * 2_000_000  # line breaks are tolerated in base64: a 4 MB body, a 40 KB file
         body = json.dumps({"file": padded, "textDetLimitSideLen": 4096, "textDetLimitType": "min"}).encode()
