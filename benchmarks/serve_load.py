@@ -72,6 +72,13 @@ PAUSE_S = 0.05
 ENGINE_ARGS: List[str] = []  # --device/--use_hpip/--hpi_config given to this script, passed to every server
 
 
+def _python(args) -> str:
+    """Triton in the interpreter that runs PyTriton (.venv-triton: numpy < 2, Debian's Python), everything else in
+    the project's .venv (Ray lives there), whichever of them runs this script."""
+    venv = ROOT / (".venv-triton" if "triton" in args else ".venv") / "bin" / "python"
+    return str(venv) if venv.exists() else sys.executable
+
+
 class Server:
     """A ``python -m hpinfer.serving serve`` process on 127.0.0.1:<free port>, ready when entered."""
 
@@ -80,7 +87,7 @@ class Server:
             extra = (*extra, "--triton_ports", "0,0,0")
         self.log = tempfile.NamedTemporaryFile("w+", suffix=".log", delete=False)
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "hpinfer.serving", "serve", "--pipeline", pipeline, "--host", "127.0.0.1",
+            [_python(extra), "-m", "hpinfer.serving", "serve", "--pipeline", pipeline, "--host", "127.0.0.1",
              "--port", "0", "--no_visualize", "--log_level", "INFO", *ENGINE_ARGS, *extra],
             stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT,
         )
