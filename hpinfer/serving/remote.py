@@ -32,6 +32,7 @@ from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from ..errors import ConfigError
+from .metrics import stage_timers, stage_totals
 
 if TYPE_CHECKING:
     import numpy as np
@@ -138,7 +139,6 @@ class Replica:
     def __init__(self, settings: Any, tag: str = ""):
         from .adapters import ADAPTERS
         from .app import warm_up_image
-        from .metrics import stage_timers
 
         self.pipeline = settings.load_pipeline()
         self.name = f"{socket.gethostname()}:{os.getpid()}{tag}"
@@ -151,8 +151,6 @@ class Replica:
         return {"pipeline_name": self.pipeline.settings.pipeline_name, "sub_modules": list(self.pipeline.sub_modules)}
 
     def _run(self, method: str, images: List[np.ndarray], options: Dict[str, Any]) -> Answer:
-        from .metrics import stage_totals
-
         try:
             outcome: Tuple[str, Any] = "ok", list(getattr(self.pipeline, method)(images, **options))
         except Exception as exc:  # noqa: BLE001 - handed to the front-end, which answers as basic serving does

@@ -136,11 +136,10 @@ class _Pages:
 
     def _region(self, client: Any, nbytes: int) -> Any:
         region = getattr(self._local, "region", None)
-        generation, token = self.server.generation, self.server.triton.get_access_token()
-        headers = {"triton-grpc-protocol-triton-access-token": token} if token else None
+        generation = self.server.generation
         if region is not None and (region.size < nbytes or region.generation != generation):
             with contextlib.suppress(Exception):  # (a restarted Triton never knew it)
-                client.unregister_system_shared_memory(region.name, headers=headers)
+                client.unregister_system_shared_memory(region.name, headers=self._headers())
             self._drop(region)
             region = self._local.region = None
         if region is None:
@@ -152,10 +151,15 @@ class _Pages:
             with self._lock:
                 self._regions.append(region)
         if region.generation != generation:
-            client.register_system_shared_memory(region.name, region.key, region.size, headers=headers)
+            client.register_system_shared_memory(region.name, region.key, region.size, headers=self._headers())
             region.generation = generation
             region.unlink()  # Triton has it mapped now: no file left behind, whatever ends this process
         return region
+
+    def _headers(self) -> Any:
+        """PyTriton's access token for shared-memory (un)registration: asked only when a region changes."""
+        token = self.server.triton.get_access_token()
+        return {"triton-grpc-protocol-triton-access-token": token} if token else None
 
     def _drop(self, region: "_Region") -> None:
         with self._lock:
