@@ -67,6 +67,7 @@ IMAGES = ["bilevel_test.png", "single_line.jpg", "exif_rotated.jpg", "wide_line.
 OVERHEAD_IMAGE = "bilevel_test.png"
 OVERHEAD_OPTIONS = {"text_det_limit_type": "max", "text_det_limit_side_len": 320}
 PAUSE_S = 0.05
+START_TIMEOUT_S = 180.0  # until a server answers ready (GPU instances that warm up many shapes need more)
 
 
 ENGINE_ARGS: List[str] = []  # --device/--use_hpip/--hpi_config given to this script, passed to every server
@@ -93,16 +94,25 @@ class Server:
         )
 
     def __enter__(self) -> "Server":
-        deadline = time.monotonic() + 180
+        deadline = time.monotonic() + START_TIMEOUT_S
         while not (match := re.search(r"Uvicorn running on (http://\S+)", Path(self.log.name).read_text())):
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"server did not start:\n{Path(self.log.name).read_text()}")
-            time.sleep(0.1)
+            self._alive(deadline)
         self.url = match.group(1)
-        while httpx.get(f"{self.url}/health/ready").status_code != 200:
-            time.sleep(0.1)
+        while not self._ready():  # worker processes (--instances) listen a moment after the supervisor says it runs
+            self._alive(deadline)
         print(f"server {' '.join(self.process.args[-4:])} ready", file=sys.stderr, flush=True)
         return self
+
+    def _ready(self) -> bool:
+        try:
+            return httpx.get(f"{self.url}/health/ready").status_code == 200
+        except httpx.TransportError:
+            return False
+
+    def _alive(self, deadline: float) -> None:
+        if self.process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"server did not start:\n{Path(self.log.name).read_text()[-4000:]}")
+        time.sleep(0.1)
 
     def rss_mb(self) -> float:
         status = Path(f"/proc/{self.process.pid}/status").read_text()
