@@ -14,7 +14,9 @@ overhead at concurrency 1 is measured paired: ``--overhead_pairs`` times, the sa
 engine in turn (order rotated), each request followed by ``PAUSE_S``; an engine's overhead is the median of
 its per-pair differences to basic. Two requests: the HTTP overhead's cheap one (small model time, so
 little noise) and the largest of the five payloads (the hop's cost grows with the pixels sent). Run it with an interpreter that has every
-engine (PyTriton needs .venv-triton, where numpy < 2 gives slightly different scores than numpy 2).
+engine (PyTriton needs .venv-triton, where numpy < 2 gives slightly different scores than numpy 2). Each server
+runs in the interpreter its engine needs (``_python``): basic serving is measurably faster in .venv than in
+.venv-triton, so ``--triton_baseline`` also pairs Triton with basic serving in .venv-triton (only the engine differs).
 
 The configurations run as real server processes at once (``python -m hpinfer.serving serve --port 0``,
 visualize off), loaded in turn by this asyncio client process (httpx): "batching off" is
@@ -67,6 +69,7 @@ IMAGES = ["bilevel_test.png", "single_line.jpg", "exif_rotated.jpg", "wide_line.
 OVERHEAD_IMAGE = "bilevel_test.png"
 OVERHEAD_OPTIONS = {"text_det_limit_type": "max", "text_det_limit_side_len": 320}
 PAUSE_S = 0.05
+TRITON_BASELINE = "basic_in_triton_venv"
 START_TIMEOUT_S = 180.0  # until a server answers ready (GPU instances that warm up many shapes need more)
 
 
@@ -83,12 +86,12 @@ def _python(args) -> str:
 class Server:
     """A ``python -m hpinfer.serving serve`` process on 127.0.0.1:<free port>, ready when entered."""
 
-    def __init__(self, pipeline: str, *extra: str):
+    def __init__(self, pipeline: str, *extra: str, python: Optional[str] = None):
         if "triton" in extra:  # Triton's own ports, free ones
             extra = (*extra, "--triton_ports", "0,0,0")
         self.log = tempfile.NamedTemporaryFile("w+", suffix=".log", delete=False)
         self.process = subprocess.Popen(
-            [_python(extra), "-m", "hpinfer.serving", "serve", "--pipeline", pipeline, "--host", "127.0.0.1",
+            [python or _python(extra), "-m", "hpinfer.serving", "serve", "--pipeline", pipeline, "--host", "127.0.0.1",
              "--port", "0", "--no_visualize", "--log_level", "INFO", *ENGINE_ARGS, *extra],
             stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT,
         )
@@ -278,8 +281,10 @@ def http_overhead(server: "Server", endpoint: str, pipeline_name: str, images_di
     }
 
 
-def engine_overhead(servers: Dict[str, "Server"], endpoint: str, payloads: List[Dict[str, Any]], pairs: int) -> Dict[str, Any]:
-    """Median of paired (engine − first server) latencies at concurrency 1: same request, back to back."""
+def engine_overhead(servers: Dict[str, "Server"], endpoint: str, payloads: List[Dict[str, Any]], pairs: int,
+                    also: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
+    """Median of paired (engine − first server) latencies at concurrency 1: same request, back to back; ``also``:
+    {engine: another server} to pair it with as well."""
     labels = list(servers)
     times: Dict[str, List[float]] = {label: [] for label in labels}
     with httpx.Client(timeout=600) as client:
@@ -293,10 +298,11 @@ def engine_overhead(servers: Dict[str, "Server"], endpoint: str, payloads: List[
                     times[label].append(elapsed * 1000)
     base = labels[0]
     out: Dict[str, Any] = {"pairs": pairs, **{f"p50_ms_{label}": round(statistics.median(times[label]), 1) for label in labels}}
-    for label in labels[1:]:
-        diffs = sorted(t - b for t, b in zip(times[label], times[base]))
-        out[f"overhead_median_ms_{label}"] = round(statistics.median(diffs), 2)
-        out[f"overhead_iqr_ms_{label}"] = [round(diffs[len(diffs) // 4], 2), round(diffs[3 * len(diffs) // 4], 2)]
+    for label, other, suffix in [(label, base, "") for label in labels[1:]] + [
+            (label, other, f"_vs_{other}") for label, other in (also or {}).items() if label in times]:
+        diffs = sorted(t - b for t, b in zip(times[label], times[other]))
+        out[f"overhead_median_ms_{label}{suffix}"] = round(statistics.median(diffs), 2)
+        out[f"overhead_iqr_ms_{label}{suffix}"] = [round(diffs[len(diffs) // 4], 2), round(diffs[3 * len(diffs) // 4], 2)]
     return out
 
 
@@ -432,6 +438,9 @@ def main() -> int:
     parser.add_argument("--use_hpip", action="store_true", help="likewise")
     parser.add_argument("--hpi_config", default=None, help="likewise (JSON)")
     parser.add_argument("--engines", default=None, help="compare these engines (e.g. basic,triton,ray) instead of batching on/off")
+    parser.add_argument("--triton_baseline", action="store_true",
+                        help=f"with --engines: also pair Triton's c=1 requests with basic serving run in Triton's interpreter "
+                             f"({TRITON_BASELINE!r}): the engine's own overhead, without the interpreters' difference")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     # Stopped by a signal (``timeout``, Ctrl-C from a shell script): exit through the ``with`` blocks, which stop the servers.
@@ -449,9 +458,13 @@ def main() -> int:
         with contextlib.ExitStack() as stack:
             servers = {name: stack.enter_context(Server(args.pipeline, "--engine", name)) for name in args.engines.split(",")}
             report["answers_identical_to_first"] = same_answers(servers, args.endpoint, payloads)
+            paired = dict(servers)
+            if args.triton_baseline:
+                paired[TRITON_BASELINE] = stack.enter_context(Server(args.pipeline, "--engine", "basic", python=_python(["triton"])))
             (cheap,) = bodies(args.images, [OVERHEAD_IMAGE], **OVERHEAD_OPTIONS)
             largest = max(payloads, key=lambda body: len(body["file"]))
-            report["overhead_c1"] = {what: engine_overhead(servers, args.endpoint, [body], args.overhead_pairs)
+            report["overhead_c1"] = {what: engine_overhead(paired, args.endpoint, [body], args.overhead_pairs,
+                                                           also={"triton": TRITON_BASELINE})
                                      for what, body in (("cheap", cheap), ("largest", largest))}
             report["levels"] = compare(servers, args.endpoint, payloads, levels, args.rounds, args.warm_up, baseline=next(iter(servers)))
     else:

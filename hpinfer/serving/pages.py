@@ -1,8 +1,8 @@
 """Pages handed to an engine instance on the same machine through shared memory instead of inside the call.
 
 A call's pixels are most of its bytes: sent in the call they are copied into a message, over a socket and out
-again (measured with Ray Serve on loopback: 1.36 MB of pixels added ~3 ms to a call by value, ~2.5 ms by
-reference through Ray's object store). Here the front-end writes them into a memory file of its own thread
+again, or through Ray's object store and its bookkeeping, which cost more than the rest of the call
+(benchmarks/RESULTS.md, 2026-12-05 05:00). Here the front-end writes them into a memory file of its own thread
 (``memfd``, no name in any file system, freed when the front-end exits whatever ends it) and sends a
 ``SharedPages`` note; the instance opens that file through ``/proc/<pid>/fd`` and copies the pages out. An
 instance on another machine (or that may not open the file) finds a different file or none there: ``read``
