@@ -436,3 +436,28 @@ def test_instance_batching_is_an_option_of_the_remote_engines():
     with pytest.raises(ConfigError, match="--instance_batching is an option of --engine triton and ray"):
         EngineOptions("basic", batching=True)
     assert EngineOptions("ray", batching=False).batching is False
+
+
+def test_pages_reach_another_process_through_shared_memory(shared_images):
+    """Ray's replicas on this machine read the front-end's pages from its memory file (``serving/pages.py``):
+    another process gets them bit for bit; a note it cannot follow (another machine: another process under
+    that number, or the file gone) reads as None, and the front-end then sends the pixels in the call."""
+    import pickle
+
+    from hpinfer.serving.pages import PageWriter, SharedPages, read
+
+    pages = [cv2.imread(str(shared_images / name)) for name in ("bilevel_test.png", "single_line.jpg")]
+    reader = ("import pickle, sys; from hpinfer.serving.pages import read; "
+              "sys.stdout.buffer.write(pickle.dumps(read(pickle.loads(sys.stdin.buffer.read()))))")
+    writer = PageWriter()
+    try:
+        note = writer.write(pages)
+        out = subprocess.run([sys.executable, "-c", reader], input=pickle.dumps(note), capture_output=True, cwd=ROOT, check=True)
+        got = pickle.loads(out.stdout)
+        assert [page.shape for page in got] == [page.shape for page in pages]
+        assert all((a == b).all() for a, b in zip(got, pages))
+        assert read(note._replace(pid=os.getppid())) is None
+        assert read(SharedPages(note.pid, note.fd, "hpinfer-pages-elsewhere", note.layout)) is None
+    finally:
+        writer.close()
+    assert read(note) is None
