@@ -141,7 +141,7 @@ def _open_artifact(model_name: str, model_path: Path, artifact: Artifact, device
     build or GPU, a package its loader rejects) is rebuilt once, rather than the engine being given up."""
     try:
         return artifact.open(model_path, device)
-    except HpinferError:
+    except (HpinferError, NotImplementedError):  # NotImplementedError: an op the engine lacks, which no rebuild adds
         raise
     except Exception as err:
         if artifact.entry.built:
