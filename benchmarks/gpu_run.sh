@@ -45,6 +45,15 @@ INSTANCE_HPI=${INSTANCE_HPI:-'{"auto_config": false, "backend": "torch", "backen
 # Batches bring (width x batch bucket) shapes that one page at a time never sees: room for 512 graphs, not 64.
 SERVE_HPI=${SERVE_HPI:-'{"auto_config": false, "backend": "torch", "backend_config": {"precision": "fp16", "torch": {"cudnn_benchmark": false, "max_graphs": 512}}}'}
 
+# MPS=1: NVIDIA's Multi-Process Service, so that the kernels of several instances (processes) run at once
+# instead of taking turns in time slices.
+if [ "${MPS:-0}" = 1 ]; then
+  export CUDA_MPS_PIPE_DIRECTORY=/tmp/mps-pipe CUDA_MPS_LOG_DIRECTORY=/tmp/mps-log
+  mkdir -p $CUDA_MPS_PIPE_DIRECTORY $CUDA_MPS_LOG_DIRECTORY
+  nvidia-cuda-mps-control -d && echo "MPS daemon started" || echo "MPS: could not start the daemon"
+  trap 'echo quit | nvidia-cuda-mps-control' EXIT
+fi
+
 for step in "$@"; do
   case $step in
     tests)

@@ -66,6 +66,7 @@ class Predictor:
             spec.name, spec.model_file, self.device, use_hpip, self.hpi_config, task=bind_task(spec.task, self.params),
             default_shapes=self.kind.default_shapes(self.params), paddle_model=spec.paddle_model,
         )
+        self.device = self.session.device  # where it really runs: safe mode may place a GPU's model on the CPU
 
     @property
     def task(self) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, List
 
 from ..device import Device
-from ..errors import ConfigError
+from ..errors import ConfigError, EngineUnavailableError
 from ..models import Predictor, create_model
 from .config import PipelineSettings
 
@@ -15,10 +15,13 @@ def create_sub_module(settings: PipelineSettings, key: str, task: str, device: "
     module = settings.modules.get(key)
     if module is None:
         raise ConfigError(f"{settings.source}: SubModules.{key} is missing")
-    predictor = create_model(
-        module.model_name, module.model_dir, device=device,
-        use_hpip=module.use_hpip, hpi_config=module.hpi_config, **{**module.params, **params},
-    )
+    try:
+        predictor = create_model(
+            module.model_name, module.model_dir, device=device,
+            use_hpip=module.use_hpip, hpi_config=module.hpi_config, **{**module.params, **params},
+        )
+    except EngineUnavailableError as err:  # name the YAML key a per-module hpi_config would go under
+        raise EngineUnavailableError(f"{settings.source}: SubModules.{key}: {err}") from None
     if predictor.task != task:
         predictor.close()
         raise ConfigError(f"{settings.source}: SubModules.{key} needs a {task} model, got {predictor.task}")

@@ -5,6 +5,10 @@ is installed and can run the model at the requested precision; a backend the use
 accepted only if it passes the same checks, otherwise the error lists what would work.
 Manual mode (``auto_config: false``) does what the user says.
 
+On a GPU, safe mode places a model that every GPU engine fails to load (an op no GPU engine translates) on the
+CPU, with the CPU rule's engines (``cpu_fallback``): one model on the CPU beats a pipeline that cannot start.
+A backend the user names, and manual mode, are never moved.
+
 In safe mode a reduced precision must also pass the accuracy guard (see ``loader``); ``precision_ladder``
 lists where it falls back to: the same engine at each higher precision it can run, ending at fp32.
 """
@@ -136,6 +140,26 @@ def fallbacks(choice: EngineChoice, device: Device) -> List[EngineChoice]:
         for b in later
         if why_not(b, device, choice.config.precision) is None
     ]
+
+
+CPU = Device("cpu")
+
+
+def cpu_fallback(choice: EngineChoice, device: Device) -> List[EngineChoice]:
+    """Safe mode on a GPU: the CPU rule's engines that can run the model, for when no GPU engine could load it;
+    at the asked precision where the engine can run it there, else at fp32 (the reference). Empty elsewhere."""
+    if not (choice.may_fall_back and device.is_gpu):
+        return []
+    rule = _rule_for(CPU)
+    picks = []
+    for backend in rule.preference:
+        config = choice.config
+        if why_not(backend, CPU, config.precision) is not None:
+            if why_not(backend, CPU, "fp32") is not None:
+                continue
+            config = config.model_copy(update={"precision": "fp32"})
+        picks.append(EngineChoice(backend, config, f"rule {rule.name}: no GPU engine could load the model", guarded=True))
+    return picks
 
 
 # Least to most precise: a precision the guard refuses falls back to the next one; fp32 is the reference.

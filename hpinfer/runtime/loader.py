@@ -7,7 +7,9 @@ and where that cannot be done the ``paddle`` engine runs it, with the reason log
 
 Fallbacks, in safe mode only: a reduced precision whose drift from fp32 exceeds the model's tolerance is
 refused and the same engine is tried at the next higher precision; an engine that fails to load the model
-is replaced by the rule's next engine. Standard inference (``use_hpip`` off) loads the model file directly.
+is replaced by the rule's next engine, and on a GPU a model no GPU engine could load runs on the CPU (the CPU
+rule's engine, logged as a warning; ``session.device`` says where a session runs). Standard inference
+(``use_hpip`` off) loads the model file directly.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from ..config import BackendConfig, HPIConfig
 from ..device import Device
 from ..errors import EngineUnavailableError, HpinferError
 from .accuracy import Drift
-from .auto_config import EngineChoice, choose_engine, fallbacks, precision_ladder, why_not
+from .auto_config import CPU, EngineChoice, choose_engine, cpu_fallback, fallbacks, precision_ladder, why_not
 from .builder import Artifact, build_engine
 from .engines import ENGINES, EngineSession
 from .engines.paddle import is_paddle_model
@@ -63,10 +65,33 @@ def _open(
         start = time.perf_counter()
         with _naming(model_name):
             session = ENGINES[choice.backend].load(model_path, choice.config, device)
+        session.device = device
         _log_loaded(model_name, device, choice, session, time.perf_counter() - start, "")
         return session
     candidates = [choice] + (fallbacks(choice, device) if choice.may_fall_back else [])
+    on_cpu = cpu_fallback(choice, device)
     failures: List[str] = []
+    session = _first_loaded(model_name, model_path, candidates, device, task, failures, alone=len(candidates) == 1 and not on_cpu)
+    if session is None and on_cpu:
+        cpu_failures: List[str] = []
+        session = _first_loaded(model_name, model_path, on_cpu, CPU, task, cpu_failures, alone=False)
+        if session is not None:
+            log.warning("%s: no GPU engine could load it (%s); it runs on the CPU with %s instead (safe mode)",
+                        model_name, "; ".join(failures), session.backend)
+        failures += cpu_failures
+    if session is None:
+        raise EngineUnavailableError(
+            f"{model_name}: no engine could load {model_path.name}: {'; '.join(failures)}{_no_fallback_hint(choice, device)}"
+        )
+    return session
+
+
+def _first_loaded(
+    model_name: str, model_path: Path, candidates: List[EngineChoice], device: Device, task: Optional[ModelTask],
+    failures: List[str], alone: bool,
+) -> Optional[EngineSession]:
+    """The first candidate (each down its precision ladder) that loads on ``device``; None, with each failure
+    added to ``failures``, if none does. ``alone``: the only engine there is, whose refusal is raised as it is."""
     for candidate in candidates:
         for config in precision_ladder(candidate, device):
             start = time.perf_counter()
@@ -76,8 +101,8 @@ def _open(
                     refusal = _refusal(candidate, config, artifact.drift, task)
                     session = None if refusal else _open_artifact(model_name, model_path, artifact, device, task)
             except EngineUnavailableError as err:  # the engine refuses this machine or model: the rule's next may not
-                if len(candidates) == 1:
-                    raise
+                if alone:
+                    raise EngineUnavailableError(f"{err}{_no_fallback_hint(candidate, device)}") from None
                 failures.append(f"{candidate.backend}: {err}")
                 log.warning("%s: engine %s is unavailable (%s)", model_name, candidate.backend, err)
                 break
@@ -92,9 +117,23 @@ def _open(
                 continue
             if failures:
                 log.info("%s: fell back to %s after: %s", model_name, candidate.backend, "; ".join(failures))
+            session.device = device
             _log_loaded(model_name, device, candidate, session, time.perf_counter() - start, _cache_note(artifact))
             return session
-    raise EngineUnavailableError(f"{model_name}: no engine could load {model_path.name}: {'; '.join(failures)}")
+    return None
+
+
+def _no_fallback_hint(choice: EngineChoice, device: Device) -> str:
+    """What to change when the engine the user named cannot load the model (nothing is replaced for them)."""
+    if choice.may_fall_back:
+        return ""
+    who = "manual mode (auto_config: false) runs only the backend" if not choice.guarded else "safe mode never replaces a backend"
+    where = " (on a GPU it runs a model that no GPU engine can load on the CPU)" if device.is_gpu else ""
+    return (
+        f"; {who} you name. To let hpinfer choose{where}, give this model hpi_config "
+        f'{{"auto_config": true, "backend": null}} (in a pipeline YAML, for this model alone: '
+        f"SubModules.<its module>.hpi_config: {{auto_config: true, backend: null}}; README: Engines and hpi_config)"
+    )
 
 
 def _open_artifact(model_name: str, model_path: Path, artifact: Artifact, device: Device, task: Optional[ModelTask]) -> EngineSession:
@@ -102,7 +141,7 @@ def _open_artifact(model_name: str, model_path: Path, artifact: Artifact, device
     build or GPU, a package its loader rejects) is rebuilt once, rather than the engine being given up."""
     try:
         return artifact.open(model_path, device)
-    except HpinferError:
+    except (HpinferError, NotImplementedError):  # NotImplementedError: an op the engine lacks, which no rebuild adds
         raise
     except Exception as err:
         if artifact.entry.built:

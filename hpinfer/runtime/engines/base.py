@@ -103,6 +103,7 @@ class EngineSession(ABC):
         self.timer = StageTimer()  # each run is an "infer" span while a benchmark enables it
         self.shape_bounds: Optional["ShapeBounds"] = None  # dynamic_shapes, enforced on every run
         self.artifact: Optional[Path] = None  # the model cache entry it was opened from, if any
+        self.device: Optional[Device] = None  # where it runs, set by the loader: safe mode may put a GPU's model on the CPU
         self._input_names = frozenset(t.name for t in inputs)
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> List[np.ndarray]:
