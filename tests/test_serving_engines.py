@@ -444,7 +444,9 @@ def test_pages_reach_another_process_through_shared_memory(shared_images):
     that number, or the file gone) reads as None, and the front-end then sends the pixels in the call."""
     import pickle
 
-    from hpinfer.serving.pages import PageWriter, SharedPages, read
+    import numpy as np
+
+    from hpinfer.serving.pages import KEEP_BYTES, PageWriter, SharedPages, read
 
     pages = [cv2.imread(str(shared_images / name)) for name in ("bilevel_test.png", "single_line.jpg")]
     reader = ("import pickle, sys; from hpinfer.serving.pages import read; "
@@ -458,6 +460,12 @@ def test_pages_reach_another_process_through_shared_memory(shared_images):
         assert all((a == b).all() for a, b in zip(got, pages))
         assert read(note._replace(pid=os.getppid())) is None
         assert read(SharedPages(note.pid, note.fd, "hpinfer-pages-elsewhere", note.layout)) is None
+        writer.done()  # a small batch's file is kept for the thread's next call; a large one's is not
+        assert read(note) is not None
+        large = writer.write([np.zeros((KEEP_BYTES + 1,), np.uint8)])
+        assert read(large) is not None
+        writer.done()
+        assert read(large) is None
     finally:
         writer.close()
     assert read(note) is None

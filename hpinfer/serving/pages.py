@@ -22,6 +22,7 @@ import numpy as np
 
 log = logging.getLogger("hpinfer.serving")
 MIN_BYTES = 4 << 20  # a front-end thread's file, grown when a batch needs more
+KEEP_BYTES = 32 << 20  # a file grown above this is dropped once its call is answered: no large file held idle
 
 
 class SharedPages(NamedTuple):
@@ -68,10 +69,9 @@ class PageWriter:
             except OSError as err:
                 log.info("pages go in the call (no shared memory for %d bytes: %s)", nbytes, err)
                 return None
+            if file is not None:
+                self._drop(file)
             with self._lock:
-                if file is not None:
-                    self._files.remove(file)
-                    file.close()
                 self._files.append(new)
             file = self._local.file = new
         layout, offset = [], 0
@@ -80,6 +80,20 @@ class PageWriter:
             layout.append((offset, image.shape, image.dtype.str))
             offset += image.nbytes
         return SharedPages(os.getpid(), file.fd, file.name, tuple(layout))
+
+    def done(self) -> None:
+        """This thread's call is answered: a file grown for a large batch is not kept for the next one."""
+        file = getattr(self._local, "file", None)
+        if file is not None and file.size > KEEP_BYTES:
+            self._local.file = None
+            self._drop(file)
+
+    def _drop(self, file: _File) -> None:
+        with self._lock:
+            if file not in self._files:  # closed already (``close``)
+                return
+            self._files.remove(file)
+        file.close()
 
     def close(self) -> None:
         with self._lock:

@@ -176,6 +176,8 @@ def started(settings: Any, options: EngineOptions) -> Iterator[RemotePipeline]:
                 return answer
             except lost as err:
                 raise InstanceFailed(f"{type(err).__name__}: {str(err).splitlines()[0]}") from None
+            finally:
+                pages.done()
 
         try:
             yield RemotePipeline(description, send)
