@@ -94,6 +94,8 @@ class Server:
         if self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(30)
+        for region in Path("/dev/shm").glob(f"pytrtion{self.process.pid}-*"):  # Triton's, which a SIGKILL leaves behind
+            region.unlink(missing_ok=True)
 
     def instance_calls(self) -> Dict[str, float]:
         text = httpx.get(f"{self.url}/metrics").text
