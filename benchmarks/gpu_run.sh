@@ -50,8 +50,13 @@ SERVE_HPI=${SERVE_HPI:-'{"auto_config": false, "backend": "torch", "backend_conf
 if [ "${MPS:-0}" = 1 ]; then
   export CUDA_MPS_PIPE_DIRECTORY=/tmp/mps-pipe CUDA_MPS_LOG_DIRECTORY=/tmp/mps-log
   mkdir -p $CUDA_MPS_PIPE_DIRECTORY $CUDA_MPS_LOG_DIRECTORY
-  nvidia-cuda-mps-control -d && echo "MPS daemon started" || echo "MPS: could not start the daemon"
-  trap 'echo quit | nvidia-cuda-mps-control' EXIT
+  if nvidia-cuda-mps-control -d && timeout 60 python3 -c "import torch; torch.ones(1).cuda().sum().item()"; then
+    echo "MPS on"
+    trap 'echo quit | nvidia-cuda-mps-control' EXIT
+  else  # a daemon that does not serve would fail every server: go on without it
+    echo "MPS could not be used: going on without it"
+    echo quit | nvidia-cuda-mps-control 2>/dev/null
+  fi
 fi
 
 for step in "$@"; do
