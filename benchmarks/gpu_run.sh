@@ -10,7 +10,8 @@
 #                                             # with cuDNN autotuning took 246 s in the issue's run
 #   bash benchmarks/gpu_run.sh instances      # issue 17: gpu_serve.py, basic serving with --instances N on one GPU: OCR
 #                                             # single images at concurrency 64 (INSTANCES=1,4,8), batching on vs off at 8
-#                                             # (BATCHING_INSTANCES), layout_parsing A4 pages at 32 (LAYOUT_INSTANCES)
+#                                             # (BATCHING_INSTANCES); MPS=1 runs them under NVIDIA's Multi-Process Service
+#   bash benchmarks/gpu_run.sh instances_layout  # the same for layout_parsing, A4 pages at concurrency 32 (LAYOUT_INSTANCES)
 #   bash benchmarks/gpu_run.sh serve          # serve_load.py with the torch engine: batching on vs off (SERVE_PAYLOADS=pages,
 #                                             # SERVE_HPI, SERVE_TAG: a suffix for the output files,
 #                                             # SERVE_PIPELINE=layout_parsing SERVE_ENDPOINT=/layout-parsing)
@@ -19,7 +20,9 @@
 # are at commit a108744 (git show a108744:benchmarks/gpu_bench.py).
 #
 # That machine has torch but not our other dependencies and cannot reach a package index: the wheels, model
-# packages and sample images travel in .device_carry/torch6 (gitignored; name it in the call's `carry`).
+# files and sample images travel in .device_carry/torch6 (gitignored; name it in the call's `carry`), made here by
+# `bash benchmarks/gpu_carry.sh ocr` (steps tests, serve, instances, issue16 with ISSUE16_PIPELINES=OCR) or
+# `... layout` (instances_layout); both do not fit in one call.
 # Logs and JSON go to $OUT. Every step has its own time limit so that one slow step cannot eat the call.
 set -u -o pipefail
 export PYTHONUNBUFFERED=1
@@ -73,7 +76,8 @@ for step in "$@"; do
       timeout ${OCR_TIMEOUT:-330} python3 benchmarks/gpu_serve.py --out "$OUT" --device $DEVICE --hpi_config "$INSTANCE_HPI" \
         --instances ${INSTANCES:-1,4,8} --concurrency 64 --count ${OCR_COUNT:-1280} --warm_up ${OCR_WARM_UP:-256} \
         --batching ${BATCHING_INSTANCES:-4} --rounds ${BATCHING_ROUNDS:-3} --budget ${OCR_BUDGET:-240} \
-        ${SERVER_ARGS:+--server_args "$SERVER_ARGS"} 2>&1 | tee "$OUT/instances_ocr.log"
+        ${SERVER_ARGS:+--server_args "$SERVER_ARGS"} 2>&1 | tee "$OUT/instances_ocr.log" ;;
+    instances_layout)
       timeout ${LAYOUT_TIMEOUT:-240} python3 benchmarks/gpu_serve.py --out "$OUT" --device $DEVICE --hpi_config "$INSTANCE_HPI" \
         --pipeline /tmp/layout_parsing.yaml --endpoint /layout-parsing --payloads pages --tag layout_parsing_pages \
         --instances ${LAYOUT_INSTANCES:-4,8} --concurrency 32 --count ${LAYOUT_COUNT:-320} --warm_up ${LAYOUT_WARM_UP:-64} \
