@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import signal
 import statistics
 import subprocess
@@ -32,7 +31,8 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import serve_load
-from serve_load import ENGINE_ARGS, Server, bodies, compare, environment, load, page_bodies, stage_seconds, summarize
+from serve_load import (ENGINE_ARGS, Server, answers, bodies, compare, environment, load, page_bodies, stage_seconds,
+                        summarize)
 
 
 class GpuSampler:
@@ -69,29 +69,17 @@ class GpuSampler:
         return {"gpu_busy_mean_pct": round(statistics.mean(self.busy), 1), "gpu_memory_peak_mib": max(self.memory)}
 
 
-def answers(url: str, endpoint: str, payloads: List[Dict[str, Any]]) -> List[Any]:
-    import httpx
-
-    out = []
-    for payload in payloads:
-        body = httpx.post(url + endpoint, json=payload, timeout=600).json()
-        body.pop("logId", None)
-        out.append(body)
-    return out
-
-
 def one_count(args: argparse.Namespace, n: int, payloads: List[Dict[str, Any]], extra: List[str]) -> Dict[str, Any]:
     started = time.monotonic()
     with Server(args.pipeline, "--instances", str(n), *extra) as server:
         ready_s = time.monotonic() - started
-        warm = asyncio.run(load(server.url + args.endpoint, payloads, args.concurrency, 0, args.warm_up))
+        asyncio.run(load(server.url + args.endpoint, payloads, args.concurrency, 0, args.warm_up))  # uncounted
         warm_s = time.monotonic() - started - ready_s
         with GpuSampler() as gpu:
             run = asyncio.run(load(server.url + args.endpoint, payloads, args.concurrency, args.count, 0))
         result = {"instances": n, "concurrency": args.concurrency, "ready_s": round(ready_s, 1),
                   "warm_up_requests": args.warm_up, "warm_up_s": round(warm_s, 1), **summarize([run]), **gpu.summary(),
                   "stages": stage_seconds(server.url)}
-        del warm
         result["answers"] = answers(server.url, args.endpoint, payloads)
     return result
 
@@ -157,7 +145,6 @@ def main() -> int:
             report["batching"] = {"instances": args.batching,
                                   "levels": compare(servers, args.endpoint, payloads, levels, args.rounds, args.warm_up),
                                   "stages": {label: stage_seconds(s.url) for label, s in servers.items()}}
-        save()
     save()
     print(json.dumps(report, indent=2))
     return 0
